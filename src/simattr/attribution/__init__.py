@@ -1,0 +1,19 @@
+"""Attribution: score training images for target images from their features."""
+
+from simattr.attribution.attributor import Attributor
+from simattr.attribution.ranking import Ranking, export_paper_npy, load_ranking, rank, save_ranking
+from simattr.attribution.scorers import SCORERS, CosineScorer, ExemplarSVMScorer, L2Scorer, Scorer
+
+__all__ = [
+    "SCORERS",
+    "Attributor",
+    "CosineScorer",
+    "ExemplarSVMScorer",
+    "L2Scorer",
+    "Ranking",
+    "Scorer",
+    "export_paper_npy",
+    "load_ranking",
+    "rank",
+    "save_ranking",
+]

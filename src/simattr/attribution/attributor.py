@@ -1,0 +1,193 @@
+"""The attribution estimator: rank the training images responsible for each target prediction.
+
+Modelled on scikit-learn estimators: hyper-parameters in ``__init__``, data in ``fit``, fitted
+state in attributes ending with ``_``, and every argument validated up front with an error that
+names it. The estimator is model-agnostic: it sees only features, whatever produced them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from simattr._progress import progress_bar
+from simattr.attribution.scorers import SCORERS, ExemplarSVMScorer, Scorer
+from simattr.errors import InvalidInputError
+from simattr.validation import check_features, check_labels, check_positive_int, l2_normalize
+
+
+class Attributor:
+    """Score and rank training images for target images, from their features.
+
+    Args:
+        method: ``"esvm"`` (exemplar SVM, the default), ``"l2"`` (negative Euclidean distance) or
+            ``"cosine"`` (cosine similarity).
+        class_conditional: rank only training images whose label equals the target's label (the
+            label to explain). ``False`` ranks the whole training set.
+        C: ESVM regularisation (DESIGN.md: 0.1).
+        solver: ESVM solver, ``"newton"`` (exact, ours) or ``"reference"`` (scikit-learn).
+        normalize: L2-normalise features before scoring (DESIGN.md; with it, ``l2`` and
+            ``cosine`` give the same ranking).
+        device: torch device for the ESVM solver (``"cpu"`` or ``"cuda"``).
+        block_size: targets scored at once; bounds memory to ``block_size x pool`` scores.
+        progress: draw a progress bar over targets.
+
+    Attributes (after ``fit``):
+        n_train_, n_features_in_: shape of the training features.
+        train_labels_: int64 training labels (``None`` when fitted without labels).
+        classes_: labels present in the training set.
+    """
+
+    def __init__(
+        self,
+        method: str = "esvm",
+        *,
+        class_conditional: bool = True,
+        C: float = 0.1,
+        solver: str = "newton",
+        normalize: bool = True,
+        device: str = "cpu",
+        block_size: int = 256,
+        progress: bool = False,
+    ) -> None:
+        self.method = method
+        self.class_conditional = class_conditional
+        self.C = C
+        self.solver = solver
+        self.normalize = normalize
+        self.device = device
+        self.block_size = block_size
+        self.progress = progress
+
+    # -- construction ----------------------------------------------------------------------
+    def _make_scorer(self) -> Scorer:
+        if self.method not in SCORERS:
+            raise InvalidInputError(
+                f"unknown attribution method {self.method!r}; choose one of {sorted(SCORERS)}"
+            )
+        if self.method == "esvm":
+            return ExemplarSVMScorer(C=self.C, solver=self.solver, device=self.device)
+        return SCORERS[self.method]()
+
+    def fit(self, train_features: object, train_labels: object = None) -> Attributor:
+        """Store the (normalised) training features and, per class, the candidate pools."""
+        self._scorer = self._make_scorer()
+        check_positive_int(self.block_size, "block_size")
+        X = check_features(train_features, "train_features")
+        if train_labels is None:
+            if self.class_conditional:
+                raise InvalidInputError(
+                    "class-conditional attribution needs train_labels; pass them, or use "
+                    "class_conditional=False (--all-classes) to rank the whole training set"
+                )
+            self.train_labels_ = None
+            self.classes_ = np.array([], dtype=np.int64)
+        else:
+            y = check_labels(train_labels, len(X), "train_labels", for_what="training features")
+            self.train_labels_ = y
+            self.classes_ = np.unique(y)
+        self.train_features_ = l2_normalize(X) if self.normalize else X
+        self.n_train_, self.n_features_in_ = X.shape
+        return self
+
+    # -- validation of targets -------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "train_features_"):
+            raise InvalidInputError("this Attributor is not fitted yet: call fit() first")
+
+    def _check_targets(
+        self, target_features: object, target_labels: object
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        self._check_fitted()
+        T = check_features(target_features, "target_features")
+        if T.shape[1] != self.n_features_in_:
+            raise InvalidInputError(
+                f"target features have {T.shape[1]} dimensions but the training features have "
+                f"{self.n_features_in_}; both must come from the same backbone"
+            )
+        if self.normalize:
+            T = l2_normalize(T)
+        if not self.class_conditional:
+            return T, None
+        if target_labels is None:
+            raise InvalidInputError(
+                "class-conditional attribution needs target_labels (the label to explain of each "
+                "target); pass them, or use class_conditional=False"
+            )
+        y = check_labels(target_labels, len(T), "target_labels", for_what="target features")
+        missing = np.setdiff1d(np.unique(y), self.classes_)
+        if len(missing):
+            row = int(np.flatnonzero(y == missing[0])[0])
+            raise InvalidInputError(
+                f"target row {row} has label {int(missing[0])}, but no training image has that "
+                "label: its class-conditional pool is empty"
+            )
+        return T, y
+
+    def _pools(
+        self, y: np.ndarray | None, n_targets: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(target_rows, pool_indices)`` groups sharing one candidate pool."""
+        if y is None:
+            yield np.arange(n_targets), np.arange(self.n_train_)
+            return
+        for label in np.unique(y):
+            yield np.flatnonzero(y == label), np.flatnonzero(self.train_labels_ == label)
+
+    def _iter_blocks(
+        self, T: np.ndarray, y: np.ndarray | None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Yield ``(target_rows, pool_indices, scores)`` blocks, ``scores`` of shape rows x pool."""
+        with progress_bar(f"attribution ({self.method})", len(T), self.progress) as advance:
+            for rows, pool in self._pools(y, len(T)):
+                prepared = self._scorer.prepare(self.train_features_[pool])
+                for start in range(0, len(rows), self.block_size):
+                    block = rows[start : start + self.block_size]
+                    yield block, pool, self._scorer.score(prepared, T[block])
+                    advance(len(block))
+
+    # -- results ---------------------------------------------------------------------------
+    def score(self, target_features: object, target_labels: object = None) -> np.ndarray:
+        """Dense scores ``(n_targets, n_train)``; ``-inf`` outside a class-conditional pool.
+
+        Holds the whole matrix in memory: for large training sets use :meth:`topk`.
+        """
+        T, y = self._check_targets(target_features, target_labels)
+        out = np.full((len(T), self.n_train_), -np.inf, dtype=np.float64)
+        for rows, pool, scores in self._iter_blocks(T, y):
+            out[np.ix_(rows, pool)] = scores
+        return out
+
+    def topk(
+        self, target_features: object, target_labels: object = None, k: int = 100
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` highest-scoring training images per target.
+
+        Returns:
+            ``(indices, scores)``, both ``(n_targets, k)``: int64 rows of the training features
+            by descending score (ties broken by lower index), and their float64 scores.
+        """
+        k = check_positive_int(k, "k")
+        T, y = self._check_targets(target_features, target_labels)
+        for rows, pool in self._pools(y, len(T)):
+            if k > len(pool):
+                where = (
+                    f"the pool of label {int(y[rows[0]])} has only {len(pool)} training images"
+                    if y is not None
+                    else f"the training set has only {len(pool)} images"
+                )
+                raise InvalidInputError(f"k={k} is larger than the candidate pool: {where}")
+        indices = np.empty((len(T), k), dtype=np.int64)
+        values = np.empty((len(T), k), dtype=np.float64)
+        for rows, pool, scores in self._iter_blocks(T, y):
+            order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            indices[rows] = pool[order]
+            values[rows] = np.take_along_axis(scores, order, axis=1)
+        return indices, values
+
+    def __repr__(self) -> str:
+        return (
+            f"Attributor(method={self.method!r}, class_conditional={self.class_conditional}, "
+            f"C={self.C}, solver={self.solver!r})"
+        )

@@ -1,0 +1,298 @@
+"""The ``simattr`` command line: a thin layer over the Python API.
+
+Each command parses its options, calls the API and prints a short summary. Every refusal from
+the API (a :class:`~simattr.errors.SimattrError`) becomes one red line on stderr and exit code 1;
+outputs are written atomically, so a failed command leaves no file behind.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import warnings
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from simattr import __version__
+from simattr.errors import InvalidInputError, MissingFileError, SimattrError
+
+app = typer.Typer(
+    name="simattr",
+    help="Which training images made an image classifier predict this?",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _friendly_errors(func: F) -> F:
+    """Turn our exceptions into one readable line and exit status 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except SimattrError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _show_warnings() -> None:
+    """Print our warnings (e.g. the stand-in backbone) as yellow notes instead of tracebacks."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        err_console.print(f"[yellow]note:[/] {message}", highlight=False, soft_wrap=True)
+
+    warnings.showwarning = show
+
+
+class Split(str, Enum):
+    train = "train"
+    test = "test"
+
+
+class Method(str, Enum):
+    esvm = "esvm"
+    l2 = "l2"
+    cosine = "cosine"
+
+
+class Solver(str, Enum):
+    newton = "newton"
+    reference = "reference"
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"simattr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    _show_warnings()
+
+
+def _load_split(data: str, split: str, image_size: int | None = None):
+    from simattr.data import load_dataset, resolve_root
+
+    return load_dataset(resolve_root(data), split, image_size=image_size)
+
+
+@app.command()
+@_friendly_errors
+def features(
+    data: Annotated[str, typer.Option(help="Dataset: a path, 'digits' or 'cifar10'.")],
+    out: Annotated[Path, typer.Option(help="Output .npy file (a .npy.json sidecar is added).")],
+    split: Annotated[Split, typer.Option(help="Which split to embed.")] = Split.train,
+    backbone: Annotated[
+        str, typer.Option(help="'default', 'random[:SEED]' or a .safetensors file.")
+    ] = "default",
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
+    image_size: Annotated[
+        int | None, typer.Option(help="Resize images of folder datasets to this size.")
+    ] = None,
+) -> None:
+    """Embed every image of a split with a backbone and save the features."""
+    from simattr.features import extract_features, save_features
+    from simattr.models import load_backbone
+
+    if out.suffix != ".npy":
+        raise InvalidInputError(f"--out must end with .npy, got {out}")
+    dataset = _load_split(data, split.value, image_size)
+    net = load_backbone(backbone, device=device)
+    feats = extract_features(net, dataset, batch_size=batch_size, device=device)
+    save_features(out, feats, backbone=net, dataset=dataset)
+    console.print(
+        f"wrote {out}: {feats.shape[0]} x {feats.shape[1]} features of {dataset.name}/{split.value}"
+        f" (backbone {net.name}{'' if net.pretrained else ', randomly initialised'})"
+    )
+
+
+def _parse_targets(targets: str | None, targets_file: Path | None, n_test: int) -> np.ndarray:
+    from simattr.validation import check_indices
+
+    if targets is not None and targets_file is not None:
+        raise InvalidInputError("give either --targets or --targets-file, not both")
+    if targets_file is not None:
+        if not targets_file.exists():
+            raise MissingFileError(f"--targets-file: no such file {targets_file}")
+        try:
+            values = np.load(targets_file, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise InvalidInputError(
+                f"--targets-file {targets_file}: not a .npy array ({exc})"
+            ) from None
+        return check_indices(np.ravel(values), n_test, f"--targets-file {targets_file}")
+    if targets is None:
+        return np.arange(n_test, dtype=np.int64)
+    try:
+        values = [int(v) for v in targets.split(",") if v.strip()]
+    except ValueError:
+        raise InvalidInputError(
+            f"--targets must be comma-separated integers, e.g. 3,17,42; got {targets!r}"
+        ) from None
+    return check_indices(np.array(values, dtype=np.int64), n_test, "--targets")
+
+
+def _load_labels(path: Path, option: str) -> np.ndarray:
+    if not path.exists():
+        raise MissingFileError(f"{option}: no such file {path}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InvalidInputError(f"{option} {path}: not a .npy array ({exc})") from None
+
+
+@app.command()
+@_friendly_errors
+def attribute(
+    train_features: Annotated[Path, typer.Option(help="Training features .npy (n_train x D).")],
+    test_features: Annotated[Path, typer.Option(help="Test features .npy (n_test x D).")],
+    out: Annotated[Path, typer.Option(help="Output ranking .npz (targets, indices, scores).")],
+    data: Annotated[
+        str | None, typer.Option(help="Dataset to take the labels from (path, digits, cifar10).")
+    ] = None,
+    train_labels: Annotated[Path | None, typer.Option(help="Training labels .npy.")] = None,
+    test_labels: Annotated[Path | None, typer.Option(help="Test labels .npy.")] = None,
+    method: Annotated[Method, typer.Option(help="Scoring method.")] = Method.esvm,
+    all_classes: Annotated[
+        bool, typer.Option("--all-classes", help="Rank the whole training set, not the class.")
+    ] = False,
+    targets: Annotated[
+        str | None, typer.Option(help="Comma-separated test rows, e.g. 3,17,42 (default: all).")
+    ] = None,
+    targets_file: Annotated[Path | None, typer.Option(help="A .npy of test rows.")] = None,
+    topk: Annotated[int, typer.Option(help="Training images kept per target.")] = 100,
+    C: Annotated[float, typer.Option("--C", help="ESVM regularisation.")] = 0.1,
+    solver: Annotated[Solver, typer.Option(help="ESVM solver.")] = Solver.newton,
+    device: Annotated[str, typer.Option(help="cpu or cuda (ESVM solver).")] = "cpu",
+    export_paper_npy: Annotated[
+        Path | None, typer.Option(help="Also write the paper's (n_test, k) index matrix here.")
+    ] = None,
+) -> None:
+    """Rank the training images responsible for each target test image."""
+    from simattr.attribution import Attributor, rank, save_ranking
+    from simattr.attribution import export_paper_npy as export
+    from simattr.features import load_features, load_features_metadata
+
+    if out.suffix != ".npz":
+        raise InvalidInputError(f"--out must end with .npz, got {out}")
+    if export_paper_npy is not None and export_paper_npy.suffix != ".npy":
+        raise InvalidInputError(f"--export-paper-npy must end with .npy, got {export_paper_npy}")
+    xtr = load_features(train_features, "--train-features")
+    xte = load_features(test_features, "--test-features")
+    if xtr.shape[1] != xte.shape[1]:
+        raise InvalidInputError(
+            f"--train-features has {xtr.shape[1]} dimensions but --test-features has "
+            f"{xte.shape[1]}; both must come from the same backbone"
+        )
+    if data is not None and (train_labels is not None or test_labels is not None):
+        raise InvalidInputError("give either --data or --train-labels/--test-labels, not both")
+    if data is not None:
+        ytr, yte = _load_split(data, "train").labels, _load_split(data, "test").labels
+        label_source = data
+    elif train_labels is not None and test_labels is not None:
+        ytr = _load_labels(train_labels, "--train-labels")
+        yte = _load_labels(test_labels, "--test-labels")
+        label_source = f"{train_labels}, {test_labels}"
+    elif all_classes:
+        ytr = yte = None
+        label_source = None
+    else:
+        raise InvalidInputError(
+            "class-conditional attribution needs labels: give --data ROOT, or --train-labels "
+            "and --test-labels (or use --all-classes)"
+        )
+    if yte is not None:
+        from simattr.validation import check_labels
+
+        ytr = check_labels(ytr, len(xtr), "training labels", for_what="training features")
+        yte = check_labels(yte, len(xte), "test labels", for_what="test features")
+    chosen = _parse_targets(targets, targets_file, len(xte))
+    attributor = Attributor(
+        method.value,
+        class_conditional=not all_classes,
+        C=C,
+        solver=solver.value,
+        device=device,
+        progress=sys.stderr.isatty(),
+    ).fit(xtr, ytr if not all_classes else None)
+    ranking = rank(attributor, xte, None if all_classes else yte, chosen, topk)
+    ranking.metadata.update(
+        method=method.value,
+        class_conditional=not all_classes,
+        C=C if method is Method.esvm else None,
+        solver=solver.value if method is Method.esvm else None,
+        labels=label_source,
+        train_features=str(train_features),
+        test_features=str(test_features),
+        train_features_meta=load_features_metadata(train_features),
+        test_features_meta=load_features_metadata(test_features),
+    )
+    save_ranking(out, ranking)
+    if export_paper_npy is not None:
+        export(export_paper_npy, ranking, len(xte))
+    console.print(
+        f"wrote {out}: top-{topk} of {len(chosen)} target(s) by {method.value}"
+        f" ({'all classes' if all_classes else 'class-conditional'})"
+    )
+
+
+@app.command()
+@_friendly_errors
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for features, ranking and pictures.")] = Path(
+        "simattr-demo"
+    ),
+    targets: Annotated[int, typer.Option(help="Number of random test images to explain.")] = 4,
+    topk: Annotated[int, typer.Option(help="Training images shown per target.")] = 8,
+    seed: Annotated[int, typer.Option(help="Seed of the target draw.")] = 0,
+) -> None:
+    """Run the whole pipeline on scikit-learn's digits: nothing to download."""
+    from simattr.demo import run_demo
+
+    result = run_demo(out, n_targets=targets, k=topk, seed=seed, progress=sys.stderr.isatty())
+    names = result.class_names
+    table = Table(title=f"top-{topk} training images per target (exemplar SVM, digits)")
+    table.add_column("target", justify="right")
+    table.add_column("label")
+    table.add_column("top training images (row: label, score)")
+    for row, target in enumerate(result.ranking.targets):
+        cells = [
+            f"{i}:{names[result.train_labels[i]]} {s:+.2f}"
+            for i, s in zip(result.ranking.indices[row], result.ranking.scores[row], strict=True)
+        ]
+        table.add_row(str(target), names[result.test_labels[target]], "  ".join(cells))
+    console.print(table)
+    console.print(f"backbone: {result.backbone_note}")
+    for grid in result.grids:
+        console.print(f"picture: {grid}")
+    console.print(f"done in {result.seconds:.1f} s; outputs in {out}/")
+
+
+def main() -> None:
+    """Entry point of the ``simattr`` script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Feature extraction: images -> one embedding per image, saved as ``.npy`` plus a JSON sidecar.
+
+Images stay uint8 in memory; each batch is converted, normalised with the backbone's own input
+statistics and run in eval mode, so a feature depends only on its image (not on the batch size
+or on its neighbours). The sidecar records the backbone (including whether it is a trained or a
+randomly initialised stand-in), the dataset fingerprint and split, so that a features file can
+always be traced back to what produced it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from simattr._io import atomic_write, provenance, read_json, sidecar_path, write_json
+from simattr._progress import progress_bar
+from simattr.data.dataset import ImageDataset
+from simattr.errors import InvalidInputError, MissingFileError
+from simattr.models.backbones import Backbone
+from simattr.validation import check_features, check_positive_int
+
+
+def images_to_tensor(
+    images: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+) -> torch.Tensor:
+    """uint8 ``N x H x W x 3`` -> normalised float ``N x 3 x H x W`` (channels-last memory)."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device, non_blocking=True)
+    x = x.permute(0, 3, 1, 2).float().div_(255)
+    m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=device).view(1, 3, 1, 1)
+    return ((x - m) / s).contiguous(memory_format=torch.channels_last)
+
+
+@torch.inference_mode()
+def extract_features(
+    backbone: Backbone,
+    data: ImageDataset | np.ndarray,
+    *,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> np.ndarray:
+    """Embed every image of ``data`` with ``backbone``; returns float32 ``N x D``."""
+    batch_size = check_positive_int(batch_size, "batch_size")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError("device 'cuda' was asked for but CUDA is not available here")
+    if isinstance(data, np.ndarray):
+        if data.dtype != np.uint8 or data.ndim != 4 or data.shape[-1] != 3:
+            raise InvalidInputError(
+                f"images must be uint8 N x H x W x 3, got shape {data.shape} dtype {data.dtype}"
+            )
+        n, get = len(data), data.__getitem__
+    else:
+        n, get = len(data), data.get_images
+    module = backbone.module.to(device).eval().to(memory_format=torch.channels_last)
+    chunks: list[np.ndarray] = []
+    with progress_bar("features", n, progress) as advance:
+        for start in range(0, n, batch_size):
+            batch = get(slice(start, min(start + batch_size, n)))
+            x = images_to_tensor(batch, backbone.mean, backbone.std, device)
+            chunks.append(module(x).float().cpu().numpy())
+            advance(len(batch))
+    if not chunks:
+        raise InvalidInputError("no images to embed: the dataset is empty")
+    return np.concatenate(chunks)
+
+
+def save_features(
+    path: str | os.PathLike[str],
+    features: np.ndarray,
+    *,
+    backbone: Backbone | None = None,
+    dataset: ImageDataset | None = None,
+    **extra: Any,
+) -> Path:
+    """Write ``features`` to ``path`` (``.npy``) and its sidecar, both atomically."""
+    features = check_features(features, "features")
+    path = Path(path)
+    if path.suffix != ".npy":
+        raise InvalidInputError(f"features are written as .npy; got output path {path}")
+    meta = provenance(
+        kind="features",
+        shape=list(features.shape),
+        dtype=str(features.dtype),
+        normalized=False,
+        backbone=backbone.describe() if backbone is not None else None,
+        dataset=(
+            {
+                "name": dataset.name,
+                "split": dataset.split,
+                "fingerprint": dataset.fingerprint,
+                "n": len(dataset),
+                "class_names": list(dataset.class_names),
+            }
+            if dataset is not None
+            else None
+        ),
+        **extra,
+    )
+    atomic_write(path, lambda tmp: np.save(tmp, features, allow_pickle=False))
+    write_json(sidecar_path(path), meta)
+    return path
+
+
+def load_features(path: str | os.PathLike[str], name: str | None = None) -> np.ndarray:
+    """Read a features ``.npy`` (never pickled objects), validated as finite 2-D floats."""
+    path = Path(path)
+    label = name or str(path)
+    if not path.exists():
+        raise MissingFileError(f"{label}: no such file {path}")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InvalidInputError(f"{path} is not a readable .npy array: {exc}") from None
+    return check_features(arr, f"{label} ({path.name})")
+
+
+def load_features_metadata(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The sidecar of a features file, or ``None`` when it has none (user-provided features)."""
+    meta = sidecar_path(path)
+    return read_json(meta) if meta.exists() else None

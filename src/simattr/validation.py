@@ -1,0 +1,105 @@
+"""Input checks shared by the API and the CLI, in the spirit of scikit-learn's ``check_array``.
+
+Each check turns a bad argument into one :class:`~simattr.errors.InvalidInputError` that names
+the argument, the offending row or value and, where it helps, the fix, so that a user never sees
+a broadcasting error from deep inside numpy or torch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from simattr.errors import InvalidInputError
+
+
+def check_features(features: object, name: str = "features") -> np.ndarray:
+    """Return ``features`` as a finite, two-dimensional float array (float32 or float64)."""
+    try:
+        arr = np.asarray(features)
+    except Exception as exc:  # ragged lists and the like
+        raise InvalidInputError(f"{name} could not be read as an array: {exc}") from None
+    if arr.ndim != 2:
+        raise InvalidInputError(
+            f"{name} must be a 2-D array (n_images x n_dims), got shape {arr.shape}"
+        )
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise InvalidInputError(f"{name} is empty (shape {arr.shape})")
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise InvalidInputError(f"{name} must be numeric, got dtype {arr.dtype}")
+    if arr.dtype not in (np.float32, np.float64):
+        arr = arr.astype(np.float32)
+    finite = np.isfinite(arr)
+    if not finite.all():
+        row, col = (int(v[0]) for v in np.nonzero(~finite))
+        n_bad = int((~finite.all(axis=1)).sum())
+        raise InvalidInputError(
+            f"{name} has a non-finite value ({arr[row, col]}) at row {row}, column {col} "
+            f"({n_bad} row(s) affected); NaN or infinite features usually come from a diverged "
+            "backbone or a corrupt file"
+        )
+    return arr
+
+
+def check_labels(
+    labels: object,
+    n: int,
+    name: str = "labels",
+    *,
+    num_classes: int | None = None,
+    for_what: str = "features",
+) -> np.ndarray:
+    """Return ``labels`` as int64 of length ``n``, each in ``[0, num_classes)`` when given."""
+    arr = np.asarray(labels)
+    if arr.ndim != 1:
+        raise InvalidInputError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    if len(arr) != n:
+        raise InvalidInputError(
+            f"{name} has {len(arr)} entries but there are {n} {for_what}; "
+            "they must match one to one"
+        )
+    if n == 0:
+        return arr.astype(np.int64)
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise InvalidInputError(f"{name} must be whole numbers, got dtype {arr.dtype}")
+    elif not np.issubdtype(arr.dtype, np.integer):
+        raise InvalidInputError(f"{name} must be integers, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    if arr.min() < 0:
+        row = int(np.argmin(arr))
+        raise InvalidInputError(f"{name} has negative label {int(arr[row])} at row {row}")
+    if num_classes is not None and arr.max() >= num_classes:
+        row = int(np.argmax(arr))
+        raise InvalidInputError(
+            f"{name} has label {int(arr[row])} at row {row}, outside [0, {num_classes})"
+        )
+    return arr
+
+
+def check_positive_int(value: object, name: str) -> int:
+    """An integer >= 1 (numpy integers accepted, booleans refused)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_indices(indices: object, n: int, name: str) -> np.ndarray:
+    """Distinct-or-not integer positions in ``[0, n)``, as int64."""
+    arr = np.asarray(indices)
+    if arr.ndim != 1:
+        raise InvalidInputError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise InvalidInputError(f"{name} must be integers, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    bad = (arr < 0) | (arr >= n)
+    if bad.any():
+        raise InvalidInputError(
+            f"{name} contains {int(arr[bad][0])}, outside the valid range [0, {n})"
+        )
+    return arr
+
+
+def l2_normalize(features: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit Euclidean norm (an all-zero row stays zero)."""
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    return features / np.maximum(norms, np.finfo(features.dtype).tiny)

@@ -1,0 +1,73 @@
+"""Shared fixtures: the real CIFAR-10 copy from ``SIMATTR_DATA_ROOT`` and an isolated cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+def _data_root() -> Path | None:
+    value = os.environ.get("SIMATTR_DATA_ROOT")
+    if not value:
+        return None
+    path = Path(value).expanduser().resolve()
+    return path if (path / "cifar10").is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The shared datasets folder. In CI a missing root fails the run instead of skipping."""
+    root = _data_root()
+    if root is None:
+        msg = (
+            "SIMATTR_DATA_ROOT must point to the shared datasets folder (holding cifar10/); "
+            f"got {os.environ.get('SIMATTR_DATA_ROOT')!r}"
+        )
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return root
+
+
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One decoded-array cache for the whole test session (decoding CIFAR-10 takes ~10 s)."""
+    return tmp_path_factory.mktemp("simattr-cache")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(monkeypatch: pytest.MonkeyPatch, session_cache: Path) -> None:
+    """Never touch the user's real cache directory from tests."""
+    monkeypatch.setenv("SIMATTR_CACHE_DIR", str(session_cache))
+
+
+@pytest.fixture(scope="session")
+def cifar_train(data_root: Path, session_cache: Path):
+    """The real CIFAR-10 training split (decoded once per session, then cached)."""
+    os.environ["SIMATTR_CACHE_DIR"] = str(session_cache)
+    from simattr.data import load_dataset
+
+    return load_dataset(data_root / "cifar10", "train")
+
+
+@pytest.fixture(scope="session")
+def cifar_test(data_root: Path, session_cache: Path):
+    """The real CIFAR-10 test split."""
+    os.environ["SIMATTR_CACHE_DIR"] = str(session_cache)
+    from simattr.data import load_dataset
+
+    return load_dataset(data_root / "cifar10", "test")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``gpu``-marked tests when CUDA is absent; they are never faked on the CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

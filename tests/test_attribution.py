@@ -1,0 +1,236 @@
+"""The attribution core: agreement with scikit-learn's LinearSVC on real CIFAR-10 features,
+exactness of the Newton solver, the simple scorers, and every refusal of bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+from sklearn.svm import LinearSVC
+
+from simattr import Attributor, InvalidInputError
+from simattr.attribution.esvm import PoolSystem, balanced_weights, fit_newton
+
+CLASS = 3  # cat: the class whose 5,000 training images form the pool
+
+
+def _pca_features(images: np.ndarray, basis: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    flat = images.reshape(len(images), -1).astype(np.float32) / 255.0
+    return (flat - mean) @ basis
+
+
+@pytest.fixture(scope="module")
+def real_pool(cifar_train, cifar_test):
+    """512-d PCA features of real CIFAR-10 pixels: one full 5,000-image class pool + targets."""
+    from sklearn.decomposition import PCA
+
+    pool_rows = np.flatnonzero(cifar_train.labels == CLASS)
+    pool_images = cifar_train.get_images(pool_rows)
+    flat = pool_images.reshape(len(pool_rows), -1).astype(np.float32) / 255.0
+    pca = PCA(n_components=512, svd_solver="randomized", random_state=0).fit(flat)
+    basis, mean = pca.components_.T, pca.mean_
+    pool = _pca_features(pool_images, basis, mean)
+    target_rows = np.flatnonzero(cifar_test.labels == CLASS)[:6]
+    targets = _pca_features(cifar_test.get_images(target_rows), basis, mean)
+    pool /= np.linalg.norm(pool, axis=1, keepdims=True)
+    targets /= np.linalg.norm(targets, axis=1, keepdims=True)
+    return pool.astype(np.float64), targets.astype(np.float64), pool_rows
+
+
+def _linear_svc_scores(target: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """DESIGN.md section 1's reference, written out independently of simattr."""
+    X = np.vstack([target[None], pool])
+    y = np.r_[1, np.zeros(len(pool), dtype=int)]
+    svm = LinearSVC(C=0.1, class_weight="balanced", tol=1e-6, max_iter=10000).fit(X, y)
+    return svm.decision_function(pool)
+
+
+def test_esvm_agrees_with_linear_svc_on_real_cifar_features(real_pool):
+    pool, targets, _ = real_pool
+    # Train labels: the pool's class, plus a decoy class that must never be ranked.
+    rng = np.random.default_rng(0)
+    decoys = rng.normal(size=(300, pool.shape[1]))
+    features = np.vstack([pool, decoys])
+    labels = np.r_[np.full(len(pool), CLASS), np.full(len(decoys), 7)]
+    att = Attributor("esvm", C=0.1).fit(features, labels)
+    indices, scores = att.topk(targets, np.full(len(targets), CLASS), k=100)
+    assert indices.shape == scores.shape == (len(targets), 100)
+    dense = att.score(targets, np.full(len(targets), CLASS))
+    for i, target in enumerate(targets):
+        ref = _linear_svc_scores(target, pool)
+        ref_top = np.argsort(-ref, kind="stable")[:100]
+        overlap = len(set(ref_top) & set(indices[i])) / 100
+        assert overlap >= 0.95, f"target {i}: top-100 overlap {overlap}"
+        rho = spearmanr(dense[i, : len(pool)], ref).statistic
+        assert rho >= 0.99, f"target {i}: Spearman {rho}"
+        # About a tenth of the pool is active at the optimum (DESIGN.md section 1).
+        assert 0.02 < np.mean(ref > -1) < 0.5
+
+
+def _objective(w: np.ndarray, b: float, target: np.ndarray, pool: np.ndarray, C: float) -> float:
+    c_pos, c_neg = balanced_weights(len(pool), C)
+    return float(
+        0.5 * (w @ w + b * b)
+        + c_pos * max(0.0, 1 - (target @ w + b)) ** 2
+        + c_neg * np.sum(np.maximum(0.0, 1 + pool @ w + b) ** 2)
+    )
+
+
+def test_newton_reaches_the_exact_optimum(real_pool):
+    """Our solver's objective is no worse than liblinear's and its gradient vanishes."""
+    pool, targets, _ = real_pool
+    system = PoolSystem.build(pool)
+    for target in targets[:3]:
+        fit = fit_newton(target, system, C=0.1)
+        X = np.vstack([target[None], pool])
+        svm = LinearSVC(C=0.1, class_weight="balanced", tol=1e-6, max_iter=10000).fit(
+            X, np.r_[1, np.zeros(len(pool), dtype=int)]
+        )
+        ours = _objective(fit.coef, fit.intercept, target, pool, 0.1)
+        theirs = _objective(svm.coef_[0], svm.intercept_[0], target, pool, 0.1)
+        assert ours <= theirs * (1 + 1e-9)
+        assert fit.iterations < 30
+        # Perturbing the solution in any direction can only increase the objective.
+        rng = np.random.default_rng(1)
+        for _ in range(3):
+            d = rng.normal(size=pool.shape[1]) * 1e-4
+            assert _objective(fit.coef + d, fit.intercept, target, pool, 0.1) >= ours
+
+
+@pytest.fixture()
+def toy():
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(60, 8))
+    labels = np.repeat(np.arange(3), 20)
+    tests = rng.normal(size=(5, 8))
+    test_labels = np.array([0, 1, 2, 1, 0])
+    return train, labels, tests, test_labels
+
+
+@pytest.mark.parametrize("method", ["l2", "cosine"])
+def test_simple_scorers_match_brute_force(toy, method):
+    train, labels, tests, test_labels = toy
+    unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)  # noqa: E731
+    tr, te = unit(train), unit(tests)
+    if method == "l2":
+        expected = -np.linalg.norm(te[:, None] - tr[None], axis=2)
+    else:
+        expected = te @ tr.T
+    dense = Attributor(method).fit(train, labels).score(tests, test_labels)
+    for i, y in enumerate(test_labels):
+        pool = labels == y
+        np.testing.assert_allclose(dense[i, pool], expected[i, pool], atol=1e-10)
+        assert np.all(np.isneginf(dense[i, ~pool]))
+    all_dense = Attributor(method, class_conditional=False).fit(train).score(tests)
+    np.testing.assert_allclose(all_dense, expected, atol=1e-10)
+
+
+@pytest.mark.parametrize("method", ["esvm", "l2", "cosine"])
+def test_topk_is_sorted_within_the_class_pool(toy, method):
+    train, labels, tests, test_labels = toy
+    att = Attributor(method).fit(train, labels)
+    idx, sc = att.topk(tests, test_labels, k=7)
+    assert idx.dtype == np.int64 and idx.shape == (5, 7)
+    assert np.all(labels[idx] == test_labels[:, None])
+    assert np.all(np.diff(sc, axis=1) <= 0)
+    dense = att.score(tests, test_labels)
+    np.testing.assert_allclose(np.take_along_axis(dense, idx, axis=1), sc)
+    # The ranking is the dense ranking's prefix.
+    full = np.argsort(-dense, axis=1, kind="stable")[:, :7]
+    np.testing.assert_array_equal(full, idx)
+
+
+def test_all_classes_ranks_the_whole_training_set(toy):
+    train, labels, tests, _ = toy
+    idx, _ = Attributor("esvm", class_conditional=False).fit(train, labels).topk(tests, k=60)
+    assert sorted(idx[0]) == list(range(60))
+
+
+def test_ties_break_towards_the_lower_index():
+    train = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    idx, _ = Attributor("cosine", class_conditional=False).fit(train).topk([[1.0, 0.0]], k=3)
+    assert idx.tolist() == [[0, 1, 3]]
+
+
+def test_results_do_not_depend_on_block_size(toy):
+    train, labels, tests, test_labels = toy
+    a = Attributor("esvm", block_size=1).fit(train, labels).topk(tests, test_labels, k=10)
+    b = Attributor("esvm", block_size=64).fit(train, labels).topk(tests, test_labels, k=10)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_allclose(a[1], b[1], atol=1e-12)
+
+
+def test_reference_solver_gives_the_same_ranking(toy):
+    train, labels, tests, test_labels = toy
+    a = Attributor("esvm").fit(train, labels).score(tests, test_labels)
+    b = Attributor("esvm", solver="reference").fit(train, labels).score(tests, test_labels)
+    finite = np.isfinite(a)
+    np.testing.assert_allclose(a[finite], b[finite], atol=1e-4)
+
+
+# -- refusals ------------------------------------------------------------------------------
+
+
+def test_nan_features_are_refused_naming_the_row(toy):
+    train, labels, tests, test_labels = toy
+    train = train.copy()
+    train[13, 2] = np.nan
+    with pytest.raises(InvalidInputError, match=r"row 13, column 2"):
+        Attributor().fit(train, labels)
+    att = Attributor().fit(toy[0], labels)
+    bad = tests.copy()
+    bad[4, 0] = np.inf
+    with pytest.raises(InvalidInputError, match=r"target_features.*row 4"):
+        att.topk(bad, test_labels, k=3)
+
+
+def test_dimension_mismatch_is_refused(toy):
+    train, labels, tests, test_labels = toy
+    att = Attributor().fit(train, labels)
+    with pytest.raises(InvalidInputError, match=r"7 dimensions.*8"):
+        att.topk(tests[:, :7], test_labels, k=3)
+
+
+def test_label_length_and_range_are_checked(toy):
+    train, labels, tests, test_labels = toy
+    with pytest.raises(InvalidInputError, match=r"59 entries.*60"):
+        Attributor().fit(train, labels[:-1])
+    bad = labels.copy()
+    bad[5] = -2
+    with pytest.raises(InvalidInputError, match=r"-2 at row 5"):
+        Attributor().fit(train, bad)
+    att = Attributor().fit(train, labels)
+    with pytest.raises(InvalidInputError, match=r"4 entries.*5"):
+        att.topk(tests, test_labels[:4], k=3)
+
+
+def test_k_larger_than_pool_is_refused(toy):
+    train, labels, tests, test_labels = toy
+    with pytest.raises(InvalidInputError, match=r"k=21 .*only 20"):
+        Attributor("l2").fit(train, labels).topk(tests, test_labels, k=21)
+    with pytest.raises(InvalidInputError, match=r"k must be a positive integer"):
+        Attributor("l2").fit(train, labels).topk(tests, test_labels, k=0)
+
+
+def test_empty_class_pool_is_refused(toy):
+    train, labels, tests, _ = toy
+    with pytest.raises(InvalidInputError, match=r"target row 2 has label 5.*pool is empty"):
+        Attributor().fit(train, labels).topk(tests, [0, 1, 5, 1, 0], k=3)
+
+
+def test_unknown_method_and_solver_are_refused(toy):
+    train, labels, _, _ = toy
+    with pytest.raises(InvalidInputError, match=r"unknown attribution method 'knn'"):
+        Attributor("knn").fit(train, labels)
+    with pytest.raises(InvalidInputError, match=r"unknown ESVM solver"):
+        Attributor("esvm", solver="magic").fit(train, labels)
+
+
+def test_unfitted_and_label_free_use_are_refused(toy):
+    train, labels, tests, test_labels = toy
+    with pytest.raises(InvalidInputError, match=r"not fitted"):
+        Attributor().topk(tests, test_labels, k=3)
+    with pytest.raises(InvalidInputError, match=r"needs train_labels"):
+        Attributor().fit(train)
+    with pytest.raises(InvalidInputError, match=r"needs target_labels"):
+        Attributor().fit(train, labels).topk(tests, None, k=3)

@@ -1,0 +1,286 @@
+"""The command line, end to end on real files: digits and a slice of the real CIFAR-10.
+
+Every refusal must exit non-zero with one readable message and leave no output behind.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from simattr.attribution import load_ranking
+from simattr.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def digits_features(tmp_path_factory) -> Path:
+    """Train and test features of digits, made by the CLI itself."""
+    out = tmp_path_factory.mktemp("digits-features")
+    for split in ("train", "test"):
+        result = invoke(
+            "features",
+            "--data",
+            "digits",
+            "--split",
+            split,
+            "--backbone",
+            "random:0",
+            "--out",
+            out / f"{split}.npy",
+            "--batch-size",
+            "128",
+        )
+        assert result.exit_code == 0, result.output
+    return out
+
+
+def test_features_command_writes_array_and_sidecar(digits_features):
+    train = np.load(digits_features / "train.npy")
+    meta = json.loads((digits_features / "train.npy.json").read_text())
+    assert train.shape == (meta["dataset"]["n"], 512)
+    assert meta["dataset"]["name"] == "digits" and meta["dataset"]["split"] == "train"
+    assert meta["backbone"]["pretrained"] is False
+
+
+def test_attribute_with_dataset_labels_and_paper_export(digits_features, tmp_path):
+    from simattr.data import load_dataset
+
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    out, paper = tmp_path / "r.npz", tmp_path / "paper.npy"
+    result = invoke(
+        "attribute",
+        "--train-features",
+        digits_features / "train.npy",
+        "--test-features",
+        digits_features / "test.npy",
+        "--data",
+        "digits",
+        "--targets",
+        "3,17,42",
+        "--topk",
+        "10",
+        "--out",
+        out,
+        "--export-paper-npy",
+        paper,
+    )
+    assert result.exit_code == 0, result.output
+    ranking = load_ranking(out)
+    assert ranking.targets.tolist() == [3, 17, 42]
+    assert ranking.indices.shape == ranking.scores.shape == (3, 10)
+    assert np.all(train.labels[ranking.indices] == test.labels[[3, 17, 42]][:, None])
+    assert ranking.metadata["method"] == "esvm"
+    dense = np.load(paper)
+    assert dense.shape == (len(test), 10)
+    np.testing.assert_array_equal(dense[[3, 17, 42]], ranking.indices)
+    assert np.all(np.delete(dense, [3, 17, 42], axis=0) == -1)
+
+
+def test_attribute_label_files_all_classes_and_targets_file(digits_features, tmp_path):
+    from simattr.data import load_dataset
+
+    ytr, yte = load_dataset("digits", "train").labels, load_dataset("digits", "test").labels
+    np.save(tmp_path / "ytr.npy", ytr)
+    np.save(tmp_path / "yte.npy", yte)
+    np.save(tmp_path / "t.npy", np.array([0, 5]))
+    common = ["--train-features", digits_features / "train.npy"]
+    common += ["--test-features", digits_features / "test.npy"]
+    res = invoke(
+        "attribute",
+        *common,
+        "--train-labels",
+        tmp_path / "ytr.npy",
+        "--test-labels",
+        tmp_path / "yte.npy",
+        "--targets-file",
+        tmp_path / "t.npy",
+        "--method",
+        "cosine",
+        "--topk",
+        "5",
+        "--out",
+        tmp_path / "a.npz",
+    )
+    assert res.exit_code == 0, res.output
+    res = invoke(
+        "attribute",
+        *common,
+        "--all-classes",
+        "--targets",
+        "0,5",
+        "--topk",
+        "300",
+        "--out",
+        tmp_path / "b.npz",
+    )
+    assert res.exit_code == 0, res.output
+    a, b = load_ranking(tmp_path / "a.npz"), load_ranking(tmp_path / "b.npz")
+    assert np.all(ytr[a.indices] == yte[[0, 5]][:, None])
+    # 300 > any class pool: the all-class ranking must reach into other classes.
+    assert np.any(ytr[b.indices] != yte[[0, 5]][:, None])
+
+
+def _refused(result, pattern: str, *outputs: Path) -> None:
+    assert result.exit_code != 0
+    assert pattern in result.output, result.output
+    assert "Traceback" not in result.output
+    for path in outputs:
+        assert not path.exists(), f"{path} was written by a failed command"
+
+
+def test_attribute_refusals_leave_nothing_behind(digits_features, tmp_path):
+    train, test = digits_features / "train.npy", digits_features / "test.npy"
+    out, paper = tmp_path / "r.npz", tmp_path / "p.npy"
+    base = ["attribute", "--train-features", train, "--test-features", test, "--out", out]
+    base += ["--export-paper-npy", paper]
+
+    nan = np.load(test)
+    nan[7, 3] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
+    _refused(
+        invoke(
+            "attribute",
+            "--train-features",
+            train,
+            "--test-features",
+            tmp_path / "nan.npy",
+            "--data",
+            "digits",
+            "--out",
+            out,
+        ),
+        "row 7, column 3",
+        out,
+    )
+    np.save(tmp_path / "narrow.npy", np.load(test)[:, :100])
+    _refused(
+        invoke(
+            "attribute",
+            "--train-features",
+            train,
+            "--test-features",
+            tmp_path / "narrow.npy",
+            "--data",
+            "digits",
+            "--out",
+            out,
+        ),
+        "512 dimensions",
+        out,
+    )
+    _refused(
+        invoke(*base, "--data", "digits", "--topk", "100000"),
+        "larger than the candidate pool",
+        out,
+        paper,
+    )
+    _refused(invoke(*base, "--data", "digits", "--targets", "3,99999"), "99999", out, paper)
+    _refused(invoke(*base, "--data", "digits", "--targets", "3,x"), "comma-separated", out, paper)
+    np.save(tmp_path / "short.npy", np.zeros(5, dtype=np.int64))
+    np.save(tmp_path / "yte.npy", np.zeros(len(np.load(test)), dtype=np.int64))
+    _refused(
+        invoke(
+            *base, "--train-labels", tmp_path / "short.npy", "--test-labels", tmp_path / "yte.npy"
+        ),
+        "5 entries",
+        out,
+        paper,
+    )
+    bad_range = np.full(len(np.load(train)), 12, dtype=np.int64)
+    np.save(tmp_path / "range.npy", bad_range)
+    _refused(
+        invoke(
+            *base,
+            "--train-labels",
+            tmp_path / "range.npy",
+            "--test-labels",
+            tmp_path / "yte.npy",
+            "--targets",
+            "0",
+        ),
+        "no training image has that label",
+        out,
+        paper,
+    )
+    _refused(invoke(*base), "needs labels", out, paper)
+    _refused(invoke(*base, "--data", "digits", "--method", "knn"), "knn", out, paper)
+    _refused(
+        invoke(
+            "attribute",
+            "--train-features",
+            tmp_path / "absent.npy",
+            "--test-features",
+            test,
+            "--data",
+            "digits",
+            "--out",
+            out,
+        ),
+        "absent.npy",
+        out,
+    )
+
+
+def test_features_refusals(tmp_path):
+    out = tmp_path / "f.npy"
+    _refused(invoke("features", "--data", tmp_path / "nowhere", "--out", out), "nowhere", out)
+    _refused(
+        invoke("features", "--data", "digits", "--backbone", tmp_path / "w.pt", "--out", out),
+        "w.pt",
+        out,
+    )
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    result = invoke("demo", "--out", tmp_path / "demo", "--targets", "3")
+    assert result.exit_code == 0, result.output
+    pictures = sorted((tmp_path / "demo").glob("target_*.png"))
+    assert len(pictures) == 3
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pictures)
+    ranking = load_ranking(tmp_path / "demo" / "ranking.npz")
+    assert ranking.indices.shape == (3, 8)
+    for target in ranking.targets:
+        assert f"{target}" in result.output
+    assert "randomly initialised" in result.output
+
+
+def test_cifar10_slice_through_the_cli(cifar_train, cifar_test, tmp_path):
+    """The real CIFAR-10 copy: features of a slice, class-conditional ESVM, label files."""
+    from simattr.features import extract_features, save_features
+    from simattr.models import load_backbone
+
+    net = load_backbone("random:0")
+    train, test = cifar_train.subset(np.arange(400)), cifar_test.subset(np.arange(20))
+    save_features(tmp_path / "tr.npy", extract_features(net, train, progress=False), backbone=net)
+    save_features(tmp_path / "te.npy", extract_features(net, test, progress=False), backbone=net)
+    np.save(tmp_path / "ytr.npy", train.labels)
+    np.save(tmp_path / "yte.npy", test.labels)
+    result = invoke(
+        "attribute",
+        "--train-features",
+        tmp_path / "tr.npy",
+        "--test-features",
+        tmp_path / "te.npy",
+        "--train-labels",
+        tmp_path / "ytr.npy",
+        "--test-labels",
+        tmp_path / "yte.npy",
+        "--topk",
+        "20",
+        "--out",
+        tmp_path / "r.npz",
+    )
+    assert result.exit_code == 0, result.output
+    ranking = load_ranking(tmp_path / "r.npz")
+    assert ranking.indices.shape == (20, 20)
+    assert np.all(train.labels[ranking.indices] == test.labels[:, None])

@@ -1,0 +1,64 @@
+"""Dataset views: subsets, removals and relabellings share the parent's pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from simattr import ImageDataset, InvalidInputError
+
+
+@pytest.fixture()
+def base() -> ImageDataset:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(10, 4, 4, 3), dtype=np.uint8)
+    return ImageDataset(pixels, np.arange(10) % 3, ("a", "b", "c"), name="toy", split="train")
+
+
+def test_views_do_not_copy_pixels(base):
+    for view in (base.subset([1, 3, 5]), base.remove([0, 9]), base.relabel([2], 0)):
+        assert view.pixels is base.pixels
+        assert view.is_view
+
+
+def test_subset_remove_relabel_contents(base):
+    sub = base.subset([7, 2, 4])
+    np.testing.assert_array_equal(sub.source_indices, [7, 2, 4])
+    np.testing.assert_array_equal(sub.labels, base.labels[[7, 2, 4]])
+    np.testing.assert_array_equal(sub.get_images([0, 2]), base.pixels[[7, 4]])
+
+    rem = base.remove([0, 5, 9])
+    assert len(rem) == 7
+    np.testing.assert_array_equal(rem.source_indices, [1, 2, 3, 4, 6, 7, 8])
+    np.testing.assert_array_equal(rem.images, base.pixels[[1, 2, 3, 4, 6, 7, 8]])
+
+    rel = base.relabel([0, 1], 2)
+    np.testing.assert_array_equal(rel.labels[:3], [2, 2, 2])
+    np.testing.assert_array_equal(rel.labels[3:], base.labels[3:])
+    assert base.labels[0] == 0  # the parent is untouched
+
+
+def test_views_compose_and_keep_original_rows(base):
+    view = base.remove([0, 1]).subset([0, 1, 2]).relabel([1], 1)
+    np.testing.assert_array_equal(view.source_indices, [2, 3, 4])
+    np.testing.assert_array_equal(view.labels, [2, 1, 1])
+    np.testing.assert_array_equal(view.get_images(slice(0, 3)), base.pixels[2:5])
+
+
+def test_views_refuse_bad_indices_and_labels(base):
+    with pytest.raises(InvalidInputError, match=r"contains 10, outside"):
+        base.remove([10])
+    with pytest.raises(InvalidInputError, match=r"new label 3 is outside"):
+        base.relabel([1], 3)
+    with pytest.raises(InvalidInputError, match=r"must be integers"):
+        base.subset([0.5])
+
+
+def test_dataset_refuses_inconsistent_labels_and_images():
+    px = np.zeros((4, 2, 2, 3), dtype=np.uint8)
+    with pytest.raises(InvalidInputError, match=r"3 labels for 4 images"):
+        ImageDataset(px, [0, 1, 0], ("a", "b"))
+    with pytest.raises(InvalidInputError, match=r"label 2 at row 3 is outside"):
+        ImageDataset(px, [0, 1, 0, 2], ("a", "b"))
+    with pytest.raises(InvalidInputError, match=r"uint8 array"):
+        ImageDataset(px.astype(np.float32), [0, 1, 0, 1], ("a", "b"))
