@@ -1,32 +1,71 @@
-"""Backbone architectures: torchvision's ResNet-18 with the CIFAR stem.
+"""Backbone architectures: ResNet-18 with the CIFAR stem, at full or reduced width.
 
 For 32x32 images the ImageNet stem (7x7 stride-2 convolution, then max-pool) throws away most of
 the resolution before the first block, so self-supervised CIFAR work replaces it with a 3x3
-stride-1 convolution and no max-pool. We keep torchvision's module names so that torchvision
-and MoCo-style state dicts load without renaming beyond their prefixes.
+stride-1 convolution and no max-pool. The network is assembled from torchvision's
+``BasicBlock`` with torchvision's module names (``conv1``, ``bn1``, ``layer1.0.conv1``, ...), so
+at full width a torchvision ``resnet18`` state dict (minus its stem and ``fc``) loads unchanged.
+Reduced widths (``resnet18-w32``, ``resnet18-w16``: 1/2 and 1/4 of the channels) exist because
+self-supervised training of the full network costs about 40 minutes per epoch on a 2-core CPU.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.models import resnet18
+from torchvision.models.resnet import BasicBlock
 
 
-def cifar_resnet18() -> nn.Module:
-    """ResNet-18 with a 3x3 stride-1 stem, no max-pool and no classifier: 512-d pooled output."""
-    net = resnet18(weights=None)
-    net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-    net.maxpool = nn.Identity()
-    net.fc = nn.Identity()
-    return net
+class CifarResNet(nn.Module):
+    """ResNet with a 3x3 stride-1 stem, no max-pool, and global-average-pooled output.
+
+    ``forward`` returns the pooled embedding (``8 * width`` dimensions); there is no classifier.
+    """
+
+    def __init__(self, layers: tuple[int, ...] = (2, 2, 2, 2), width: int = 64) -> None:
+        super().__init__()
+        self.width = width
+        self.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        inplanes = width
+        for i, blocks in enumerate(layers):
+            planes, stride = width * 2**i, 1 if i == 0 else 2
+            downsample = None
+            if stride != 1 or inplanes != planes:
+                downsample = nn.Sequential(
+                    nn.Conv2d(inplanes, planes, kernel_size=1, stride=stride, bias=False),
+                    nn.BatchNorm2d(planes),
+                )
+            stage = [BasicBlock(inplanes, planes, stride, downsample)]
+            stage += [BasicBlock(planes, planes) for _ in range(blocks - 1)]
+            self.add_module(f"layer{i + 1}", nn.Sequential(*stage))
+            inplanes = planes
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.out_dim = inplanes
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return torch.flatten(self.avgpool(x), 1)
 
 
-ARCHITECTURES = {"resnet18": cifar_resnet18}
-FEATURE_DIMS = {"resnet18": 512}
+def cifar_resnet18(width: int = 64) -> CifarResNet:
+    """ResNet-18 with the CIFAR stem; ``width`` channels in the first stage (64 = standard)."""
+    return CifarResNet((2, 2, 2, 2), width)
 
 
-def build_architecture(name: str) -> nn.Module:
+ARCHITECTURES = {
+    "resnet18": lambda: cifar_resnet18(64),
+    "resnet18-w32": lambda: cifar_resnet18(32),
+    "resnet18-w16": lambda: cifar_resnet18(16),
+}
+
+
+def build_architecture(name: str) -> CifarResNet:
     """Instantiate an architecture by name (see :data:`ARCHITECTURES`)."""
     from simattr.errors import InvalidInputError
 
@@ -35,7 +74,7 @@ def build_architecture(name: str) -> nn.Module:
     return ARCHITECTURES[name]()
 
 
-def random_init(name: str, seed: int = 0) -> nn.Module:
+def random_init(name: str, seed: int = 0) -> CifarResNet:
     """A randomly initialised architecture, identical for identical ``seed``."""
     generator_state = torch.random.get_rng_state()
     try:
