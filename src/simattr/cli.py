@@ -103,7 +103,11 @@ def features(
     out: Annotated[Path, typer.Option(help="Output .npy file (a .npy.json sidecar is added).")],
     split: Annotated[Split, typer.Option(help="Which split to embed.")] = Split.train,
     backbone: Annotated[
-        str, typer.Option(help="'default', 'random[:SEED]' or a .safetensors file.")
+        str,
+        typer.Option(
+            help="'default' (shipped CIFAR-10 MoCo backbone), 'random[:SEED]', or a weights file "
+            "(ours, MoCo v1/v2/v3, lightly, solo-learn or torchvision; never unpickled)."
+        ),
     ] = "default",
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,

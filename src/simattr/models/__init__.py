@@ -1,6 +1,17 @@
 """Networks: backbone architectures and how they are named, built and loaded."""
 
-from simattr.models.backbones import Backbone, load_backbone
+from simattr.models.backbones import Backbone, default_weights_path, load_backbone
+from simattr.models.checkpoints import FORMATS, Checkpoint, read_checkpoint
 from simattr.models.resnet import ARCHITECTURES, build_architecture, cifar_resnet18
 
-__all__ = ["ARCHITECTURES", "Backbone", "build_architecture", "cifar_resnet18", "load_backbone"]
+__all__ = [
+    "ARCHITECTURES",
+    "FORMATS",
+    "Backbone",
+    "Checkpoint",
+    "build_architecture",
+    "cifar_resnet18",
+    "default_weights_path",
+    "load_backbone",
+    "read_checkpoint",
+]

@@ -3,35 +3,43 @@
 A :class:`Backbone` is a network plus what is needed to use and describe it: the architecture
 name, the per-channel mean and standard deviation of its inputs, and whether its weights were
 learned. The description goes into every feature sidecar, so a features file always says
-whether it came from a trained or a randomly initialised network.
+whether it came from a trained or a randomly initialised network, and from which file.
 
 Spec strings understood by :func:`load_backbone`:
 
-* ``"default"``: the shipped self-supervised CIFAR-10 backbone. Until trained weights ship, a
-  randomly initialised ResNet-18 (seed 0) stands in, and says so.
-* ``"random"`` or ``"random:SEED"``: a randomly initialised ResNet-18.
-* a path to a ``.safetensors`` file in our format (weights plus a ``<file>.json`` sidecar naming
-  the architecture and normalisation).
+* ``"default"``: the shipped self-supervised CIFAR-10 backbone,
+  ``simattr/weights/cifar10-moco-resnet18-w16.safetensors`` (fp16, with its ``.json``
+  sidecar), found with :mod:`importlib.resources`. When a build ships without it, a randomly
+  initialised ResNet-18 (seed 0) stands in, with a ``UserWarning`` and a note saying so.
+* ``"random"`` or ``"random:SEED"``: a randomly initialised network (ResNet-18 unless ``arch``).
+* a path to a weights file: our ``.safetensors`` with its ``<file>.json`` sidecar, or a foreign
+  checkpoint (``.pth``, ``.pth.tar``, ``.pt``, ``.ckpt``, ``.safetensors``) from MoCo v1/v2/v3,
+  lightly, solo-learn or torchvision, read safely by :mod:`simattr.models.checkpoints`.
+  Foreign files carry no input statistics: the CIFAR-10 mean and std are used, and the note
+  says so.
 """
 
 from __future__ import annotations
 
-import hashlib
+import os
 import warnings
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from simattr._io import read_json, sidecar_path
-from simattr.errors import CheckpointError, InvalidInputError, MissingFileError
-from simattr.models.resnet import ARCHITECTURES, build_architecture, random_init
+from simattr.errors import InvalidInputError, MissingFileError
+from simattr.models.checkpoints import FORMATS, Checkpoint, file_sha256, read_checkpoint
+from simattr.models.resnet import ARCHITECTURES, random_init
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 DEFAULT_SEED = 0
+DEFAULT_WEIGHTS_PACKAGE = "simattr.weights"
+DEFAULT_WEIGHTS_FILE = "cifar10-moco-resnet18-w16.safetensors"
 
 
 @dataclass
@@ -66,10 +74,10 @@ class Backbone:
         return self
 
 
-def _random(seed: int, name: str, note: str) -> Backbone:
+def _random(seed: int, name: str, note: str, arch: str = "resnet18") -> Backbone:
     return Backbone(
-        module=random_init("resnet18", seed).eval(),
-        arch="resnet18",
+        module=random_init(arch, seed).eval(),
+        arch=arch,
         name=name,
         pretrained=False,
         note=note,
@@ -77,75 +85,127 @@ def _random(seed: int, name: str, note: str) -> Backbone:
     )
 
 
-def _from_safetensors(path: Path) -> Backbone:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def default_weights_path() -> Path | None:
+    """Where the shipped default backbone lies, or ``None`` when this build has none.
 
-    meta_path = sidecar_path(path)
-    meta = read_json(meta_path) if meta_path.exists() else {}
-    arch = meta.get("arch", "resnet18")
-    if arch not in ARCHITECTURES:
-        raise CheckpointError(f"{meta_path}: unknown architecture {arch!r}")
+    Looked up in the package ``simattr.weights`` so that it is found wherever the package is
+    installed; an installation must keep package data as files (not zipped).
+    """
     try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from None
-    module = build_architecture(arch)
-    expected = module.state_dict()
-    state = {k: v.to(expected[k].dtype) if k in expected else v for k, v in state.items()}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path} does not hold a {arch} backbone: missing keys {missing[:8]}"
-            f"{' ...' if len(missing) > 8 else ''}, unexpected keys {unexpected[:8]}"
-            f"{' ...' if len(unexpected) > 8 else ''}"
+        ref = resources.files(DEFAULT_WEIGHTS_PACKAGE) / DEFAULT_WEIGHTS_FILE
+    except ModuleNotFoundError:
+        return None
+    if not isinstance(ref, os.PathLike) or not ref.is_file():
+        return None
+    return Path(ref)
+
+
+def _default(arch: str | None, format: str) -> Backbone:
+    """The shipped backbone, or the random stand-in (with a warning) when none ships."""
+    if arch is not None or format != "auto":
+        raise InvalidInputError(
+            "backbone 'default' is a fixed network: arch= and format= apply to 'random' and to "
+            "files only"
         )
-    for key, tensor in state.items():
-        if tensor.shape != expected[key].shape:
-            raise CheckpointError(
-                f"{path}: {key} has shape {tuple(tensor.shape)}, {arch} expects "
-                f"{tuple(expected[key].shape)}"
-            )
-    module.load_state_dict(state)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    return Backbone(
-        module=module.eval(),
-        arch=arch,
-        name=str(path),
-        mean=tuple(meta.get("input_mean", CIFAR10_MEAN)),
-        std=tuple(meta.get("input_std", CIFAR10_STD)),
-        pretrained=bool(meta.get("pretrained", True)),
-        note=str(meta.get("note", "")),
-        extra={
-            "sha256_16": digest,
-            **{k: meta[k] for k in ("method", "epochs", "knn_accuracy") if k in meta},
-        },
+    path = default_weights_path()
+    if path is not None:
+        backbone = _from_file(path, None, "simattr")
+        backbone.name = "default"
+        backbone.extra["file"] = path.name
+        return backbone
+    warnings.warn(
+        "no trained self-supervised backbone ships with this build: 'default' is a randomly "
+        "initialised ResNet-18 (seed 0). Rankings from it are weaker than from a MoCo backbone.",
+        UserWarning,
+        stacklevel=3,
+    )
+    return _random(
+        DEFAULT_SEED,
+        "default",
+        "stand-in: randomly initialised ResNet-18 (seed 0), no self-supervised training yet",
     )
 
 
-def load_backbone(spec: str = "default", device: str | torch.device = "cpu") -> Backbone:
-    """Resolve a backbone spec (see the module docstring) to an eval-mode :class:`Backbone`."""
+def _from_file(path: Path, arch: str | None, format: str) -> Backbone:
+    """A backbone from a weights file of any supported layout (see the module docstring)."""
+    ckpt = read_checkpoint(path, arch=arch, format=format)
+    extra: dict[str, Any] = {"format": ckpt.format, "sha256_16": file_sha256(path)}
+    if ckpt.format == "simattr":
+        meta = ckpt.meta
+        extra.update({k: meta[k] for k in ("method", "epochs", "knn_accuracy") if k in meta})
+        return Backbone(
+            module=ckpt.build(),
+            arch=ckpt.arch,
+            name=str(path),
+            mean=tuple(meta.get("input_mean", CIFAR10_MEAN)),
+            std=tuple(meta.get("input_std", CIFAR10_STD)),
+            pretrained=bool(meta.get("pretrained", True)),
+            note=str(meta.get("note", "")),
+            extra=extra,
+        )
+    return Backbone(
+        module=ckpt.build(),
+        arch=ckpt.arch,
+        name=str(path),
+        pretrained=True,
+        note=_foreign_note(ckpt),
+        extra=extra | _foreign_extra(ckpt),
+    )
+
+
+def _foreign_note(ckpt: Checkpoint) -> str:
+    note = (
+        f"{ckpt.format} checkpoint; the file stores no input statistics, so inputs are "
+        "normalised with the CIFAR-10 mean and std"
+    )
+    if not ckpt.stem_relu:
+        note += "; no ReLU after the stem, as in the source network"
+    return note
+
+
+def _foreign_extra(ckpt: Checkpoint) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    if not ckpt.stem_relu:
+        extra["stem_relu"] = False
+    if ckpt.split_bn_layers:
+        extra["split_bn_layers_averaged"] = ckpt.split_bn_layers
+    for key in ("arch", "epoch"):
+        if key in ckpt.info:
+            extra[f"source_{key}"] = ckpt.info[key]
+    return extra
+
+
+def _random_spec(spec: str, arch: str | None, format: str) -> Backbone:
+    seed_text = spec.partition(":")[2] or str(DEFAULT_SEED)
+    if not seed_text.isdigit():
+        raise InvalidInputError(f"backbone {spec!r}: the seed after 'random:' must be an integer")
+    if format != "auto":
+        raise InvalidInputError(f"backbone {spec!r}: format= applies to files only")
+    if arch is not None and arch not in ARCHITECTURES:
+        raise InvalidInputError(f"unknown architecture {arch!r}; known: {sorted(ARCHITECTURES)}")
+    arch = arch or "resnet18"
+    return _random(int(seed_text), spec, f"randomly initialised {arch}", arch)
+
+
+def load_backbone(
+    spec: str = "default",
+    device: str | torch.device = "cpu",
+    *,
+    arch: str | None = None,
+    format: str = "auto",
+) -> Backbone:
+    """Resolve a backbone spec (see the module docstring) to an eval-mode :class:`Backbone`.
+
+    ``arch`` names the architecture of a random network or a weights file (default: the
+    sidecar's, else inferred from the stem width); ``format`` overrides the detection of a
+    file's layout (one of :data:`simattr.models.checkpoints.FORMATS`).
+    """
+    if format not in FORMATS:
+        raise InvalidInputError(f"unknown checkpoint format {format!r}; choose one of {FORMATS}")
     if spec == "default":
-        warnings.warn(
-            "no trained self-supervised backbone ships with this version: 'default' is a "
-            "randomly initialised ResNet-18 (seed 0). Rankings from it are weaker than from a "
-            "MoCo backbone.",
-            UserWarning,
-            stacklevel=2,
-        )
-        backbone = _random(
-            DEFAULT_SEED,
-            "default",
-            "stand-in: randomly initialised ResNet-18 (seed 0), no self-supervised training yet",
-        )
+        backbone = _default(arch, format)
     elif spec == "random" or spec.startswith("random:"):
-        seed_text = spec.partition(":")[2] or str(DEFAULT_SEED)
-        if not seed_text.isdigit():
-            raise InvalidInputError(
-                f"backbone {spec!r}: the seed after 'random:' must be an integer"
-            )
-        backbone = _random(int(seed_text), spec, "randomly initialised ResNet-18")
+        backbone = _random_spec(spec, arch, format)
     else:
         path = Path(spec).expanduser()
         if not path.exists():
@@ -153,10 +213,5 @@ def load_backbone(spec: str = "default", device: str | torch.device = "cpu") -> 
                 f"backbone {spec!r} is neither a known name ('default', 'random', 'random:SEED') "
                 "nor an existing file"
             )
-        if path.suffix != ".safetensors":
-            raise CheckpointError(
-                f"{path}: unsupported checkpoint format {path.suffix!r}; this version reads "
-                "simattr .safetensors backbones"
-            )
-        backbone = _from_safetensors(path)
+        backbone = _from_file(path, arch, format)
     return backbone.to(device)
