@@ -71,6 +71,7 @@ class Method(str, Enum):
 
 
 class Solver(str, Enum):
+    batched = "batched"
     newton = "newton"
     reference = "reference"
 
@@ -187,7 +188,7 @@ def attribute(
     targets_file: Annotated[Path | None, typer.Option(help="A .npy of test rows.")] = None,
     topk: Annotated[int, typer.Option(help="Training images kept per target.")] = 100,
     C: Annotated[float, typer.Option("--C", help="ESVM regularisation.")] = 0.1,
-    solver: Annotated[Solver, typer.Option(help="ESVM solver.")] = Solver.newton,
+    solver: Annotated[Solver, typer.Option(help="ESVM solver.")] = Solver.batched,
     device: Annotated[str, typer.Option(help="cpu or cuda (ESVM solver).")] = "cpu",
     export_paper_npy: Annotated[
         Path | None, typer.Option(help="Also write the paper's (n_test, k) index matrix here.")

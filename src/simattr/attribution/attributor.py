@@ -26,7 +26,8 @@ class Attributor:
         class_conditional: rank only training images whose label equals the target's label (the
             label to explain). ``False`` ranks the whole training set.
         C: ESVM regularisation (DESIGN.md: 0.1).
-        solver: ESVM solver, ``"newton"`` (exact, ours) or ``"reference"`` (scikit-learn).
+        solver: ESVM solver: ``"batched"`` (default; many targets at once), ``"newton"`` (one
+            target at a time, float64) or ``"reference"`` (scikit-learn's ``LinearSVC``).
         normalize: L2-normalise features before scoring (DESIGN.md; with it, ``l2`` and
             ``cosine`` give the same ranking).
         device: torch device for the ESVM solver (``"cpu"`` or ``"cuda"``).
@@ -45,7 +46,7 @@ class Attributor:
         *,
         class_conditional: bool = True,
         C: float = 0.1,
-        solver: str = "newton",
+        solver: str = "batched",
         normalize: bool = True,
         device: str = "cpu",
         block_size: int = 256,

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from simattr.attribution.esvm import PoolSystem, fit_newton, fit_reference
+from simattr.attribution.esvm_batched import BatchedPool, fit_batched
 from simattr.errors import InvalidInputError
 
 
@@ -57,15 +58,20 @@ class CosineScorer(Scorer):
 class ExemplarSVMScorer(Scorer):
     """Decision value of an exemplar SVM fitted with the target against the pool.
 
-    ``solver="newton"`` (default) is our exact active-set Newton method
-    (:func:`simattr.attribution.esvm.fit_newton`); ``solver="reference"`` fits scikit-learn's
-    ``LinearSVC`` per target, as DESIGN.md section 1 defines the method.
+    Solvers, all reaching the optimum of the problem DESIGN.md section 1 defines:
+
+    * ``"batched"`` (default): many targets of one pool at once
+      (:func:`simattr.attribution.esvm_batched.fit_batched`), float32 pool products, decision
+      values within about 1e-5 of the exact optimum; tens of times faster than the others.
+    * ``"newton"``: one target at a time, float64, to machine precision
+      (:func:`simattr.attribution.esvm.fit_newton`).
+    * ``"reference"``: scikit-learn's ``LinearSVC`` per target, as DESIGN.md defines the method.
     """
 
     name = "esvm"
-    solvers: ClassVar[tuple[str, ...]] = ("newton", "reference")
+    solvers: ClassVar[tuple[str, ...]] = ("batched", "newton", "reference")
 
-    def __init__(self, C: float = 0.1, solver: str = "newton", device: str = "cpu") -> None:
+    def __init__(self, C: float = 0.1, solver: str = "batched", device: str = "cpu") -> None:
         if not (isinstance(C, int | float) and np.isfinite(C) and C > 0):
             raise InvalidInputError(f"C must be a positive number, got {C!r}")
         if solver not in self.solvers:
@@ -77,9 +83,14 @@ class ExemplarSVMScorer(Scorer):
     def prepare(self, pool: np.ndarray) -> Any:
         if self.solver == "reference":
             return np.asarray(pool, dtype=np.float64)
+        if self.solver == "batched":
+            return BatchedPool.build(pool, C=self.C, device=self.device)
         return PoolSystem.build(pool, device=self.device)
 
     def score(self, prepared: Any, targets: np.ndarray) -> np.ndarray:
+        if self.solver == "batched":
+            solution = fit_batched(targets, prepared)
+            return solution.decision.double().cpu().numpy()
         if self.solver == "reference":
             fits = [fit_reference(t, prepared, self.C) for t in targets]
             coef = np.stack([f.coef for f in fits])
