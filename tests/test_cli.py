@@ -251,7 +251,7 @@ def test_demo_runs_end_to_end(tmp_path):
     assert ranking.indices.shape == (3, 8)
     for target in ranking.targets:
         assert f"{target}" in result.output
-    assert "randomly initialised" in result.output
+    assert "backbone:" in result.output
 
 
 def test_cifar10_slice_through_the_cli(cifar_train, cifar_test, tmp_path):

@@ -35,6 +35,19 @@ class DemoResult:
     backbone_note: str
 
 
+def _describe(backbone) -> str:
+    """One line saying what the backbone is: trained (how) or a random stand-in."""
+    if not backbone.pretrained:
+        return backbone.note or f"{backbone.name}: randomly initialised {backbone.arch}"
+    extra = backbone.extra
+    parts = [str(extra.get("method", "self-supervised")), backbone.arch]
+    if "epochs" in extra:
+        parts.append(f"{extra['epochs']} epochs")
+    if extra.get("knn_accuracy") is not None:
+        parts.append(f"CIFAR-10 kNN accuracy {float(extra['knn_accuracy']):.3f}")
+    return f"{backbone.name} ({', '.join(parts)})"
+
+
 def run_demo(
     out_dir: str | os.PathLike[str] = "simattr-demo",
     *,
@@ -88,5 +101,5 @@ def run_demo(
         class_names=names,
         grids=grids,
         seconds=time.perf_counter() - start,
-        backbone_note=backbone.note,
+        backbone_note=_describe(backbone),
     )

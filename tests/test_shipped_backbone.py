@@ -1,0 +1,34 @@
+"""The default backbone shipped in the package: present, trained, and better than chance."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from simattr.features import extract_features
+from simattr.models import load_backbone
+from simattr.models.backbones import default_weights_path
+from simattr.ssl.knn import knn_accuracy
+
+
+def test_default_backbone_ships_as_small_fp16_file():
+    path = default_weights_path()
+    assert path is not None, "the package must ship its default CIFAR-10 backbone"
+    assert path.stat().st_size < 25_000_000
+    net = load_backbone("default")
+    assert net.pretrained
+    assert net.extra["method"] == "moco"
+    assert net.extra["knn_accuracy"] > 0.6
+
+
+def test_default_backbone_features_beat_a_random_network(cifar_train, cifar_test):
+    """kNN on a CIFAR-10 slice: trained features must be far better than untrained ones."""
+    train = cifar_train.subset(np.arange(3000))
+    test = cifar_test.subset(np.arange(600))
+    scores = {}
+    for spec, kwargs in (("default", {}), ("random", {"arch": "resnet18-w16"})):
+        net = load_backbone(spec, **kwargs)
+        xtr = extract_features(net, train, progress=False)
+        xte = extract_features(net, test, progress=False)
+        scores[spec] = knn_accuracy(xtr, train.labels, xte, test.labels, k=50)
+    assert scores["default"] > 0.5
+    assert scores["default"] > scores["random"] + 0.1
