@@ -198,6 +198,7 @@ def attribute(
     from simattr.attribution import Attributor, rank, save_ranking
     from simattr.attribution import export_paper_npy as export
     from simattr.features import load_features, load_features_metadata
+    from simattr.validation import check_same_width
 
     if out.suffix != ".npz":
         raise InvalidInputError(f"--out must end with .npz, got {out}")
@@ -205,11 +206,7 @@ def attribute(
         raise InvalidInputError(f"--export-paper-npy must end with .npy, got {export_paper_npy}")
     xtr = load_features(train_features, "--train-features")
     xte = load_features(test_features, "--test-features")
-    if xtr.shape[1] != xte.shape[1]:
-        raise InvalidInputError(
-            f"--train-features has {xtr.shape[1]} dimensions but --test-features has "
-            f"{xte.shape[1]}; both must come from the same backbone"
-        )
+    check_same_width(xtr, xte, "--train-features", "--test-features")
     if data is not None and (train_labels is not None or test_labels is not None):
         raise InvalidInputError("give either --data or --train-labels/--test-labels, not both")
     if data is not None:

@@ -40,6 +40,15 @@ def check_features(features: object, name: str = "features") -> np.ndarray:
     return arr
 
 
+def check_same_width(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
+    """Refuse two feature arrays of different widths: they cannot share one embedding."""
+    if a.shape[1] != b.shape[1]:
+        raise InvalidInputError(
+            f"{name_a} has {a.shape[1]} dimensions but {name_b} has {b.shape[1]}; "
+            "both must come from the same backbone"
+        )
+
+
 def check_labels(
     labels: object,
     n: int,

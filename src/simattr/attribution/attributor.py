@@ -14,7 +14,13 @@ import numpy as np
 from simattr._progress import progress_bar
 from simattr.attribution.scorers import SCORERS, ExemplarSVMScorer, Scorer
 from simattr.errors import InvalidInputError
-from simattr.validation import check_features, check_labels, check_positive_int, l2_normalize
+from simattr.validation import (
+    check_features,
+    check_labels,
+    check_positive_int,
+    check_same_width,
+    l2_normalize,
+)
 
 
 class Attributor:
@@ -102,11 +108,7 @@ class Attributor:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         self._check_fitted()
         T = check_features(target_features, "target_features")
-        if T.shape[1] != self.n_features_in_:
-            raise InvalidInputError(
-                f"target features have {T.shape[1]} dimensions but the training features have "
-                f"{self.n_features_in_}; both must come from the same backbone"
-            )
+        check_same_width(T, self.train_features_, "target_features", "train_features")
         if self.normalize:
             T = l2_normalize(T)
         if not self.class_conditional:

@@ -22,7 +22,7 @@ from simattr.data.dataset import ImageDataset
 from simattr.errors import InvalidInputError
 from simattr.features import extract_features
 from simattr.models.backbones import Backbone
-from simattr.validation import check_features, check_labels
+from simattr.validation import check_features, check_labels, check_same_width
 
 
 def _as_tensor(features: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
@@ -54,11 +54,7 @@ def knn_accuracy(
         raise InvalidInputError(f"temperature must be > 0, got {temperature}")
     train = _as_tensor(train_features, "train_features")
     test = _as_tensor(test_features, "test_features")
-    if train.shape[1] != test.shape[1]:
-        raise InvalidInputError(
-            f"train_features have {train.shape[1]} dimensions but test_features have "
-            f"{test.shape[1]}; both must come from the same backbone"
-        )
+    check_same_width(train, test, "train_features", "test_features")
     y_train = torch.from_numpy(check_labels(np.asarray(train_labels), len(train), "train_labels"))
     y_test = torch.from_numpy(check_labels(np.asarray(test_labels), len(test), "test_labels"))
     num_classes = int(max(y_train.max(), y_test.max())) + 1
