@@ -330,6 +330,13 @@ def train_ssl_command(
     max_steps: Annotated[
         int | None, typer.Option(help="Stop after this many steps in all (time-boxed runs).")
     ] = None,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Warm-start from a finished run's folder: its weights, a new optimiser and "
+            "schedule; --epochs counts the new epochs."
+        ),
+    ] = None,
 ) -> None:
     """Train a self-supervised backbone (MoCo v2, SimCLR or BYOL); resumable."""
     import logging
@@ -362,6 +369,7 @@ def train_ssl_command(
         knn_train_size=knn_train_size,
         max_steps=max_steps,
         progress=sys.stderr.isatty(),
+        init_from=init_from,
     )
     knn = f", kNN accuracy {result.knn_history[-1][1]:.4f}" if result.knn_history else ""
     state = "finished" if result.finished else "stopped early (resume with --resume)"

@@ -70,6 +70,7 @@ _TRAJECTORY_KEYS = (
     "input_std",
     "augment",
     "data",
+    "init_from",
 )
 
 
@@ -229,6 +230,7 @@ def train_ssl(
     progress: bool = True,
     max_steps: int | None = None,
     log: Callable[[dict[str, Any]], None] | None = None,
+    init_from: str | os.PathLike[str] | None = None,
 ) -> TrainResult:
     """Train a backbone on ``dataset`` with a self-supervised ``method``; see the module doc.
 
@@ -251,6 +253,12 @@ def train_ssl(
         max_steps: stop after this many optimiser steps in all (counting those before a resume),
             leaving a checkpoint as an interruption would; for tests and time-boxed runs.
         log: called with each epoch's record; default: the ``simattr.ssl.train`` logger.
+        init_from: a finished run's folder (or its ``resume.pt``) to warm-start from: the
+            network (backbone, heads, momentum copies, MoCo queue) starts from that run's weights
+            while the optimiser, the schedule and the counters start afresh, so ``epochs`` counts
+            the new epochs only. This continues training past a run's last epoch with a new
+            cosine cycle (a warm restart) without repeating the epochs already paid for. Method
+            and architecture must match; the source file's SHA-256 is recorded in the sidecar.
     """
     lr = default_lr(batch_size) if lr is None else float(lr)
     _check_args(dataset, method, arch, epochs, batch_size, lr)
@@ -282,9 +290,14 @@ def train_ssl(
         std=std,
         augment=augment or AugmentConfig(),
     )
+    init_payload = None
+    if init_from is not None:
+        init_payload, config["init_from"] = _read_init_source(Path(init_from), config)
     with _fork_rng(device):
         torch.manual_seed(seed)
         run = _build_run(config, out, device, _resolve_precision(precision, device))
+        if init_payload is not None:
+            run.model.load_state_dict(init_payload["model"])
         if resume and resume_path.exists():
             _load_checkpoint(run, resume_path)
         elif resume:
@@ -348,7 +361,30 @@ def _run_config(
         "input_std": [float(s) for s in std],
         "augment": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(augment).items()},
         "data": _data_identity(dataset),
+        "init_from": None,
     }
+
+
+def _read_init_source(path: Path, config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read the run ``init_from`` names; refuse one of another method, architecture or data."""
+    if path.is_dir():
+        path = path / RESUME_FILE
+    if not path.is_file():
+        raise InvalidInputError(
+            f"init_from: {path} does not exist (expected a run's {RESUME_FILE})"
+        )
+    payload = _read_resume_file(path)
+    source = payload["config"]
+    for key in ("method", "arch", "data"):
+        if source.get(key) != config.get(key):
+            raise InvalidInputError(
+                f"init_from: {path} was trained with {key}={source.get(key)!r}, this run has "
+                f"{config.get(key)!r}"
+            )
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    prior = int(payload["step"]) // max(1, source["data"]["n"] // source["batch_size"])
+    settings = {k: v for k, v in source.items() if k != "data"}
+    return payload, {"path": str(path), "sha256": digest, "epochs": prior, "settings": settings}
 
 
 @contextlib.contextmanager
@@ -574,6 +610,12 @@ def _save_all(run: _Run) -> None:
     _save_checkpoint(run, run.out_dir / RESUME_FILE)
 
 
+def _prior_epochs(config: dict[str, Any]) -> int:
+    """Epochs trained before this run by the chain of ``init_from`` runs it started from."""
+    init = config.get("init_from")
+    return 0 if not init else int(init["epochs"]) + _prior_epochs(init["settings"])
+
+
 def save_backbone(run: _Run) -> Path:
     """Write the backbone as fp32 safetensors plus the sidecar :func:`load_backbone` reads."""
     from safetensors.torch import save_file
@@ -586,6 +628,7 @@ def save_backbone(run: _Run) -> Path:
     cfg, history = run.config, run.state.history
     knn = _knn_history(history)
     epochs_done = len(history)
+    prior = _prior_epochs(cfg)
     meta = provenance(
         kind="backbone",
         arch=cfg["arch"],
@@ -596,7 +639,9 @@ def save_backbone(run: _Run) -> Path:
         input_mean=cfg["input_mean"],
         input_std=cfg["input_std"],
         pretrained=True,
-        note=f"{cfg['method']} self-supervised training, {epochs_done}/{cfg['epochs']} epochs",
+        prior_epochs=prior,
+        note=f"{cfg['method']} self-supervised training, {epochs_done}/{cfg['epochs']} epochs"
+        + (f" after {prior} warm-start epochs" if prior else ""),
         data=cfg["data"],
         training={k: v for k, v in cfg.items() if k != "data"},
         steps=run.state.step,
@@ -637,14 +682,19 @@ def _settings_diff(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     ]
 
 
-def _load_checkpoint(run: _Run, path: Path) -> None:
-    """Restore ``run`` from a resume file, refusing one written with other settings."""
+def _read_resume_file(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types
         raise CheckpointError(f"{path} is not a readable simattr resume file: {exc}") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a simattr self-supervised training checkpoint")
+    return payload
+
+
+def _load_checkpoint(run: _Run, path: Path) -> None:
+    """Restore ``run`` from a resume file, refusing one written with other settings."""
+    payload = _read_resume_file(path)
     diff = _settings_diff(payload["config"], run.config)
     if diff:
         raise InvalidInputError(
