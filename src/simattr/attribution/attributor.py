@@ -12,6 +12,15 @@ from collections.abc import Iterator
 import numpy as np
 
 from simattr._progress import progress_bar
+from simattr.attribution.retrieval import (
+    AUTO_THRESHOLD,
+    INDEX_KINDS,
+    CandidateSearch,
+    RetrievalStats,
+    default_candidates,
+    esvm_candidates_topk,
+    similarity_candidates_topk,
+)
 from simattr.attribution.scorers import SCORERS, ExemplarSVMScorer, Scorer
 from simattr.errors import InvalidInputError
 from simattr.validation import (
@@ -37,8 +46,20 @@ class Attributor:
         normalize: L2-normalise features before scoring (DESIGN.md; with it, ``l2`` and
             ``cosine`` give the same ranking).
         device: torch device for the ESVM solver (``"cpu"`` or ``"cuda"``).
-        block_size: targets scored at once; bounds memory to ``block_size x pool`` scores.
+        block_size: targets scored at once; bounds memory to ``block_size x pool`` scores
+            (``block_size x n_candidates`` with retrieval).
         progress: draw a progress bar over targets.
+        retrieval: how ``class_conditional=False`` finds candidates (no effect otherwise):
+            ``"exact"`` scores every training image (the reference; memory
+            ``block_size x n_train``), ``"faiss"`` retrieves the ``n_candidates`` nearest
+            training images by cosine with FAISS and scores only those, exactly
+            (:mod:`simattr.attribution.retrieval` explains why that is the exact ESVM when the
+            candidates cover its active negatives). ``"auto"`` (default) is ``"faiss"`` from
+            :data:`~simattr.attribution.retrieval.AUTO_THRESHOLD` (200,000) training images on.
+        n_candidates: candidates per target for ``"faiss"`` (default ``max(4 k, 2048)``).
+        index: FAISS search, ``"flat"`` (exact brute force, default) or ``"ivf"``
+            (inverted file: faster on millions of images, approximate; ``nlist`` cells, default
+            ``4 sqrt(n_train)``, ``nprobe`` of them visited per target).
 
     Attributes (after ``fit``):
         n_train_, n_features_in_: shape of the training features.
@@ -57,6 +78,11 @@ class Attributor:
         device: str = "cpu",
         block_size: int = 256,
         progress: bool = False,
+        retrieval: str = "auto",
+        n_candidates: int | None = None,
+        index: str = "flat",
+        nlist: int | None = None,
+        nprobe: int = 16,
     ) -> None:
         self.method = method
         self.class_conditional = class_conditional
@@ -66,6 +92,11 @@ class Attributor:
         self.device = device
         self.block_size = block_size
         self.progress = progress
+        self.retrieval = retrieval
+        self.n_candidates = n_candidates
+        self.index = index
+        self.nlist = nlist
+        self.nprobe = nprobe
 
     # -- construction ----------------------------------------------------------------------
     def _make_scorer(self) -> Scorer:
@@ -81,7 +112,7 @@ class Attributor:
         """Store the (normalised) training features and, per class, the candidate pools."""
         self._scorer = self._make_scorer()
         check_positive_int(self.block_size, "block_size")
-        X = check_features(train_features, "train_features")
+        X = _check_train_features(train_features)
         if train_labels is None:
             if self.class_conditional:
                 raise InvalidInputError(
@@ -94,9 +125,45 @@ class Attributor:
             y = check_labels(train_labels, len(X), "train_labels", for_what="training features")
             self.train_labels_ = y
             self.classes_ = np.unique(y)
-        self.train_features_ = l2_normalize(X) if self.normalize else X
+        self.train_features_ = _prepared_features(X, self.normalize, "train_features")
         self.n_train_, self.n_features_in_ = X.shape
+        self.retrieval_ = self._resolve_retrieval()
+        self.search_: CandidateSearch | None = None
+        self.retrieval_stats_ = RetrievalStats()
+        if self.retrieval_ == "faiss":
+            # Cosine retrieval needs unit rows; with normalize=False only l2 searches the
+            # stored rows as they are.
+            metric = "l2" if self.method == "l2" else "ip"
+            rows = self.train_features_
+            if self.method == "cosine" and not self.normalize:
+                rows = _prepared_features(X, True, "train_features")
+            self.search_ = CandidateSearch.build(
+                rows, metric=metric, index=self.index, nlist=self.nlist, nprobe=self.nprobe
+            )
         return self
+
+    def _resolve_retrieval(self) -> str:
+        """``"exact"`` or ``"faiss"``: what ``retrieval`` means for this training set."""
+        if self.retrieval not in ("auto", "exact", "faiss"):
+            raise InvalidInputError(
+                f"unknown retrieval {self.retrieval!r}; choose 'auto', 'exact' or 'faiss'"
+            )
+        if self.index not in INDEX_KINDS:
+            raise InvalidInputError(f"unknown retrieval index {self.index!r}; choose {INDEX_KINDS}")
+        if self.n_candidates is not None:
+            check_positive_int(self.n_candidates, "n_candidates")
+        if self.class_conditional:
+            return "exact"
+        if self.retrieval == "auto":
+            choice = "faiss" if self.n_train_ >= AUTO_THRESHOLD else "exact"
+        else:
+            choice = self.retrieval
+        if choice == "faiss" and self.method == "esvm" and self.solver != "batched":
+            raise InvalidInputError(
+                f"retrieval='faiss' scores candidates with the batched ESVM solver; got "
+                f"solver={self.solver!r} (use solver='batched' or retrieval='exact')"
+            )
+        return choice
 
     # -- validation of targets -------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -173,6 +240,8 @@ class Attributor:
         """
         k = check_positive_int(k, "k")
         T, y = self._check_targets(target_features, target_labels)
+        if self.retrieval_ == "faiss":
+            return self._retrieval_topk(T, k)
         for rows, pool in self._pools(y, len(T)):
             if k > len(pool):
                 where = (
@@ -189,8 +258,93 @@ class Attributor:
             values[rows] = np.take_along_axis(scores, order, axis=1)
         return indices, values
 
+    def _retrieval_topk(self, T: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """All-class top-``k`` through FAISS candidates, ``block_size`` targets at a time."""
+        assert self.search_ is not None
+        n = self.n_train_
+        if k > n:
+            raise InvalidInputError(
+                f"k={k} is larger than the candidate pool: the training set has only {n} images"
+            )
+        if self.method == "esvm":
+            wanted = self.n_candidates if self.n_candidates is not None else default_candidates(k)
+        else:  # retrieval is already the exact ranking; a margin absorbs float32 near-ties
+            wanted = k + 32
+        n_cand = min(wanted, n)
+        if k > n_cand:
+            raise InvalidInputError(
+                f"k={k} is larger than n_candidates={n_cand}; raise n_candidates to at least k"
+            )
+        indices = np.empty((len(T), k), dtype=np.int64)
+        values = np.empty((len(T), k), dtype=np.float64)
+        X = self.train_features_
+        with progress_bar(f"attribution ({self.method}, faiss)", len(T), self.progress) as adv:
+            for start in range(0, len(T), self.block_size):
+                block = slice(start, start + self.block_size)
+                if self.method == "esvm":
+                    idx, val = esvm_candidates_topk(
+                        T[block],
+                        X,
+                        self.search_,
+                        k,
+                        C=self.C,
+                        n_candidates=n_cand,
+                        device=self.device,
+                        stats=self.retrieval_stats_,
+                    )
+                else:
+                    _, ids = self.search_.search(T[block], n_cand)
+                    idx, val = similarity_candidates_topk(T[block], X, ids, k, self.method)
+                indices[block], values[block] = idx, val
+                adv(len(idx))
+        return indices, values
+
     def __repr__(self) -> str:
         return (
             f"Attributor(method={self.method!r}, class_conditional={self.class_conditional}, "
-            f"C={self.C}, solver={self.solver!r})"
+            f"C={self.C}, solver={self.solver!r}, retrieval={self.retrieval!r})"
         )
+
+
+def _check_train_features(features: object) -> np.ndarray:
+    """Training features as a 2-D float array, without a full-size copy for float arrays.
+
+    Finiteness is checked later, chunk by chunk, by :func:`_prepared_features`; other inputs
+    (lists, integer arrays) go through :func:`~simattr.validation.check_features`.
+    """
+    if isinstance(features, np.ndarray) and features.dtype in (np.float16, np.float32, np.float64):
+        if features.ndim != 2:
+            raise InvalidInputError(
+                f"train_features must be a 2-D array (n_images x n_dims), got shape "
+                f"{features.shape}"
+            )
+        if features.shape[0] == 0 or features.shape[1] == 0:
+            raise InvalidInputError(f"train_features is empty (shape {features.shape})")
+        return features
+    return check_features(features, "train_features")
+
+
+def _prepared_features(X: np.ndarray, normalize: bool, name: str) -> np.ndarray:
+    """Validated (finite) and optionally L2-normalised features, built chunk by chunk.
+
+    A memory-mapped ImageNet-size array (1.28 M x 512, float16 on disk) is read in slices of
+    65,536 rows into one float32 result, so the peak stays near the size of that result
+    instead of several full-size temporaries.
+    """
+    dtype = np.float64 if X.dtype == np.float64 else np.float32
+    if not normalize and X.dtype == dtype and not isinstance(X, np.memmap):
+        return X
+    out = np.empty(X.shape, dtype=dtype)
+    step = 65536
+    for start in range(0, len(X), step):
+        chunk = np.asarray(X[start : start + step], dtype=dtype)
+        finite = np.isfinite(chunk)
+        if not finite.all():
+            row, col = (int(v[0]) for v in np.nonzero(~finite))
+            raise InvalidInputError(
+                f"{name} has a non-finite value ({chunk[row, col]}) at row {start + row}, "
+                f"column {col}; NaN or infinite features usually come from a diverged backbone "
+                "or a corrupt file"
+            )
+        out[start : start + step] = l2_normalize(chunk) if normalize else chunk
+    return out
