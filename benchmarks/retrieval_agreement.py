@@ -60,7 +60,9 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, nargs="+", default=[1024, 2048, 5120])
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch and FAISS threads (1 on a busy machine)"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     import torch
@@ -70,7 +72,10 @@ def main() -> None:
     from simattr.attribution.esvm_batched import BatchedPool, fit_batched
 
     if args.threads:
+        import faiss
+
         torch.set_num_threads(args.threads)
+        faiss.omp_set_num_threads(args.threads)
     t0 = time.perf_counter()
     Xtr, Xte = pca_features(args.data_root, args.dim, args.seed)
     rng = np.random.default_rng(args.seed)

@@ -70,6 +70,17 @@ class Method(str, Enum):
     cosine = "cosine"
 
 
+class Retrieval(str, Enum):
+    auto = "auto"
+    exact = "exact"
+    faiss = "faiss"
+
+
+class IndexKind(str, Enum):
+    flat = "flat"
+    ivf = "ivf"
+
+
 class Solver(str, Enum):
     batched = "batched"
     newton = "newton"
@@ -193,10 +204,33 @@ def attribute(
     export_paper_npy: Annotated[
         Path | None, typer.Option(help="Also write the paper's (n_test, k) index matrix here.")
     ] = None,
+    block_size: Annotated[
+        int, typer.Option(help="Targets per saved block (OUT.npz.parts/); a crash loses one.")
+    ] = 1024,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume/--no-resume", help="Reuse finished blocks of an interrupted run."),
+    ] = True,
+    retrieval: Annotated[
+        Retrieval,
+        typer.Option(
+            help="--all-classes: 'faiss' scores FAISS candidates only (exact ESVM, certified), "
+            "'exact' every training image; 'auto': faiss from 200,000 training images."
+        ),
+    ] = Retrieval.auto,
+    candidates: Annotated[
+        int | None,
+        typer.Option(help="--all-classes with faiss: candidates per target (max(4k, 2048))."),
+    ] = None,
+    index: Annotated[
+        IndexKind, typer.Option(help="FAISS search: flat (exact) or ivf (approximate).")
+    ] = IndexKind.flat,
+    nprobe: Annotated[int, typer.Option(help="IVF cells visited per target.")] = 16,
 ) -> None:
-    """Rank the training images responsible for each target test image."""
-    from simattr.attribution import Attributor, rank, save_ranking
+    """Rank the training images responsible for each target test image (resumable)."""
+    from simattr.attribution import Attributor, rank_resumable
     from simattr.attribution import export_paper_npy as export
+    from simattr.attribution.resumable import fingerprint_array, fingerprint_file
     from simattr.features import load_features, load_features_metadata
     from simattr.validation import check_same_width
 
@@ -236,21 +270,50 @@ def attribute(
         C=C,
         solver=solver.value,
         device=device,
-        progress=sys.stderr.isatty(),
+        retrieval=retrieval.value,
+        n_candidates=candidates,
+        index=index.value,
+        nprobe=nprobe,
     ).fit(xtr, ytr if not all_classes else None)
-    ranking = rank(attributor, xte, None if all_classes else yte, chosen, topk)
-    ranking.metadata.update(
+    inputs = {
+        "train_features": fingerprint_file(train_features),
+        "test_features": fingerprint_file(test_features),
+        "train_labels": fingerprint_array(None if all_classes else ytr),
+        "test_labels": fingerprint_array(None if all_classes else yte),
+    }
+    metadata = dict(
         method=method.value,
         class_conditional=not all_classes,
         C=C if method is Method.esvm else None,
         solver=solver.value if method is Method.esvm else None,
+        retrieval=attributor.retrieval_,
         labels=label_source,
         train_features=str(train_features),
         test_features=str(test_features),
         train_features_meta=load_features_metadata(train_features),
         test_features_meta=load_features_metadata(test_features),
     )
-    save_ranking(out, ranking)
+    if attributor.retrieval_ == "faiss":
+        metadata.update(n_candidates=candidates, index=index.value, nprobe=nprobe)
+    ranking = rank_resumable(
+        attributor,
+        xte,
+        None if all_classes else yte,
+        chosen,
+        topk,
+        out,
+        block_size=block_size,
+        resume=resume,
+        progress=sys.stderr.isatty(),
+        inputs=inputs,
+        metadata=metadata,
+    )
+    if attributor.retrieval_ == "faiss" and attributor.retrieval_stats_.uncertified:
+        err_console.print(
+            f"[yellow]note:[/] {attributor.retrieval_stats_.uncertified} target(s) not "
+            "certified exact after the candidate rounds; raise --candidates",
+            highlight=False,
+        )
     if export_paper_npy is not None:
         export(export_paper_npy, ranking, len(xte))
     console.print(

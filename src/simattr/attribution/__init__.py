@@ -2,6 +2,7 @@
 
 from simattr.attribution.attributor import Attributor
 from simattr.attribution.ranking import Ranking, export_paper_npy, load_ranking, rank, save_ranking
+from simattr.attribution.resumable import rank_resumable
 from simattr.attribution.scorers import SCORERS, CosineScorer, ExemplarSVMScorer, L2Scorer, Scorer
 
 __all__ = [
@@ -15,5 +16,6 @@ __all__ = [
     "export_paper_npy",
     "load_ranking",
     "rank",
+    "rank_resumable",
     "save_ranking",
 ]

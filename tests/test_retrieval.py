@@ -1,0 +1,137 @@
+"""All-class attribution through FAISS candidates: the same ranking as the exact solver.
+
+Seeded clustered features, small enough to solve the exact all-class problem in the test; the
+first candidate sets are deliberately too small to hold the SVM's active negatives, so the
+refit rounds (search by the SVM's weight vector, add margin violators) must do their work.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from simattr import Attributor, InvalidInputError
+from simattr.attribution.retrieval import AUTO_THRESHOLD, CandidateSearch, default_candidates
+
+
+def clustered(n: int, dim: int, n_clusters: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_clusters, dim))
+    labels = rng.integers(0, n_clusters, size=n)
+    return centres[labels] + 0.9 * rng.normal(size=(n, dim)), labels
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: on this shared 2-core machine two threads competing with other jobs
+    run tens of times slower than one (they wait on each other)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray]:
+    X, _ = clustered(3000, 32, 12, seed=0)
+    T, _ = clustered(40, 32, 12, seed=0)  # same centres: targets near the training clusters
+    T = T + 0.3 * np.random.default_rng(1).normal(size=T.shape)
+    return X, T
+
+
+def test_faiss_esvm_equals_exact_all_class_esvm(data):
+    X, T = data
+    exact = Attributor("esvm", class_conditional=False, retrieval="exact").fit(X)
+    fast = Attributor(
+        "esvm", class_conditional=False, retrieval="faiss", n_candidates=60, block_size=16
+    ).fit(X)
+    i_ref, s_ref = exact.topk(T, k=50)
+    i_new, s_new = fast.topk(T, k=50)
+    stats = fast.retrieval_stats_
+    assert fast.retrieval_ == "faiss" and stats.uncertified == 0
+    assert stats.rounds >= 2  # 60 cosine neighbours do not hold the active set
+    np.testing.assert_allclose(s_new, s_ref, atol=1e-4)
+    # Identical rankings except where two scores tie to float32 rounding.
+    differ = i_new != i_ref
+    assert differ.mean() < 0.01
+    assert np.all(np.abs(s_ref[differ] - s_new[differ]) < 1e-4)
+
+
+def test_one_round_with_too_few_candidates_is_not_certified(data):
+    from simattr.attribution.retrieval import RetrievalStats, esvm_candidates_topk
+
+    X, T = data
+    att = Attributor("esvm", class_conditional=False, retrieval="faiss").fit(X)
+    T_n = T / np.linalg.norm(T, axis=1, keepdims=True)
+    stats = RetrievalStats()
+    esvm_candidates_topk(
+        T_n,
+        att.train_features_,
+        att.search_,
+        20,
+        C=0.1,
+        n_candidates=60,
+        max_rounds=1,
+        stats=stats,
+    )
+    assert stats.uncertified > 0  # what tells a user to raise n_candidates
+
+
+@pytest.mark.parametrize("method", ["cosine", "l2"])
+def test_faiss_similarity_equals_exact(data, method):
+    X, T = data
+    exact = Attributor(method, class_conditional=False, retrieval="exact").fit(X)
+    fast = Attributor(method, class_conditional=False, retrieval="faiss").fit(X)
+    i_ref, s_ref = exact.topk(T, k=30)
+    i_new, s_new = fast.topk(T, k=30)
+    np.testing.assert_array_equal(i_new, i_ref)
+    np.testing.assert_allclose(s_new, s_ref, atol=1e-9)
+
+
+def test_ivf_index_visiting_every_cell_is_exact(data):
+    X, T = data
+    search = CandidateSearch.build(X.astype(np.float32), index="ivf", nlist=8, nprobe=8, seed=0)
+    flat = CandidateSearch.build(X.astype(np.float32))
+    _, ids_ivf = search.search(T, 25)
+    _, ids_flat = flat.search(T, 25)
+    np.testing.assert_array_equal(ids_ivf, ids_flat)
+    att = Attributor("esvm", class_conditional=False, retrieval="faiss", index="ivf", nprobe=64)
+    idx, _ = att.fit(X).topk(T[:5], k=10)
+    assert idx.shape == (5, 10)
+
+
+def test_float16_memmap_features_fit_like_float32(tmp_path, data):
+    X, T = data
+    path = tmp_path / "train.npy"
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=X.shape)
+    mm[:] = X
+    mm.flush()
+    on_disk = np.load(path, mmap_mode="r")
+    a = Attributor("cosine", class_conditional=False, retrieval="faiss").fit(on_disk)
+    b = Attributor("cosine", class_conditional=False, retrieval="exact").fit(
+        np.asarray(on_disk, dtype=np.float32)
+    )
+    assert a.train_features_.dtype == np.float32
+    np.testing.assert_array_equal(a.topk(T, k=10)[0], b.topk(T, k=10)[0])
+
+
+def test_retrieval_choice_and_refusals(data):
+    X, T = data
+    assert Attributor(class_conditional=False).fit(X).retrieval_ == "exact"  # below threshold
+    assert AUTO_THRESHOLD > len(X) and default_candidates(1280) == 5120
+    assert Attributor(retrieval="faiss").fit(X, np.zeros(len(X), int)).retrieval_ == "exact"
+    with pytest.raises(InvalidInputError, match="unknown retrieval 'fast'"):
+        Attributor(class_conditional=False, retrieval="fast").fit(X)
+    with pytest.raises(InvalidInputError, match="solver='newton'"):
+        Attributor(class_conditional=False, retrieval="faiss", solver="newton").fit(X)
+    with pytest.raises(InvalidInputError, match="unknown retrieval index 'hnsw'"):
+        Attributor(class_conditional=False, retrieval="faiss", index="hnsw").fit(X)
+    att = Attributor(class_conditional=False, retrieval="faiss", n_candidates=20).fit(X)
+    with pytest.raises(InvalidInputError, match="k=30 is larger than n_candidates=20"):
+        att.topk(T, k=30)
+    with pytest.raises(InvalidInputError, match=r"non-finite value .* at row 7, column 3"):
+        bad = X.copy()
+        bad[7, 3] = np.nan
+        Attributor(class_conditional=False, retrieval="faiss").fit(bad)
