@@ -23,13 +23,20 @@ optimum contributes neither loss nor gradient, so removing it leaves the optimum
 If the candidates contain every *active* negative (decision value above -1) and keep the
 class weights of the full problem (``c_pos``, ``c_neg`` computed from ``N``, not from the
 number of candidates), the candidate problem has exactly the same optimum (the objective is
-strictly convex, so the optimum is unique and the KKT conditions carry over). The active
-negatives are the hard ones: images close to the target, which is what cosine retrieval
-finds first; the far ones are the images the SVM separates with room to spare. The solver
-reports how many candidates are active; when they are a small share of the candidates the
-candidate set very probably covers the active set (measured on CIFAR-10 features in
-``benchmarks/retrieval_agreement.py``). Using the candidates' own count in the weights
-would instead change the problem (``c_neg`` would be ``N / n_candidates`` times larger).
+strictly convex, so the optimum is unique and the KKT conditions carry over). Cosine
+neighbours are where the active negatives concentrate, but not all of them: on 512-d PCA
+features of CIFAR-10 (50,000 training images) the SVM has about 950 active negatives per
+target, yet covering all of them takes the ~23,000 nearest by cosine (median; max ~36,000;
+``benchmarks/retrieval_agreement.py``), because the SVM's weight vector is the target's
+direction shifted away from the mean of the negatives. So the candidate set is completed by
+the SVM itself: fit on the candidates, search the whole training set by inner product with the
+fitted weight vector (the decision value is linear in the features), add every image found
+inside the margin, refit; when a search finds no new one, the optimality conditions of the
+full problem hold and the result is certified exact. Two to four rounds suffice; measured
+against the exact 50,000-image solver: top-100 overlap 1.0, top-1280 overlap 0.9999 (float32
+near-ties), scores within 2e-4. At that size the exact solver is faster (5.4 against about 2
+targets per second, one thread), hence :data:`AUTO_THRESHOLD`; the candidate path's cost per
+target does not grow with the training set beyond the searches.
 
 To share the work of the batched solver (one rotated pool per group of targets,
 :class:`~simattr.attribution.esvm_batched.BatchedPool`), a group of similar targets is
