@@ -96,3 +96,44 @@ def provenance(**fields: Any) -> dict[str, Any]:
     }
     header.update(fields)
     return header
+
+
+def append_jsonl(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
+    """Append one JSON record as a line and flush it to disk before returning.
+
+    A process killed in the middle of a write leaves at most one partial last line, which
+    :func:`read_jsonl` ignores; every earlier record is intact. That is what lets long runs
+    resume after ``kill -9``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(record, default=_json_default, separators=(",", ":")) + "\n"
+    with open(path, "a+b") as fh:
+        fh.seek(0, os.SEEK_END)
+        if fh.tell() > 0:  # a torn last line from a killed writer: start a fresh line
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                fh.write(b"\n")
+        fh.write(line.encode("utf-8"))
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Read the records of a JSON Lines file, skipping a torn line left by a killed writer."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # only a write cut short by a kill can produce this
+            if isinstance(record, dict):
+                records.append(record)
+    return records

@@ -178,6 +178,34 @@ def _load_labels(path: Path, option: str) -> np.ndarray:
         raise InvalidInputError(f"{option} {path}: not a .npy array ({exc})") from None
 
 
+def _candidate_rows(
+    pool: str | None, train_indices: Path | None, data: str | None, n_train: int
+) -> np.ndarray | None:
+    """Training rows that may be ranked: a recipe's pool, a given list, or all (``None``)."""
+    from simattr.validation import check_indices
+
+    if pool is not None and train_indices is not None:
+        raise InvalidInputError("give either --pool or --train-indices, not both")
+    if pool is not None:
+        from simattr.evaluation import recipe_pool
+
+        if data is None:
+            raise InvalidInputError("--pool needs --data (the pool is drawn from its labels)")
+        train = _load_split(data, "train")
+        if len(train) != n_train:
+            raise InvalidInputError(
+                f"--train-features has {n_train} rows but {data} has {len(train)} training images"
+            )
+        return recipe_pool(pool, train)
+    if train_indices is None:
+        return None
+    rows = check_indices(np.ravel(_load_labels(train_indices, "--train-indices")), n_train,
+                         f"--train-indices {train_indices}")  # fmt: skip
+    if len(np.unique(rows)) != len(rows):
+        raise InvalidInputError(f"--train-indices {train_indices} lists a training row twice")
+    return np.sort(rows)
+
+
 @app.command()
 @_friendly_errors
 def attribute(
@@ -226,6 +254,13 @@ def attribute(
         IndexKind, typer.Option(help="FAISS search: flat (exact) or ivf (approximate).")
     ] = IndexKind.flat,
     nprobe: Annotated[int, typer.Option(help="IVF cells visited per target.")] = 16,
+    pool: Annotated[
+        str | None,
+        typer.Option(help="Rank only the training pool of this recipe (for `simattr support`)."),
+    ] = None,
+    train_indices: Annotated[
+        Path | None, typer.Option(help="Rank only these training rows (a .npy of ints).")
+    ] = None,
 ) -> None:
     """Rank the training images responsible for each target test image (resumable)."""
     from simattr.attribution import Attributor, rank_resumable
@@ -264,6 +299,10 @@ def attribute(
         ytr = check_labels(ytr, len(xtr), "training labels", for_what="training features")
         yte = check_labels(yte, len(xte), "test labels", for_what="test features")
     chosen = _parse_targets(targets, targets_file, len(xte))
+    rows = _candidate_rows(pool, train_indices, data, len(xtr))
+    if rows is not None:
+        xtr = xtr[rows]
+        ytr = None if ytr is None else ytr[rows]
     attributor = Attributor(
         method.value,
         class_conditional=not all_classes,
@@ -292,6 +331,8 @@ def attribute(
         test_features=str(test_features),
         train_features_meta=load_features_metadata(train_features),
         test_features_meta=load_features_metadata(test_features),
+        pool=pool,
+        train_indices=None if train_indices is None else str(train_indices),
     )
     if attributor.retrieval_ == "faiss":
         metadata.update(n_candidates=candidates, index=index.value, nprobe=nprobe)
@@ -307,6 +348,7 @@ def attribute(
         progress=sys.stderr.isatty(),
         inputs=inputs,
         metadata=metadata,
+        train_rows=rows,
     )
     if attributor.retrieval_ == "faiss" and attributor.retrieval_stats_.uncertified:
         err_console.print(
@@ -442,10 +484,18 @@ def train_ssl_command(
     )
 
 
+# The evaluation commands (support, support-report, recipes) live in their own module; importing
+# it registers them on ``app``.
+from simattr import cli_evaluation as _cli_evaluation  # noqa: E402, F401
+
+
 def main() -> None:
     """Entry point of the ``simattr`` script."""
     app()
 
 
 if __name__ == "__main__":
-    main()
+    # Run the imported module's app: the evaluation commands register themselves on it.
+    from simattr.cli import main as _main
+
+    _main()

@@ -123,6 +123,7 @@ def rank_resumable(
     inputs: dict[str, Any] | None = None,
     metadata: dict[str, Any] | None = None,
     on_block: Callable[[int, int], None] | None = None,
+    train_rows: np.ndarray | None = None,
 ) -> Ranking:
     """Rank ``targets`` (rows of ``test_features``) with a fitted ``attributor`` and write the
     ranking to ``out`` (an ``.npz`` with its sidecar), block by block, resumably.
@@ -143,6 +144,9 @@ def rank_resumable(
         metadata: extra sidecar fields of the final ranking.
         on_block: called as ``on_block(done, total)`` after each block is saved (tests use it
             to simulate an interruption).
+        train_rows: when the attributor was fitted on a subset of the training split (a
+            recipe's pool), the split's row of each of its training items: the saved indices
+            are mapped back to rows of the full split, which is what rankings index.
 
     Returns:
         The assembled :class:`Ranking`, targets in the order given.
@@ -181,6 +185,7 @@ def rank_resumable(
             "test_features": fingerprint_array(test_features),
         },
         "target_labels": fingerprint_array(labels),
+        "train_rows": fingerprint_array(None if train_rows is None else np.asarray(train_rows)),
     }
     folder = parts_dir(out)
     manifest_path = folder / "manifest.json"
@@ -227,6 +232,8 @@ def rank_resumable(
             advance(len(positions))
             if on_block is not None:
                 on_block(done, len(plan))
+    if train_rows is not None:
+        indices = np.asarray(train_rows, dtype=np.int64)[indices]
     ranking = Ranking(targets=targets, indices=indices, scores=scores, metadata=metadata or {})
     save_ranking(out, ranking)
     shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,238 @@
+"""CLI commands of the evaluation: ``support``, ``support-report``, ``lds``, ``lds-score``,
+``recipes``.
+
+Registered on :data:`simattr.cli.app` when :mod:`simattr.cli` is imported; like the rest of the
+CLI they only parse options and call the Python API (:mod:`simattr.evaluation`).
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from simattr.cli import _friendly_errors, _parse_targets, app, console
+from simattr.errors import InvalidInputError
+
+
+class Mode(str, Enum):
+    remove = "remove"
+    mislabel = "mislabel"
+
+
+class ExecutorKind(str, Enum):
+    local = "local"
+    process = "process"
+    ray = "ray"
+
+
+def _ranking_arg(spec: str) -> tuple[str, Path]:
+    """``NAME=PATH`` or ``PATH`` (named after the file)."""
+    if "=" in spec:
+        name, _, path = spec.partition("=")
+        if not name:
+            raise InvalidInputError(f"--ranking {spec!r}: empty name before '='")
+        return name, Path(path)
+    return Path(spec).stem, Path(spec)
+
+
+@app.command()
+@_friendly_errors
+def support(
+    data: Annotated[str, typer.Option(help="Dataset: a path or 'cifar10'.")],
+    ranking: Annotated[
+        list[str],
+        typer.Option(help="Ranking .npz, as PATH or NAME=PATH; repeat to compare rankings."),
+    ],
+    out: Annotated[Path, typer.Option(help="Results JSON Lines file (appended; resumable).")],
+    mode: Annotated[Mode, typer.Option(help="Remove the top-m images, or relabel them.")] = (
+        Mode.remove
+    ),
+    recipe: Annotated[str, typer.Option(help="Training recipe (see `simattr recipes`).")] = (
+        "cpu-mini"
+    ),
+    models: Annotated[int, typer.Option(help="M: models per tested m (flip = half of them).")] = 5,
+    budget: Annotated[int, typer.Option(help="B: bisection steps after m = k.")] = 7,
+    k: Annotated[int, typer.Option("--k", help="Largest m tested (not found beyond it).")] = 1280,
+    targets: Annotated[
+        str | None, typer.Option(help="Comma-separated test rows (default: the rankings' targets).")
+    ] = None,
+    n_targets: Annotated[
+        int | None,
+        typer.Option(help="Draw this many targets the ensemble classifies correctly (seeded)."),
+    ] = None,
+    ensemble: Annotated[int, typer.Option(help="Models of the full-data ensemble.")] = 10,
+    ensemble_dir: Annotated[
+        Path | None, typer.Option(help="Cache of the ensemble (default: next to --out).")
+    ] = None,
+    executor: Annotated[ExecutorKind, typer.Option(help="Where models train.")] = (
+        ExecutorKind.local
+    ),
+    workers: Annotated[int | None, typer.Option(help="Models trained at once.")] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: a local Ray).")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="Torch threads per model (fix it for reproducibility).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="First seed of the models at each m.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+) -> None:
+    """Removal or mislabel support of targets along rankings, by retraining (resumable)."""
+    from simattr.attribution import load_ranking
+    from simattr.evaluation import SupportSettings, run_support
+    from simattr.evaluation.jobs import load_split
+
+    if out.suffix != ".jsonl":
+        raise InvalidInputError(f"--out must end with .jsonl, got {out}")
+    named = dict(_ranking_arg(r) for r in ranking)
+    if len(named) != len(ranking):
+        raise InvalidInputError("two --ranking options have the same name; use NAME=PATH")
+    rankings = {name: load_ranking(path) for name, path in named.items()}
+    chosen = None
+    if targets is not None:
+        chosen = _parse_targets(targets, None, len(load_split(data, "test")))
+    settings = SupportSettings(
+        data=data,
+        recipe=recipe,
+        mode=mode.value,
+        models=models,
+        budget=budget,
+        k=k,
+        seed=seed,
+        device=device,
+        threads=threads,
+    )
+    records = run_support(
+        settings,
+        rankings,
+        out,
+        targets=chosen,
+        n_targets=n_targets,
+        ensemble_models=ensemble,
+        ensemble_dir=ensemble_dir,
+        executor=executor.value,
+        workers=workers,
+        address=address,
+        progress=sys.stderr.isatty(),
+    )
+    found = sum(1 for r in records if r["support"] is not None)
+    console.print(
+        f"{len(records)} new search(es), {found} with support <= {k}; "
+        f"{sum(r['models_trained'] for r in records)} models trained; results in {out}"
+    )
+
+
+@app.command("support-report")
+@_friendly_errors
+def support_report_command(
+    results: Annotated[list[Path], typer.Argument(help="Results .jsonl files of `support`.")],
+    out: Annotated[Path, typer.Option(help="Folder for support_curve.png and support_table.md.")],
+) -> None:
+    """Curve of the fraction of targets with support <= m, and a Markdown table."""
+    from simattr.report.support import support_report
+
+    png, md = support_report(results, out)
+    console.print(md.read_text(encoding="utf-8"), markup=False)
+    console.print(f"wrote {png} and {md}")
+
+
+@app.command()
+@_friendly_errors
+def lds(
+    data: Annotated[str, typer.Option(help="Dataset: a path or 'cifar10'.")],
+    out: Annotated[Path, typer.Option(help="LDS folder (masks, margins; resumable).")],
+    subsets: Annotated[int, typer.Option(help="S: subset models (half the pool each).")] = 50,
+    recipe: Annotated[str, typer.Option(help="Training recipe (see `simattr recipes`).")] = (
+        "cpu-mini"
+    ),
+    targets: Annotated[
+        str | None, typer.Option(help="Comma-separated test rows (default: the whole test split).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the subsets and models.")] = 0,
+    executor: Annotated[ExecutorKind, typer.Option(help="Where models train.")] = (
+        ExecutorKind.local
+    ),
+    workers: Annotated[int | None, typer.Option(help="Models trained at once.")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch threads per model.")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+) -> None:
+    """Train the LDS subset models of a recipe and store their target margins (resumable)."""
+    from simattr.evaluation.jobs import load_split
+    from simattr.evaluation.lds import run_lds
+
+    chosen = None
+    if targets is not None:
+        chosen = _parse_targets(targets, None, len(load_split(data, "test")))
+    result = run_lds(
+        data,
+        recipe,
+        out,
+        subsets=subsets,
+        targets=chosen,
+        seed=seed,
+        executor=executor.value,
+        workers=workers,
+        address=address,
+        device=device,
+        threads=threads,
+        progress=sys.stderr.isatty(),
+    )
+    console.print(
+        f"{int(result.trained.sum())}/{subsets} subset models trained; margins of "
+        f"{len(result.targets)} targets in {out}"
+    )
+
+
+@app.command("lds-score")
+@_friendly_errors
+def lds_score_command(
+    lds_dir: Annotated[Path, typer.Argument(help="LDS folder written by `simattr lds`.")],
+    rankings: Annotated[list[Path], typer.Argument(help="Ranking .npz files to score.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Also write per-target LDS of every ranking as JSON.")
+    ] = None,
+) -> None:
+    """Per-target and mean LDS of rankings (a training image without a score counts 0)."""
+    from simattr._io import provenance, write_json
+    from simattr.attribution import load_ranking
+    from simattr.evaluation.lds import lds_score, load_lds
+
+    data = load_lds(lds_dir)
+    table = Table("ranking", "targets", "subsets", "mean LDS")
+    report = {}
+    for path in rankings:
+        result = lds_score(data, load_ranking(path))
+        table.add_row(str(path), str(len(result.targets)), str(result.subsets_used),
+                      f"{result.mean:.4f}")  # fmt: skip
+        report[str(path)] = {
+            "mean": result.mean,
+            "subsets": result.subsets_used,
+            "targets": result.targets.tolist(),
+            "lds": result.per_target.tolist(),
+        }
+    console.print(table)
+    if out is not None:
+        write_json(out, provenance(kind="lds-score", lds_dir=str(lds_dir), rankings=report))
+        console.print(f"wrote {out}")
+
+
+@app.command()
+@_friendly_errors
+def recipes() -> None:
+    """List the training recipes of the support search and LDS."""
+    from simattr.evaluation import RECIPES
+
+    table = Table("name", "arch", "epochs", "batch", "pool", "description")
+    for r in RECIPES.values():
+        pool = "full split" if r.pool.per_class is None else f"{r.pool.per_class}/class"
+        table.add_row(r.name, r.arch, str(r.epochs), str(r.batch_size), pool, r.description)
+    console.print(table)
+
+
+__all__ = ["lds", "lds_score_command", "recipes", "support", "support_report_command"]

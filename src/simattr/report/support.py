@@ -1,0 +1,152 @@
+"""Support results as a curve and a table: how often does removing the top-m images flip?
+
+Reads the JSON Lines records of :func:`simattr.evaluation.support.run_support` (any number of
+files, rankings and modes) and draws, for each (ranking, mode), the fraction of searched targets
+whose support is at most m, over m, next to a Markdown table of targets, supports found, median
+support and the models the search trained. A smaller support means a ranking that found the
+images the prediction depends on; "not found" means no flip at k, so it counts as above every m.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simattr._io import atomic_path, atomic_write, read_jsonl
+from simattr.errors import InvalidInputError, MissingFileError
+
+
+@dataclass
+class SupportSummary:
+    """The searched targets of one (ranking, mode) and what their searches found."""
+
+    ranking: str
+    mode: str
+    k: int
+    supports: np.ndarray  # float, inf where not found
+    models_trained: int
+    seconds: float
+    skipped: int  # targets the ensemble misclassified
+
+    @property
+    def targets(self) -> int:
+        return len(self.supports)
+
+    @property
+    def found(self) -> int:
+        return int(np.isfinite(self.supports).sum())
+
+    @property
+    def median(self) -> float:
+        return float(np.median(self.supports)) if len(self.supports) else float("nan")
+
+    def fraction_at_most(self, grid: np.ndarray) -> np.ndarray:
+        if not len(self.supports):
+            return np.zeros(len(grid))
+        return (self.supports[None, :] <= grid[:, None]).mean(axis=1)
+
+
+def load_support_records(paths: Sequence[str | os.PathLike[str]]) -> list[dict[str, Any]]:
+    """All records of the given results files (an absent file is an error, not an empty one)."""
+    records: list[dict[str, Any]] = []
+    for p in paths:
+        if not Path(p).exists():
+            raise MissingFileError(f"no such results file: {p}")
+        recs = read_jsonl(p)
+        for i, rec in enumerate(recs):
+            if not {"target", "ranking", "mode", "support"} <= set(rec):
+                raise InvalidInputError(f"{p}: record {i} is not a support record")
+        records.extend(recs)
+    return records
+
+
+def summarize(records: Sequence[dict[str, Any]]) -> list[SupportSummary]:
+    """Group records by (ranking, mode); a target searched twice counts once (the last)."""
+    groups: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    for rec in records:
+        groups.setdefault((rec["ranking"], rec["mode"]), {})[int(rec["target"])] = rec
+    out = []
+    for (ranking, mode), by_target in sorted(groups.items()):
+        searched = [r for r in by_target.values() if r.get("status", "searched") == "searched"]
+        supports = np.array(
+            [np.inf if r["support"] is None else float(r["support"]) for r in searched]
+        )
+        k = max((int(r.get("settings", {}).get("k", 0)) for r in by_target.values()), default=0)
+        out.append(
+            SupportSummary(
+                ranking=ranking,
+                mode=mode,
+                k=k,
+                supports=supports,
+                models_trained=sum(int(r.get("models_trained", 0)) for r in searched),
+                seconds=sum(float(r.get("seconds", 0.0)) for r in searched),
+                skipped=len(by_target) - len(searched),
+            )
+        )
+    return out
+
+
+def markdown_table(summaries: Sequence[SupportSummary]) -> str:
+    """One row per (ranking, mode): targets, found, median support, models trained."""
+    lines = [
+        "| ranking | mode | targets | found (support <= k) | median support | models trained "
+        "| training hours |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for s in summaries:
+        median = "n/a" if not s.targets else (f"> {s.k}" if np.isinf(s.median) else f"{s.median:g}")
+        lines.append(
+            f"| {s.ranking} | {s.mode} | {s.targets} | {s.found} | {median} | "
+            f"{s.models_trained} | {s.seconds / 3600:.2f} |"
+        )
+    skipped = {s.skipped for s in summaries if s.skipped}
+    if skipped:
+        lines.append("")
+        lines.append(
+            f"Targets misclassified by the full-data ensemble were not searched ({max(skipped)})."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(path: str | os.PathLike[str], summaries: Sequence[SupportSummary]) -> Path:
+    """PNG of the fraction of targets with support <= m, one line per (ranking, mode)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    k = max((s.k for s in summaries), default=1) or 1
+    grid = np.arange(0, k + 1)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for s in summaries:
+        ax.step(grid, s.fraction_at_most(grid), where="post", label=f"{s.ranking} ({s.mode})")
+    ax.set_xlabel("m (top-ranked training images removed or relabelled)")
+    ax.set_ylabel("fraction of targets with support <= m")
+    ax.set_ylim(0, 1)
+    ax.set_xlim(0, k)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+def support_report(
+    paths: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str]
+) -> tuple[Path, Path]:
+    """Write ``support_curve.png`` and ``support_table.md`` for the results files into out_dir."""
+    summaries = summarize(load_support_records(paths))
+    if not summaries:
+        raise InvalidInputError(f"no support records in {', '.join(map(str, paths))}")
+    out = Path(out_dir)
+    png = plot_curves(out / "support_curve.png", summaries)
+    table = markdown_table(summaries)
+    md = atomic_write(out / "support_table.md", lambda tmp: tmp.write_text(table, "utf-8"))
+    return png, md

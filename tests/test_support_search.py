@@ -1,0 +1,180 @@
+"""The support search's logic: bisection, majority early stop, records, journal, report.
+
+These tests drive the search generator with chosen model outcomes (no training), so that the
+exact sequence of tested m and of trained models can be checked; the end-to-end tests with real
+training are in ``test_support_e2e.py``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from simattr._io import append_jsonl, read_jsonl
+from simattr.errors import InvalidInputError
+from simattr.evaluation.jobs import JobResult, TrainJob
+from simattr.evaluation.support import SupportSettings, search_support
+from simattr.report.support import markdown_table, summarize, support_report
+
+LABEL, FLIP = 3, 5
+
+
+def _drive(settings: SupportSettings, outcome) -> tuple[dict, list[TrainJob]]:
+    """Run a search where ``outcome(m, seed)`` is the class the model predicts."""
+    order = np.arange(10_000, 10_000 + settings.k)
+    search = search_support(settings, target=7, label=LABEL, flip=FLIP, order=order)
+    jobs: list[TrainJob] = []
+    value = None
+    while True:
+        try:
+            batch = search.send(value)
+        except StopIteration as stop:
+            return stop.value, jobs
+        jobs.extend(batch)
+        value = []
+        for job in batch:
+            m = len(job.remove) or len(job.relabel)
+            logits = np.zeros((1, 10), dtype=np.float32)
+            logits[0, outcome(m, job.seed)] = 5.0
+            value.append(JobResult(logits=logits, seconds=1.0, n_train=100))
+
+
+def _settings(**kw) -> SupportSettings:
+    base = {"data": "unused", "recipe": "unused", "models": 3, "budget": 7, "k": 128}
+    base.update(kw)
+    return SupportSettings(**base)
+
+
+def test_bisection_finds_the_threshold_of_a_monotone_oracle():
+    result, jobs = _drive(_settings(), lambda m, seed: FLIP if m >= 37 else LABEL)
+    assert result["support"] == 37
+    tested = [s["m"] for s in result["steps"]]
+    assert tested[0] == 128  # m = k first
+    assert tested[1:] == [64, 32, 48, 40, 36, 38, 37]
+    # unanimous models settle a majority of 3 after 2 models at every step
+    assert [s["models"] for s in result["steps"]] == [2] * 8
+    assert result["models_trained"] == len(jobs) == 16
+    assert result["seconds"] == pytest.approx(16.0)
+
+
+def test_budget_limits_the_bisection_and_keeps_the_smallest_flipped_m():
+    result, _ = _drive(_settings(budget=2), lambda m, seed: FLIP if m >= 37 else LABEL)
+    assert [s["m"] for s in result["steps"]] == [128, 64, 32]
+    assert result["support"] == 64
+
+
+def test_not_flipped_at_k_is_not_found_and_stops():
+    result, jobs = _drive(_settings(), lambda m, seed: LABEL)
+    assert result["support"] is None and result["found"] is False
+    assert len(result["steps"]) == 1 and len(jobs) == 2
+
+
+def test_majority_early_stop_trains_a_third_model_only_on_disagreement():
+    # seed 0 flips, seed 1 does not: the third model decides
+    def outcome(m, seed):
+        return {0: FLIP, 1: LABEL, 2: FLIP}[seed] if m >= 10 else LABEL
+
+    result, _ = _drive(_settings(budget=1), outcome)
+    first = result["steps"][0]
+    assert first["models"] == 3 and first["seeds"] == [0, 1, 2]
+    assert first["misclassified_by"] == 2 and first["flip_class_votes"] == 2
+    assert first["fraction_flipped"] == pytest.approx(2 / 3)
+    assert first["flipped"] is True
+
+
+def test_flipped_means_at_least_half_of_the_models_misclassify():
+    # M = 4: two misclassifications out of four is "at least half"
+    settings = _settings(models=4, budget=0)
+    assert settings.majority == 2
+    result, _ = _drive(settings, lambda m, seed: 0 if seed in (1, 3) else LABEL)
+    step = result["steps"][0]
+    assert step["flipped"] is True and step["misclassified_by"] == 2
+    assert step["flip_class_votes"] == 0  # misclassified, but not as the flip class
+
+
+def test_mislabel_mode_relabels_the_top_m_to_the_flip_class():
+    _, jobs = _drive(_settings(mode="mislabel", budget=0), lambda m, s: LABEL)
+    assert all(j.relabel_to == FLIP and not j.remove and len(j.relabel) == 128 for j in jobs)
+    assert jobs[0].relabel == tuple(range(10_000, 10_128))
+
+
+def test_settings_are_validated():
+    with pytest.raises(InvalidInputError, match="mode"):
+        _settings(mode="drop")
+    with pytest.raises(InvalidInputError, match="models"):
+        _settings(models=0)
+    with pytest.raises(InvalidInputError, match="budget"):
+        _settings(budget=-1)
+
+
+def test_job_key_depends_on_the_training_set_not_on_order():
+    a = TrainJob(data="d", recipe="tiny", seed=1, remove=(5, 3), predict=(2,))
+    b = TrainJob(data="d", recipe="tiny", seed=1, remove=(3, 5), predict=(2,), threads=1)
+    c = TrainJob(data="d", recipe="tiny", seed=2, remove=(3, 5), predict=(2,))
+    d = TrainJob(data="d", recipe="tiny", seed=1, relabel=(3, 5), relabel_to=1, predict=(2,))
+    assert a.key() == b.key()
+    assert len({a.key(), c.key(), d.key()}) == 3
+
+
+def test_jsonl_reader_survives_a_torn_last_line(tmp_path):
+    path = tmp_path / "r.jsonl"
+    append_jsonl(path, {"a": 1})
+    with open(path, "ab") as fh:
+        fh.write(b'{"a": 2, "b"')  # a writer killed mid-line
+    assert read_jsonl(path) == [{"a": 1}]
+    append_jsonl(path, {"a": 3})  # the next append starts on a fresh line
+    assert read_jsonl(path) == [{"a": 1}, {"a": 3}]
+
+
+def _record(target, ranking, support, models=4, status="searched", k=128):
+    return {
+        "target": target,
+        "ranking": ranking,
+        "mode": "remove",
+        "support": support,
+        "status": status,
+        "models_trained": models,
+        "seconds": 3600.0,
+        "settings": {"k": k},
+    }
+
+
+def test_report_curve_table_and_png(tmp_path):
+    path = tmp_path / "results.jsonl"
+    for rec in [
+        _record(1, "esvm", 10),
+        _record(2, "esvm", 40),
+        _record(3, "esvm", None),
+        _record(1, "random", None),
+        _record(2, "random", 100),
+        _record(3, "random", None),
+        _record(4, "random", None, models=0, status="misclassified"),
+    ]:
+        append_jsonl(path, rec)
+    summaries = {s.ranking: s for s in summarize(read_jsonl(path))}
+    esvm, rnd = summaries["esvm"], summaries["random"]
+    assert (esvm.targets, esvm.found, esvm.median) == (3, 2, 40.0)
+    assert rnd.targets == 3 and rnd.found == 1 and np.isinf(rnd.median)
+    assert rnd.skipped == 1
+    grid = np.array([0, 10, 39, 40, 128])
+    np.testing.assert_allclose(esvm.fraction_at_most(grid), [0, 1 / 3, 1 / 3, 2 / 3, 2 / 3])
+    table = markdown_table(list(summaries.values()))
+    assert "| esvm | remove | 3 | 2 | 40 | 12 | 3.00 |" in table
+    assert "| random | remove | 3 | 1 | > 128 |" in table
+    png, md = support_report([path], tmp_path / "report")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert md.read_text() == table
+
+
+def test_report_refuses_missing_and_foreign_files(tmp_path):
+    from simattr.errors import MissingFileError
+
+    with pytest.raises(MissingFileError):
+        support_report([tmp_path / "nope.jsonl"], tmp_path / "out")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"hello": 1}) + "\n")
+    with pytest.raises(InvalidInputError, match="not a support record"):
+        support_report([bad], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
