@@ -1,0 +1,236 @@
+"""The linear datamodeling score (LDS): do summed attribution scores predict retrained margins?
+
+DESIGN.md section 2: draw S random halves of a recipe's training pool, train one model on each,
+and record every test image's margin (correct-class logit minus the log-sum-exp of the others).
+An attribution method predicts the margin of a target under subset s as the sum of its scores
+over the images in s; its LDS on that target is the Spearman correlation between predicted and
+actual margins over the subsets, and the method's LDS is the mean over targets.
+
+The expensive half (:func:`run_lds`) does not depend on any attribution: it trains the subset
+models once, through the same jobs and executors as the support search, and stores in ``out_dir``
+
+* ``manifest.json``: recipe, data fingerprints, seed, fraction, number of subsets;
+* ``pool.npy`` (training rows of the pool), ``masks.npy`` (S x pool, bool), ``targets.npy``;
+* ``margins/subset-<s>.npy``: the margins of all targets under model s, one file per model,
+  written atomically as each model finishes, so a killed run resumes losing only models in flight.
+
+The cheap half (:func:`lds_score`) scores any number of rankings against it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from concurrent.futures import Executor, Future, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simattr._io import atomic_write, provenance, read_json, write_json
+from simattr._progress import progress_bar
+from simattr.attribution.ranking import Ranking
+from simattr.errors import InvalidInputError, MissingFileError
+from simattr.evaluation.executors import make_executor
+from simattr.evaluation.jobs import TrainJob, load_split, run_job
+from simattr.evaluation.recipes import Recipe, get_recipe, recipe_pool
+from simattr.validation import check_indices
+
+
+def subset_masks(n_pool: int, n_subsets: int, seed: int = 0, fraction: float = 0.5) -> np.ndarray:
+    """``n_subsets`` random subsets of a pool, each exactly ``round(fraction * n_pool)`` items.
+
+    Subset s depends only on ``(seed, s)``, so adding subsets later keeps the earlier ones.
+    """
+    if not 0 < fraction < 1:
+        raise InvalidInputError(f"fraction must be in (0, 1), got {fraction}")
+    size = round(fraction * n_pool)
+    masks = np.zeros((n_subsets, n_pool), dtype=bool)
+    for s in range(n_subsets):
+        masks[s, np.random.default_rng([seed, 2711, s]).choice(n_pool, size, replace=False)] = True
+    return masks
+
+
+@dataclass
+class LdsData:
+    """Subset masks and the margins of the models trained on them (NaN rows: not trained)."""
+
+    pool: np.ndarray  # (n_pool,) training rows
+    masks: np.ndarray  # (S, n_pool) bool
+    targets: np.ndarray  # (n_targets,) test rows
+    margins: np.ndarray  # (S, n_targets) float64, NaN where the model is not trained yet
+    manifest: dict[str, Any]
+
+    @property
+    def trained(self) -> np.ndarray:
+        """Which subsets have a model."""
+        return ~np.isnan(self.margins).any(axis=1)
+
+
+def _manifest(data: str, recipe: Recipe, subsets: int, seed: int, fraction: float) -> dict:
+    train, test = load_split(data, "train"), load_split(data, "test")
+    manifest = {
+        "kind": "lds",
+        "recipe": recipe.to_dict(),
+        "train_fingerprint": train.fingerprint,
+        "test_fingerprint": test.fingerprint,
+        "subsets": subsets,
+        "seed": seed,
+        "fraction": fraction,
+    }
+    return json.loads(json.dumps(manifest))  # as it reads back from manifest.json
+
+
+def run_lds(
+    data: str,
+    recipe: str | Recipe,
+    out_dir: str | os.PathLike[str],
+    *,
+    subsets: int,
+    targets: Sequence[int] | None = None,
+    seed: int = 0,
+    fraction: float = 0.5,
+    executor: str | Executor = "local",
+    workers: int | None = None,
+    address: str | None = None,
+    device: str = "cpu",
+    threads: int | None = None,
+    progress: bool = False,
+) -> LdsData:
+    """Train the subset models that are not trained yet in ``out_dir``; return all margins.
+
+    ``targets`` defaults to the whole test split (margins are cheap next to training). Calling
+    again with more ``subsets`` extends the run; other settings must stay the same.
+    """
+    if subsets < 2:
+        raise InvalidInputError(f"LDS needs at least 2 subsets, got {subsets}")
+    recipe = get_recipe(recipe)
+    out = Path(out_dir)
+    test = load_split(data, "test")
+    tgt = (
+        np.arange(len(test), dtype=np.int64)
+        if targets is None
+        else check_indices(targets, len(test), "targets")
+    )
+    manifest = _manifest(data, recipe, subsets, seed, fraction)
+    if (out / "manifest.json").exists():
+        old = read_json(out / "manifest.json")
+        diff = [k for k in manifest if k != "subsets" and old.get(k) != manifest[k]]
+        if diff:
+            raise InvalidInputError(
+                f"{out} holds an LDS run with other {', '.join(diff)}; use another folder"
+            )
+        old_targets = np.load(out / "targets.npy", allow_pickle=False)
+        if not np.array_equal(old_targets, tgt):
+            raise InvalidInputError(f"{out} holds an LDS run over other targets")
+    pool = recipe_pool(recipe, load_split(data, "train"))
+    masks = subset_masks(len(pool), subsets, seed, fraction)
+    atomic_write(out / "pool.npy", lambda tmp: np.save(tmp, pool))
+    atomic_write(out / "masks.npy", lambda tmp: np.save(tmp, masks))
+    atomic_write(out / "targets.npy", lambda tmp: np.save(tmp, tgt))
+    write_json(out / "manifest.json", provenance(**manifest))
+    todo = [s for s in range(subsets) if not _margin_path(out, s).exists()]
+    if isinstance(executor, str):
+        pool_exec, _ = make_executor(executor, workers=workers, address=address)
+        owned = True
+    else:
+        pool_exec, owned = executor, False
+    labels = test.labels[tgt]
+    try:
+        with progress_bar(f"LDS models ({recipe.name})", len(todo), enabled=progress) as advance:
+            futures: dict[Future, int] = {}
+            for s in todo:
+                job = TrainJob(
+                    data=data,
+                    recipe=recipe,
+                    seed=seed * 100_003 + s,
+                    subset=tuple(int(r) for r in pool[masks[s]]),
+                    predict=tuple(int(t) for t in tgt),
+                    device=device,
+                    threads=threads,
+                )
+                futures[pool_exec.submit(run_job, job)] = s
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, return_when="FIRST_COMPLETED")
+                for fut in done:
+                    s = futures[fut]
+                    margins = fut.result().margins(labels)
+                    atomic_write(_margin_path(out, s), lambda tmp, m=margins: np.save(tmp, m))
+                    advance(1)
+    finally:
+        if owned:
+            pool_exec.shutdown(wait=True, cancel_futures=True)
+    return load_lds(out)
+
+
+def _margin_path(out: Path, s: int) -> Path:
+    return out / "margins" / f"subset-{s:05d}.npy"
+
+
+def load_lds(out_dir: str | os.PathLike[str]) -> LdsData:
+    """Read an LDS folder written by :func:`run_lds` (models not trained yet are NaN rows)."""
+    out = Path(out_dir)
+    if not (out / "manifest.json").exists():
+        raise MissingFileError(f"{out} is not an LDS folder (no manifest.json); run `simattr lds`")
+    manifest = read_json(out / "manifest.json")
+    pool = np.load(out / "pool.npy", allow_pickle=False)
+    masks = np.load(out / "masks.npy", allow_pickle=False)
+    targets = np.load(out / "targets.npy", allow_pickle=False)
+    margins = np.full((len(masks), len(targets)), np.nan)
+    for s in range(len(masks)):
+        path = _margin_path(out, s)
+        if path.exists():
+            margins[s] = np.load(path, allow_pickle=False)
+    return LdsData(pool=pool, masks=masks, targets=targets, margins=margins, manifest=manifest)
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return 0.0  # a constant prediction carries no ranking information
+    return float(spearmanr(a, b).statistic)
+
+
+@dataclass
+class LdsResult:
+    """Per-target LDS of one ranking (``targets`` are test rows) and their mean."""
+
+    targets: np.ndarray
+    per_target: np.ndarray
+    subsets_used: int
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.per_target)) if len(self.per_target) else float("nan")
+
+
+def lds_score(lds: LdsData, ranking: Ranking) -> LdsResult:
+    """LDS of ``ranking`` on the targets it shares with ``lds`` (unscored images count 0)."""
+    trained = lds.trained
+    if trained.sum() < 3:
+        raise InvalidInputError(
+            f"only {int(trained.sum())} subset models are trained; LDS needs at least 3"
+        )
+    masks = lds.masks[trained].astype(np.float64)
+    margins = lds.margins[trained]
+    column = {int(t): i for i, t in enumerate(lds.targets)}
+    shared = [i for i, t in enumerate(ranking.targets) if int(t) in column]
+    if not shared:
+        raise InvalidInputError("the ranking has no target in common with the LDS run")
+    pos_in_pool = {int(r): i for i, r in enumerate(lds.pool)}
+    values = np.empty(len(shared))
+    for out_i, row in enumerate(shared):
+        dense = np.zeros(len(lds.pool))
+        for idx, score in zip(ranking.indices[row], ranking.scores[row], strict=True):
+            p = pos_in_pool.get(int(idx))
+            if p is not None:
+                dense[p] = score
+        predicted = masks @ dense
+        values[out_i] = _spearman(predicted, margins[:, column[int(ranking.targets[row])]])
+    return LdsResult(
+        targets=ranking.targets[shared].copy(), per_target=values, subsets_used=int(trained.sum())
+    )
