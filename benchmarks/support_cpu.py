@@ -36,7 +36,9 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=None, help="default: half a class of the pool")
     parser.add_argument("--ensemble", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per model")
+    parser.add_argument("--executor", default="local", choices=["local", "process", "ray"])
+    parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--out-dir", type=Path, default=RESULTS / "support_cpu")
     args = parser.parse_args()
 
@@ -58,14 +60,19 @@ def main() -> None:
     k = args.k or min(1280, per_class // 2)
     start = time.perf_counter()
 
+    from simattr.evaluation.executors import make_executor
+
+    executor, _ = make_executor(args.executor, workers=args.workers)
     ensemble = train_ensemble(
         args.data,
         recipe,
         n_models=args.ensemble,
         cache_dir=out_dir / f"ensemble-{recipe.name}",
+        executor=executor,
         threads=args.threads,
         progress=True,
     )
+    executor.shutdown()
     rng = np.random.default_rng([args.seed, 4242])
     targets = np.sort(rng.choice(np.flatnonzero(ensemble.correct), args.targets, replace=False))
 
@@ -110,6 +117,8 @@ def main() -> None:
         targets=targets,
         ensemble_models=args.ensemble,
         ensemble_dir=out_dir / f"ensemble-{recipe.name}",
+        executor=args.executor,
+        workers=args.workers,
         progress=True,
     )
     from simattr._io import read_jsonl
