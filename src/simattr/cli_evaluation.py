@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from simattr.cli import _friendly_errors, _parse_targets, app, console
+from simattr.cli import _friendly_errors, _parse_targets, app, console, err_console
 from simattr.errors import InvalidInputError
 
 
@@ -224,6 +224,48 @@ def lds_score_command(
 
 @app.command()
 @_friendly_errors
+def bench(
+    profile: Annotated[str, typer.Option(help="cpu, gpu or tiny (sizes of the run).")] = "cpu",
+    data: Annotated[str, typer.Option(help="Dataset: a path or 'cifar10'.")] = "cifar10",
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default benchmarks/results/bench-PROFILE).")
+    ] = None,
+    methods: Annotated[
+        str | None, typer.Option(help="Comma-separated subset of the methods (default: all).")
+    ] = None,
+    stages: Annotated[
+        str, typer.Option(help="Comma-separated stages, in order: remove, lds, mislabel.")
+    ] = "remove,lds,mislabel",
+    executor: Annotated[ExecutorKind, typer.Option(help="Where models train.")] = (
+        ExecutorKind.local
+    ),
+    workers: Annotated[int | None, typer.Option(help="Models trained at once.")] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch threads per model.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of targets, subsets and models.")] = 0,
+) -> None:
+    """Every method on the same targets: support curves, LDS and cost (resumable)."""
+    from simattr.bench import run_bench
+
+    folder = out or Path("benchmarks") / "results" / f"bench-{profile}"
+    summary = run_bench(
+        data,
+        profile,
+        folder,
+        methods=None if methods is None else [m.strip() for m in methods.split(",") if m.strip()],
+        stages=[s.strip() for s in stages.split(",") if s.strip()],
+        executor=executor.value,
+        workers=workers,
+        threads=threads,
+        seed=seed,
+        progress=sys.stderr.isatty(),
+        log=lambda msg: err_console.print(f"[bold]bench:[/] {msg}", highlight=False),
+    )
+    console.print(summary["table"], markup=False)
+    console.print(f"results in {folder}")
+
+
+@app.command()
+@_friendly_errors
 def recipes() -> None:
     """List the training recipes of the support search and LDS."""
     from simattr.evaluation import RECIPES
@@ -235,4 +277,4 @@ def recipes() -> None:
     console.print(table)
 
 
-__all__ = ["lds", "lds_score_command", "recipes", "support", "support_report_command"]
+__all__ = ["bench", "lds", "lds_score_command", "recipes", "support", "support_report_command"]

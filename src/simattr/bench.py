@@ -1,0 +1,412 @@
+"""One benchmark table: every attribution method judged on the same targets, the same way.
+
+``simattr bench --profile cpu|gpu`` runs, for one recipe and one set of targets:
+
+1. the full-data ensemble (which targets are correct, their flip classes);
+2. one ranking per method (:data:`METHODS`), timed: the exemplar SVM on self-supervised features
+   (same class and all classes, and on a randomly initialised backbone, the control that shows
+   what the self-supervised training adds), l2 distance, random same-class images,
+   supervised-feature similarity and TRAK;
+3. removal support for every method, then LDS (subset models trained once, every method scored),
+   then mislabel support;
+4. a Markdown table, support curves and a JSON summary in the output folder.
+
+Every stage writes as it goes and resumes (the stages are the resumable support search and LDS
+of :mod:`simattr.evaluation`), so the CPU profile, which takes hours on a 2-core machine, can be
+run in pieces: each call continues where the last stopped and rewrites the table with what is
+done. ``methods`` and ``stages`` restrict a call to part of the work.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simattr._io import provenance, read_jsonl, write_json
+from simattr.attribution import Attributor, Ranking, load_ranking, save_ranking
+from simattr.errors import InvalidInputError
+from simattr.evaluation import SupportSettings, get_recipe, recipe_pool, run_support
+from simattr.evaluation.ensemble import Ensemble, train_ensemble
+from simattr.evaluation.executors import make_executor
+from simattr.evaluation.jobs import load_split
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Sizes of one benchmark run (targets, models per step, budget, k, LDS subsets)."""
+
+    name: str
+    recipe: str
+    targets: int
+    models: int
+    budget: int
+    k: int
+    ensemble: int
+    lds_subsets: int
+    trak_checkpoints: int
+    backbone: str = "default"
+    device: str = "cpu"
+
+
+PROFILES: dict[str, Profile] = {
+    # cpu-mini: 1,000 images per class, ~25 s per model on one core; k = half a class.
+    "cpu": Profile(
+        "cpu",
+        "cpu-mini",
+        targets=10,
+        models=3,
+        budget=5,
+        k=500,
+        ensemble=5,
+        lds_subsets=40,
+        trak_checkpoints=2,
+    ),
+    # The paper's sizes (DESIGN.md section 2) with the fast recipe, for a GPU.
+    "gpu": Profile(
+        "gpu",
+        "fast",
+        targets=100,
+        models=5,
+        budget=7,
+        k=1280,
+        ensemble=10,
+        lds_subsets=100,
+        trak_checkpoints=10,
+        device="cuda",
+    ),
+    # Seconds, for tests.
+    "tiny": Profile(
+        "tiny",
+        "tiny",
+        targets=2,
+        models=1,
+        budget=1,
+        k=16,
+        ensemble=2,
+        lds_subsets=4,
+        trak_checkpoints=1,
+    ),
+}
+
+STAGES = ("remove", "lds", "mislabel")
+
+
+def _rank_features(
+    method: str, class_conditional: bool, backbone: str
+) -> Callable[[BenchContext], Ranking]:
+    def make(ctx: BenchContext) -> Ranking:
+        x_pool, x_tgt = ctx.features(backbone)
+        start = time.perf_counter()
+        att = Attributor(method, class_conditional=class_conditional)
+        att.fit(x_pool, ctx.train.labels[ctx.pool] if class_conditional else None)
+        labels = ctx.test.labels[ctx.targets] if class_conditional else None
+        idx, scores = att.topk(x_tgt, labels, ctx.rank_k(class_conditional))
+        meta = {
+            "method": method,
+            "class_conditional": class_conditional,
+            "backbone": backbone,
+            # the cost from scratch: this method's share of feature extraction included
+            "seconds": time.perf_counter() - start + ctx.feature_seconds[backbone],
+            "feature_seconds": ctx.feature_seconds[backbone],
+        }
+        return Ranking(ctx.targets, ctx.pool[idx], scores, meta)
+
+    return make
+
+
+def _rank_random(ctx: BenchContext) -> Ranking:
+    from simattr.attribution.baselines import random_ranking
+
+    return random_ranking(
+        ctx.train.labels, ctx.test.labels, ctx.targets, ctx.rank_k(True), candidates=ctx.pool
+    )
+
+
+def _rank_supervised(metric: str) -> Callable[[BenchContext], Ranking]:
+    def make(ctx: BenchContext) -> Ranking:
+        from simattr.attribution.supervised import supervised_ranking
+
+        return supervised_ranking(
+            ctx.data,
+            ctx.recipe,
+            ctx.targets,
+            ctx.rank_k(True),
+            checkpoint=ctx.checkpoints(1)[0],
+            metric=metric,
+            class_conditional=True,
+        )
+
+    return make
+
+
+def _rank_trak(ctx: BenchContext) -> Ranking:
+    from simattr.attribution.trak import trak_ranking
+
+    return trak_ranking(
+        ctx.data,
+        ctx.recipe,
+        ctx.targets,
+        ctx.rank_k(False),
+        checkpoints=ctx.checkpoints(ctx.profile.trak_checkpoints),
+        work_dir=ctx.out / "trak",
+        device=ctx.profile.device,
+    )
+
+
+#: Method name -> how to rank. Order = order of the table.
+METHODS: dict[str, Callable[[BenchContext], Ranking]] = {
+    "esvm": _rank_features("esvm", True, "default"),
+    "esvm-all-classes": _rank_features("esvm", False, "default"),
+    "esvm-random-backbone": _rank_features("esvm", True, "random"),
+    "l2": _rank_features("l2", True, "default"),
+    "random": _rank_random,
+    "supervised-cosine": _rank_supervised("cosine"),
+    "supervised-l2": _rank_supervised("l2"),
+    "trak": _rank_trak,
+}
+
+
+@dataclass
+class BenchContext:
+    """What the methods share: data, pool, targets, cached features and checkpoints."""
+
+    data: str
+    profile: Profile
+    out: Path
+    targets: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.recipe = get_recipe(self.profile.recipe)
+        self.train = load_split(self.data, "train")
+        self.test = load_split(self.data, "test")
+        self.pool = recipe_pool(self.recipe, self.train)
+        self._features: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.feature_seconds: dict[str, float] = {}
+
+    def rank_k(self, class_conditional: bool) -> int:
+        """Ranking length: the smallest class of the pool (dense within a class), at least k."""
+        per_class = int(np.bincount(self.train.labels[self.pool]).min())
+        return max(self.profile.k, per_class)
+
+    def features(self, backbone: str) -> tuple[np.ndarray, np.ndarray]:
+        if backbone not in self._features:
+            from simattr.features import extract_features
+            from simattr.models import load_backbone
+
+            start = time.perf_counter()
+            net = load_backbone(backbone, self.profile.device)
+            dev = self.profile.device
+            self._features[backbone] = (
+                extract_features(net, self.train.subset(self.pool), device=dev, progress=False),
+                extract_features(
+                    net, self.test.get_images(self.targets), device=dev, progress=False
+                ),
+            )
+            self.feature_seconds[backbone] = time.perf_counter() - start
+        return self._features[backbone]
+
+    def checkpoints(self, n: int) -> list[Path]:
+        from simattr.evaluation.classifier_io import train_checkpoints
+
+        return train_checkpoints(
+            self.data, self.recipe, n, self.out / "checkpoints", device=self.profile.device
+        )
+
+
+def _rankings(
+    ctx: BenchContext, methods: Sequence[str], log: Callable[[str], None]
+) -> dict[str, Ranking]:
+    """Compute (or read back) each method's ranking; the sidecar keeps its wall time."""
+    out = {}
+    for name in methods:
+        path = ctx.out / "rankings" / f"{name}.npz"
+        if not path.exists():
+            log(f"ranking: {name}")
+            start = time.perf_counter()
+            ranking = METHODS[name](ctx)
+            ranking.metadata = {"seconds": time.perf_counter() - start, **ranking.metadata}
+            save_ranking(path, ranking)
+        ranking = load_ranking(path)
+        if not np.array_equal(ranking.targets, ctx.targets):
+            raise InvalidInputError(f"{path} ranks other targets; delete it to recompute")
+        out[name] = ranking
+    return out
+
+
+def choose_bench_targets(ensemble: Ensemble, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` test rows the ensemble classifies correctly, drawn with ``seed`` (sorted)."""
+    correct = np.flatnonzero(ensemble.correct)
+    if len(correct) < n:
+        raise InvalidInputError(f"only {len(correct)} correctly classified targets; asked {n}")
+    return np.sort(np.random.default_rng([seed, 4242]).choice(correct, n, replace=False))
+
+
+def run_bench(
+    data: str,
+    profile: str | Profile,
+    out_dir: str | os.PathLike[str],
+    *,
+    methods: Sequence[str] | None = None,
+    stages: Sequence[str] = STAGES,
+    executor: str = "local",
+    workers: int | None = None,
+    threads: int | None = None,
+    seed: int = 0,
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run (or continue) the benchmark; return the summary also written to ``bench.json``."""
+    prof = PROFILES[profile] if isinstance(profile, str) and profile in PROFILES else profile
+    if not isinstance(prof, Profile):
+        raise InvalidInputError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
+    methods = list(methods or METHODS)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise InvalidInputError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        raise InvalidInputError(f"unknown stage(s) {bad}; choose from {list(STAGES)}")
+    out = Path(out_dir)
+    pool_exec, slots = make_executor(executor, workers=workers)
+    try:
+        ensemble = train_ensemble(
+            data,
+            prof.recipe,
+            n_models=prof.ensemble,
+            cache_dir=out / "ensemble",
+            executor=pool_exec,
+            device=prof.device,
+            threads=threads,
+            progress=progress,
+        )
+        targets = choose_bench_targets(ensemble, prof.targets, seed)
+        ctx = BenchContext(data, prof, out, targets)
+        rankings = _rankings(ctx, methods, log)
+        for stage in stages:
+            if stage in ("remove", "mislabel"):
+                log(f"support: {stage}")
+                settings = SupportSettings(
+                    data=data,
+                    recipe=prof.recipe,
+                    mode=stage,
+                    models=prof.models,
+                    budget=prof.budget,
+                    k=prof.k,
+                    seed=seed,
+                    device=prof.device,
+                    threads=threads,
+                )
+                run_support(
+                    settings,
+                    rankings,
+                    out / f"{stage}.jsonl",
+                    targets=targets,
+                    ensemble_models=prof.ensemble,
+                    ensemble_dir=out / "ensemble",
+                    executor=pool_exec,
+                    workers=slots,
+                    progress=progress,
+                )
+            else:
+                from simattr.evaluation.lds import run_lds
+
+                log("lds: subset models")
+                run_lds(
+                    data,
+                    prof.recipe,
+                    out / "lds",
+                    subsets=prof.lds_subsets,
+                    targets=targets,
+                    seed=seed,
+                    executor=pool_exec,
+                    device=prof.device,
+                    threads=threads,
+                    progress=progress,
+                )
+    finally:
+        pool_exec.shutdown(wait=True, cancel_futures=True)
+    return write_bench_report(out, prof, rankings, targets)
+
+
+def write_bench_report(
+    out: Path, prof: Profile, rankings: dict[str, Ranking], targets: np.ndarray
+) -> dict[str, Any]:
+    """Table, curves and JSON of whatever stages are done so far."""
+    from simattr.report.support import markdown_table, plot_curves, summarize
+
+    rows: dict[str, dict[str, Any]] = {
+        name: {"attribution_seconds": round(float(r.metadata.get("seconds", 0.0)), 2)}
+        for name, r in rankings.items()
+    }
+    for mode in ("remove", "mislabel"):
+        path = out / f"{mode}.jsonl"
+        if not path.exists():
+            continue
+        summaries = [s for s in summarize(read_jsonl(path)) if s.ranking in rankings]
+        plot_curves(out / f"{mode}_curve.png", summaries)
+        (out / f"{mode}_table.md").write_text(markdown_table(summaries), encoding="utf-8")
+        for s in summaries:
+            rows[s.ranking][mode] = {
+                "targets": s.targets,
+                "found": s.found,
+                "median": None if np.isinf(s.median) else s.median,
+                "models_trained": s.models_trained,
+                "training_seconds": round(s.seconds, 1),
+            }
+    if (out / "lds" / "manifest.json").exists():
+        from simattr.evaluation.lds import lds_score, load_lds
+
+        lds = load_lds(out / "lds")
+        if lds.trained.sum() >= 3:
+            for name, ranking in rankings.items():
+                res = lds_score(lds, ranking)
+                rows[name]["lds"] = {"mean": res.mean, "subsets": res.subsets_used}
+    table = _bench_table(prof, rows)
+    (out / "bench_table.md").write_text(table, encoding="utf-8")
+    summary = provenance(
+        kind="bench",
+        profile=asdict(prof),
+        recipe=get_recipe(prof.recipe).to_dict(),
+        targets=targets.tolist(),
+        methods=rows,
+        table=table,
+    )
+    write_json(out / "bench.json", summary)
+    return summary
+
+
+def _fmt_support(cell: dict[str, Any] | None, k: int) -> str:
+    if not cell:
+        return "-"
+    median = "> k" if cell["median"] is None else f"{cell['median']:g}"
+    return f"{cell['found']}/{cell['targets']} (median {median})"
+
+
+def _bench_table(prof: Profile, rows: dict[str, dict[str, Any]]) -> str:
+    lines = [
+        f"Profile `{prof.name}`: recipe `{prof.recipe}`, {prof.targets} targets, M = "
+        f"{prof.models}, B = {prof.budget}, k = {prof.k}, LDS over {prof.lds_subsets} subsets.",
+        "",
+        "| method | removal: flipped (median support) | mislabel: flipped (median support) "
+        "| LDS | attribution s | support models trained |",
+        "| --- | --- | --- | ---: | ---: | ---: |",
+    ]
+    for name, row in rows.items():
+        lds = row.get("lds")
+        models = sum(row.get(m, {}).get("models_trained", 0) for m in ("remove", "mislabel"))
+        lines.append(
+            f"| {name} | {_fmt_support(row.get('remove'), prof.k)} | "
+            f"{_fmt_support(row.get('mislabel'), prof.k)} | "
+            f"{'-' if not lds else format(lds['mean'], '.3f')} | "
+            f"{row['attribution_seconds']:.1f} | {models} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["METHODS", "PROFILES", "STAGES", "Profile", "run_bench", "write_bench_report"]

@@ -1,0 +1,108 @@
+"""Pool-restricted rankings (`attribute --pool`) and the `bench` orchestrator, on real CIFAR-10."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from simattr._io import read_json, read_jsonl
+from simattr.attribution import load_ranking
+from simattr.cli import app
+from simattr.evaluation import recipe_pool
+
+runner = CliRunner()
+
+
+def _block_means(images: np.ndarray) -> np.ndarray:
+    """48-d features (mean colour of 8x8 blocks): cheap, real, and class-informative enough."""
+    x = images.reshape(len(images), 4, 8, 4, 8, 3).astype(np.float32)
+    return x.mean(axis=(2, 4)).reshape(len(images), -1)
+
+
+@pytest.fixture(scope="module")
+def cifar_features(tmp_path_factory, cifar_train, cifar_test):
+    out = tmp_path_factory.mktemp("blockfeat")
+    np.save(out / "train.npy", _block_means(cifar_train.images))
+    np.save(out / "test.npy", _block_means(cifar_test.images))
+    return out
+
+
+def test_attribute_pool_ranks_only_the_recipe_pool(cifar_features, data_root, cifar_train,
+                                                   cifar_test, tmp_path):  # fmt: skip
+    from simattr.evaluation.support import _check_ranking
+
+    data = str(data_root / "cifar10")
+
+    def attribute(out, *extra):
+        return runner.invoke(app, [
+            "attribute", "--train-features", str(cifar_features / "train.npy"),
+            "--test-features", str(cifar_features / "test.npy"), "--data", data,
+            "--targets", "0,1,2", "--topk", "20", "--out", str(out), *extra])  # fmt: skip
+
+    pool = recipe_pool("tiny", cifar_train)
+    res = attribute(tmp_path / "pool.npz", "--pool", "tiny")
+    assert res.exit_code == 0, res.output
+    ranking = load_ranking(tmp_path / "pool.npz")
+    assert np.isin(ranking.indices, pool).all()
+    assert (cifar_train.labels[ranking.indices] == cifar_test.labels[[0, 1, 2], None]).all()
+    assert ranking.metadata["pool"] == "tiny"
+    _check_ranking("pool", ranking, pool, "tiny", 20)  # accepted by the support search
+    # --train-indices with the same rows gives the same ranking
+    np.save(tmp_path / "rows.npy", pool[::-1])
+    res = attribute(tmp_path / "rows.npz", "--train-indices", str(tmp_path / "rows.npy"))
+    assert res.exit_code == 0, res.output
+    np.testing.assert_array_equal(load_ranking(tmp_path / "rows.npz").indices, ranking.indices)
+    # without the restriction the top images come from the whole split
+    res = attribute(tmp_path / "free.npz")
+    assert res.exit_code == 0, res.output
+    assert not np.isin(load_ranking(tmp_path / "free.npz").indices, pool).all()
+    np.save(tmp_path / "dup.npy", np.array([1, 1, 2]))
+    res = attribute(tmp_path / "dup.npz", "--train-indices", str(tmp_path / "dup.npy"))
+    assert res.exit_code == 1 and "twice" in res.output
+    res = attribute(tmp_path / "both.npz", "--pool", "tiny", "--train-indices", "x.npy")
+    assert res.exit_code == 1 and "not both" in res.output
+    assert not (tmp_path / "dup.npz").exists() and not (tmp_path / "both.npz").exists()
+
+
+def test_bench_tiny_profile_runs_and_resumes(data_root, tmp_path, cifar_train):
+    from simattr.bench import run_bench
+
+    data = str(data_root / "cifar10")
+    methods = ["esvm", "l2", "random"]
+    logs: list[str] = []
+    summary = run_bench(data, "tiny", tmp_path, methods=methods, stages=["remove", "lds"],
+                        threads=1, log=logs.append)  # fmt: skip
+    rows = summary["methods"]
+    assert list(rows) == methods
+    for name in methods:
+        assert rows[name]["remove"]["targets"] == 2
+        assert -1.0 <= rows[name]["lds"]["mean"] <= 1.0
+        ranking = load_ranking(tmp_path / "rankings" / f"{name}.npz")
+        assert np.isin(ranking.indices, recipe_pool("tiny", cifar_train)).all()
+    assert rows["esvm"]["attribution_seconds"] > 0  # feature extraction is part of the cost
+    table = (tmp_path / "bench_table.md").read_text()
+    assert table == summary["table"] and "| esvm |" in table and "| random |" in table
+    assert read_json(tmp_path / "bench.json")["targets"] == summary["targets"]
+    journal = len(read_jsonl(tmp_path / "remove.models.jsonl"))
+    stamp = (tmp_path / "rankings" / "esvm.npz").stat().st_mtime_ns
+    logs.clear()
+    again = run_bench(data, "tiny", tmp_path, methods=methods, stages=["remove", "lds"],
+                      threads=1, log=logs.append)  # fmt: skip
+    assert again["methods"] == rows
+    assert len(read_jsonl(tmp_path / "remove.models.jsonl")) == journal
+    assert (tmp_path / "rankings" / "esvm.npz").stat().st_mtime_ns == stamp
+    assert not any(msg.startswith("ranking:") for msg in logs)
+
+
+def test_bench_refuses_unknown_names(tmp_path):
+    from simattr.bench import run_bench
+    from simattr.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="profile"):
+        run_bench("cifar10", "huge", tmp_path)
+    with pytest.raises(InvalidInputError, match="method"):
+        run_bench("cifar10", "tiny", tmp_path, methods=["magic"])
+    with pytest.raises(InvalidInputError, match="stage"):
+        run_bench("cifar10", "tiny", tmp_path, stages=["dance"])
+    assert not any(tmp_path.iterdir())
