@@ -122,7 +122,8 @@ def train_ensemble(
             found[s] = probs
     missing = [s for s in seeds if s not in found]
     executor = executor or InlineExecutor()
-    with progress_bar(f"ensemble ({recipe.name})", len(missing), enabled=progress) as advance:
+    bar = progress and bool(missing)
+    with progress_bar(f"ensemble ({recipe.name})", len(missing), enabled=bar) as advance:
         futures: dict[Future, int] = {}
         for s in missing:
             job = TrainJob(data=data, recipe=recipe, seed=s, device=device, threads=threads)
