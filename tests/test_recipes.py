@@ -127,7 +127,7 @@ def test_whitening_stem_whitens_the_patches_it_was_fit_on(cifar_train):
     net = WhitenedNet(10, widths=(8, 8, 8), stem_stride=2, eps=0.0)
     images = torch.from_numpy(cifar_train.pixels[:500]).permute(0, 3, 1, 2).float() / 255
     net.init_from(images)
-    out = net.stem(images.double().float())[:, :12]  # first 12 channels: one per eigenvector
+    out = net.stem(images)[:, :12]  # first 12 channels: one per eigenvector
     flat = out.permute(0, 2, 3, 1).reshape(-1, 12).double()
     cov = torch.cov(flat.T)
     assert torch.allclose(flat.mean(0), torch.zeros(12, dtype=torch.float64), atol=1e-3)

@@ -243,8 +243,9 @@ register(
             "For retraining on a 2-core CPU: a fixed pool of 1,000 CIFAR-10 training images per "
             "class (10,000 rows, drawn with seed 0), the stride-2 whitened net 32-64-128, 6 "
             "epochs of batch 125, nesterov SGD lr 0.3, label smoothing 0.2, flip + 2-px "
-            "translate, test-time flip. Measured: about 23 s per model on ONE torch thread and "
-            "0.68 test accuracy on the full test split (benchmarks/train_speed.py)."
+            "translate, test-time flip. Measured: 22 s per model (median of 3) on ONE torch thread "
+            "(232 s on two threads of the shared machine), 0.68 accuracy on the full test split "
+            "(benchmarks/results/train_speed.json)."
         ),
     )
 )
@@ -266,7 +267,7 @@ register(
         pool=PoolSpec(100, 0),
         description=(
             "For tests: 100 images per class (seed 0), the stride-2 whitened net 16-32-64, 4 "
-            "epochs of batch 50. About 1 s per model on the CPU and about 0.36 test accuracy."
+            "epochs of batch 50. About 0.6 s per model on one CPU thread, 0.36 test accuracy."
         ),
     )
 )

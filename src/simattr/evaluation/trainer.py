@@ -10,7 +10,11 @@ this trainer is built for two things: speed on small data and exact reproducibil
 * Determinism: the model is initialised under a forked global RNG seeded with ``seed`` (the
   caller's RNG state is untouched) and every random draw of training comes from a generator
   seeded with ``seed``. On the CPU the same seed, data and thread count give bit-identical
-  weights; on CUDA cuDNN is put in deterministic mode for the duration of the call.
+  weights; on CUDA cuDNN is put in deterministic mode for the duration of the call and the
+  networks avoid ops with nondeterministic CUDA backward passes (a GPU test checks it; no GPU
+  was available when this was written). The thread count matters: on a shared 2-core machine
+  ONE torch thread per model (and one model per core) is several times faster than two threads
+  per model (benchmarks/results/train_speed.json).
 * Inputs are normalised with the recipe's fixed mean/std (CIFAR-10's by default), never with
   statistics of the training subset, so every counterfactual model sees identical test inputs.
 """

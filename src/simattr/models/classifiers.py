@@ -83,14 +83,21 @@ class ResNet9(nn.Module):
             _conv_bn_relu(c[2], c[3]),
             nn.MaxPool2d(2),
             _Residual(c[3]),
-            nn.AdaptiveMaxPool2d(1),
-            nn.Flatten(),
+            _GlobalMaxPool(),
             nn.Linear(c[3], num_classes, bias=False),
             _Scale(0.125),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+class _GlobalMaxPool(nn.Module):
+    """Max over the spatial dimensions. ``torch.amax`` rather than ``AdaptiveMaxPool2d``, whose
+    CUDA backward is nondeterministic (and counterfactual models must be reproducible)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.amax(x, dim=(2, 3))
 
 
 class _ConvGroup(nn.Module):
