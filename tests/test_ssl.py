@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -322,3 +323,35 @@ def test_saved_backbone_loads_and_matches(digits, digits_test, tmp_path) -> None
     expected = extract_features(in_memory, images, progress=False)
     got = extract_features(loaded, images, progress=False)
     np.testing.assert_array_equal(got, expected)
+
+
+def test_init_from_warm_starts_a_new_schedule(digits, tmp_path) -> None:
+    data = digits.subset(range(32))  # 2 steps per epoch
+    first = train_ssl(data, out_dir=tmp_path / "first", **TINY)
+    source = _final_state(tmp_path / "first")
+    # epochs=1 of the warm start, checkpoint before any step: the weights are the source's
+    warm = train_ssl(data, out_dir=tmp_path / "warm", init_from=tmp_path / "first",
+                     max_steps=0, **{**TINY, "epochs": 1})  # fmt: skip
+    assert warm.steps_done == 0
+    start = _final_state(tmp_path / "warm")
+    for key, value in source.items():
+        if not isinstance(value, dict):
+            assert torch.equal(value, start[key]), key
+    done = train_ssl(data, out_dir=tmp_path / "warm", init_from=tmp_path / "first",
+                     resume=True, **{**TINY, "epochs": 1})  # fmt: skip
+    assert done.finished and done.epochs_done == 1
+    # a new cosine cycle: the source ended at lr 0, the warm start climbs back to the peak
+    assert first.history[-1]["lr"] == 0.0
+    again = train_ssl(data, out_dir=tmp_path / "warm2", init_from=tmp_path / "first",
+                      **{**TINY, "epochs": 2})  # fmt: skip
+    from simattr.ssl.train import default_lr
+
+    assert again.history[0]["lr"] > 0.2 * default_lr(TINY["batch_size"])
+    meta = json.loads(done.backbone_path.with_name(done.backbone_path.name + ".json").read_text())
+    assert meta["prior_epochs"] == 2 and "after 2 warm-start epochs" in meta["note"]
+    assert meta["training"]["init_from"]["sha256"]
+    with pytest.raises(InvalidInputError, match="method"):
+        train_ssl(data, out_dir=tmp_path / "x", init_from=tmp_path / "first", method="simclr",
+                  **TINY)  # fmt: skip
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        train_ssl(data, out_dir=tmp_path / "y", init_from=tmp_path / "nothing", **TINY)
