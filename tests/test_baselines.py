@@ -24,9 +24,9 @@ from simattr.evaluation.classifier_io import (
 )
 from simattr.evaluation.recipes import get_recipe, recipe_pool
 from simattr.evaluation.trainer import (
-    _normalise,
-    _to_chw_tensor,
+    normalise_batch,
     predict_logits,
+    to_chw_tensor,
     train_classifier,
 )
 from simattr.models.classifiers import build_classifier
@@ -198,7 +198,7 @@ def test_penultimate_features_are_the_heads_input(ckpts, cifar_test):
     head = head_layer(model)
     assert feats.shape == (7, head.in_features) and feats.dtype == np.float32
     # the head applied to them gives the network's own logits (times its constant logit scale)
-    x = _normalise(_to_chw_tensor(images, torch.device("cpu")), get_recipe("tiny"))
+    x = normalise_batch(to_chw_tensor(images, torch.device("cpu")), get_recipe("tiny"))
     with torch.no_grad():
         through_head = head(torch.from_numpy(feats)).numpy() * model.logit_scale
         direct = model(x).numpy()

@@ -49,6 +49,32 @@ def check_same_width(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> 
         )
 
 
+def check_images(images: object, name: str = "images") -> np.ndarray:
+    """Return ``images`` if it is a uint8 array ``N x H x W x 3`` (the in-memory image format)."""
+    if (
+        not isinstance(images, np.ndarray)
+        or images.dtype != np.uint8
+        or images.ndim != 4
+        or images.shape[-1] != 3
+    ):
+        raise InvalidInputError(
+            f"{name} must be a uint8 array N x H x W x 3, got shape "
+            f"{getattr(images, 'shape', None)} dtype {getattr(images, 'dtype', type(images))}"
+        )
+    return images
+
+
+def target_labels_or_true(
+    true_labels: np.ndarray, targets: np.ndarray, target_labels: object, num_classes: int
+) -> np.ndarray:
+    """The labels to explain: the given ``target_labels`` (checked), else the true ones."""
+    if target_labels is None:
+        return np.asarray(true_labels)[targets].astype(np.int64)
+    return check_labels(
+        target_labels, len(targets), "target_labels", num_classes=num_classes, for_what="targets"
+    )
+
+
 def check_labels(
     labels: object,
     n: int,

@@ -25,8 +25,13 @@ from simattr.attribution.ranking import Ranking
 from simattr.errors import InvalidInputError
 from simattr.evaluation.classifier_io import check_compatible, load_classifier
 from simattr.evaluation.recipes import Recipe, get_recipe, recipe_pool
-from simattr.evaluation.trainer import _normalise, _resolve_device, _to_chw_tensor
-from simattr.validation import check_indices, check_labels, check_positive_int
+from simattr.evaluation.trainer import normalise_batch, resolve_device, to_chw_tensor
+from simattr.validation import (
+    check_images,
+    check_indices,
+    check_positive_int,
+    target_labels_or_true,
+)
 
 METRICS = ("cosine", "l2")
 
@@ -62,18 +67,9 @@ def penultimate_features(
     the forward pass fails.
     """
     recipe = get_recipe(recipe)
-    if (
-        not isinstance(images, np.ndarray)
-        or images.dtype != np.uint8
-        or images.ndim != 4
-        or images.shape[-1] != 3
-    ):
-        raise InvalidInputError(
-            f"images must be a uint8 array N x H x W x 3, got shape "
-            f"{getattr(images, 'shape', None)} dtype {getattr(images, 'dtype', type(images))}"
-        )
+    check_images(images)
     batch_size = check_positive_int(batch_size, "batch_size")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     model = model.to(dev).eval()
     head = head_layer(model)
     captured: list[torch.Tensor] = []
@@ -85,7 +81,7 @@ def penultimate_features(
     try:
         outs = []
         for start in range(0, len(images), batch_size):
-            x = _normalise(_to_chw_tensor(images[start : start + batch_size], dev), recipe)
+            x = normalise_batch(to_chw_tensor(images[start : start + batch_size], dev), recipe)
             captured.clear()
             model(x.contiguous(memory_format=torch.channels_last))
             if len(captured) != 1:
@@ -137,16 +133,7 @@ def supervised_ranking(
     k = check_positive_int(k, "k")
     train, test = load_split(data, "train"), load_split(data, "test")
     targets = check_indices(targets, len(test), "targets")
-    if target_labels is None:
-        t_labels = test.labels[targets].astype(np.int64)
-    else:
-        t_labels = check_labels(
-            target_labels,
-            len(targets),
-            "target_labels",
-            num_classes=train.num_classes,
-            for_what="targets",
-        )
+    t_labels = target_labels_or_true(test.labels, targets, target_labels, train.num_classes)
     model, meta = load_classifier(checkpoint, device=device)
     check_compatible(meta, recipe, checkpoint)
     pool = recipe_pool(recipe, train)

@@ -54,8 +54,8 @@ from simattr.evaluation.classifier_io import (
     train_checkpoints,
 )
 from simattr.evaluation.recipes import Recipe, get_recipe, recipe_pool
-from simattr.evaluation.trainer import _normalise, _resolve_device, _to_chw_tensor
-from simattr.validation import check_indices, check_labels, check_positive_int
+from simattr.evaluation.trainer import normalise_batch, resolve_device, to_chw_tensor
+from simattr.validation import check_indices, check_positive_int, target_labels_or_true
 
 #: Largest projection matrix kept whole (generated once per checkpoint); larger ones are made
 #: block by block for every batch.
@@ -147,7 +147,7 @@ def _batches(
     """``(positions, (normalised images, labels))`` per batch, as the trainer feeds its model."""
     for start in range(0, len(images), batch_size):
         end = min(start + batch_size, len(images))
-        x = _normalise(_to_chw_tensor(images[start:end], dev), recipe)
+        x = normalise_batch(to_chw_tensor(images[start:end], dev), recipe)
         y = torch.from_numpy(np.asarray(labels[start:end], dtype=np.int64)).to(dev)
         yield np.arange(start, end), (x, y)
 
@@ -192,7 +192,7 @@ def trak_scores(
     from simattr.models.classifiers import build_classifier
 
     recipe = get_recipe(recipe)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     proj_dim = check_positive_int(
         default_proj_dim(dev) if proj_dim is None else proj_dim, "proj_dim"
     )
@@ -207,16 +207,7 @@ def trak_scores(
     targets = check_indices(targets, len(split), "targets")
     if len(targets) == 0:
         raise InvalidInputError("TRAK needs at least one target; got none")
-    if target_labels is None:
-        t_labels = split.labels[targets].astype(np.int64)
-    else:
-        t_labels = check_labels(
-            target_labels,
-            len(targets),
-            "target_labels",
-            num_classes=train.num_classes,
-            for_what="targets",
-        )
+    t_labels = target_labels_or_true(split.labels, targets, target_labels, train.num_classes)
 
     pool = recipe_pool(recipe, train)
     fingerprint = pool_rows_fingerprint(train, pool)

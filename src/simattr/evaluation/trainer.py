@@ -36,13 +36,15 @@ from simattr.data.dataset import ImageDataset
 from simattr.errors import InvalidInputError
 from simattr.evaluation.recipes import Augment, Recipe, get_recipe
 from simattr.models.classifiers import build_classifier
+from simattr.validation import check_images
 
 #: At most this many training images estimate the whitening stem (the covariance of 2x2 patches
 #: is settled long before; more only costs time).
 WHITEN_IMAGES = 5000
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device; CUDA asked for where there is none is a clear error."""
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
@@ -73,14 +75,14 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def _normalise(batch_u8: torch.Tensor, recipe: Recipe) -> torch.Tensor:
+def normalise_batch(batch_u8: torch.Tensor, recipe: Recipe) -> torch.Tensor:
     """uint8 N x 3 x H x W -> float32, scaled to [0, 1] and standardised per channel."""
     mean = torch.tensor(recipe.mean, device=batch_u8.device, dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(recipe.std, device=batch_u8.device, dtype=torch.float32).view(1, 3, 1, 1)
     return (batch_u8.float().div_(255.0) - mean) / std
 
 
-def _to_chw_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
+def to_chw_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
     """uint8 N x H x W x 3 numpy -> uint8 N x 3 x H x W contiguous tensor on ``device``."""
     return (
         torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).contiguous()
@@ -196,7 +198,7 @@ def train_classifier(
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise InvalidInputError(f"seed must be an integer, got {seed!r}")
     seed = int(seed)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
 
     with _deterministic(dev):
         return _train(recipe, dataset, seed, dev, progress)
@@ -206,7 +208,7 @@ def _train(
     recipe: Recipe, dataset: ImageDataset, seed: int, dev: torch.device, progress: bool
 ) -> nn.Module:
     n = len(dataset)
-    data = _to_chw_tensor(dataset.images, dev)  # the one uint8 copy of the training set
+    data = to_chw_tensor(dataset.images, dev)  # the one uint8 copy of the training set
     labels = torch.from_numpy(dataset.labels).to(dev)
 
     devices = [dev.index or 0] if dev.type == "cuda" else []
@@ -219,7 +221,7 @@ def _train(
     if callable(init):
         g_cpu = torch.Generator().manual_seed(seed)
         pick = torch.randperm(n, generator=g_cpu)[:WHITEN_IMAGES].sort().values.to(dev)
-        init(_normalise(data[pick], recipe))
+        init(normalise_batch(data[pick], recipe))
 
     model = model.to(device=dev, memory_format=torch.channels_last).train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -246,7 +248,7 @@ def _train(
                     advance(1)
                     step += 1
                     continue
-                x = _augment(_normalise(data[idx], recipe), recipe.augment, gen)
+                x = _augment(normalise_batch(data[idx], recipe), recipe.augment, gen)
                 x = x.contiguous(memory_format=torch.channels_last)
                 for group in opt.param_groups:
                     group["lr"] = _lr_at(step, total, warmup, recipe.lr)
@@ -279,24 +281,15 @@ def predict_logits(
     Normalised exactly as in training; averaged with the mirror image when ``recipe.tta_flip``.
     """
     recipe = get_recipe(recipe)
-    if (
-        not isinstance(images, np.ndarray)
-        or images.dtype != np.uint8
-        or images.ndim != 4
-        or images.shape[-1] != 3
-    ):
-        raise InvalidInputError(
-            f"images must be a uint8 array N x H x W x 3, got shape "
-            f"{getattr(images, 'shape', None)} dtype {getattr(images, 'dtype', type(images))}"
-        )
+    check_images(images)
     if int(batch_size) < 1:
         raise InvalidInputError(f"batch_size must be positive, got {batch_size}")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     model = model.to(dev).eval()
     outs: list[np.ndarray] = []
     with torch.inference_mode(), _autocast(dev):
         for start in range(0, len(images), int(batch_size)):
-            x = _normalise(_to_chw_tensor(images[start : start + int(batch_size)], dev), recipe)
+            x = normalise_batch(to_chw_tensor(images[start : start + int(batch_size)], dev), recipe)
             x = x.contiguous(memory_format=torch.channels_last)
             logits = model(x).float()
             if recipe.tta_flip:
