@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from concurrent.futures import Executor, Future, wait
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +26,8 @@ import numpy as np
 from simattr._io import atomic_write, provenance, read_json, sidecar_path, write_json
 from simattr._progress import progress_bar
 from simattr.errors import InvalidInputError
-from simattr.evaluation.executors import InlineExecutor
-from simattr.evaluation.jobs import TrainJob, load_split, run_job
+from simattr.evaluation.executors import InlineExecutor, run_jobs
+from simattr.evaluation.jobs import JobResult, TrainJob, load_split
 from simattr.evaluation.recipes import Recipe, get_recipe
 
 
@@ -124,28 +124,26 @@ def train_ensemble(
     executor = executor or InlineExecutor()
     bar = progress and bool(missing)
     with progress_bar(f"ensemble ({recipe.name})", len(missing), enabled=bar) as advance:
-        futures: dict[Future, int] = {}
-        for s in missing:
-            job = TrainJob(data=data, recipe=recipe, seed=s, device=device, threads=threads)
-            futures[executor.submit(run_job, job)] = s
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when="FIRST_COMPLETED")
-            for fut in done:
-                s = futures[fut]
-                result = fut.result()
-                path = cache / f"seed-{s}.npy"
-                atomic_write(path, lambda tmp, p=result.probs: np.save(tmp, p))
-                meta = provenance(
-                    kind="ensemble-model",
-                    identity=_identity(data, recipe, s),
-                    seconds=round(result.seconds, 3),
-                    n_train=result.n_train,
-                    test_accuracy=float((result.probs.argmax(1) == test.labels).mean()),
-                )
-                write_json(sidecar_path(path), meta)
-                found[s] = result.probs
-                advance(1)
+
+        def save(s: int, result: JobResult) -> None:
+            path = cache / f"seed-{s}.npy"
+            atomic_write(path, lambda tmp: np.save(tmp, result.probs))
+            meta = provenance(
+                kind="ensemble-model",
+                identity=_identity(data, recipe, s),
+                seconds=round(result.seconds, 3),
+                n_train=result.n_train,
+                test_accuracy=float((result.probs.argmax(1) == test.labels).mean()),
+            )
+            write_json(sidecar_path(path), meta)
+            found[s] = result.probs
+            advance(1)
+
+        jobs = {
+            s: TrainJob(data=data, recipe=recipe, seed=s, device=device, threads=threads)
+            for s in missing
+        }
+        run_jobs(executor, jobs, save)
     return Ensemble(
         probs=np.stack([found[s] for s in seeds]).astype(np.float32),
         labels=test.labels.copy(),

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
-from typing import Any
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, wait
+from typing import Any, TypeVar
 
 from simattr.errors import InvalidInputError
 
 EXECUTORS = ("local", "process", "ray")
+K = TypeVar("K")
 
 
 class InlineExecutor(Executor):
@@ -87,6 +88,29 @@ class RayExecutor(Executor):
 
 def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return fn(*args, **kwargs)
+
+
+def run_jobs(
+    executor: Executor,
+    jobs: Mapping[K, Any],
+    on_result: Callable[[K, Any], None],
+    fn: Callable[[Any], Any] | None = None,
+) -> None:
+    """Submit every job, then hand each result to ``on_result(key, result)`` as it finishes.
+
+    Results are saved by the caller one by one, in completion order, so an interruption loses
+    only the jobs still running.
+    """
+    if fn is None:
+        from simattr.evaluation.jobs import run_job
+
+        fn = run_job
+    futures = {executor.submit(fn, job): key for key, job in jobs.items()}
+    pending = set(futures)
+    while pending:
+        done, pending = wait(pending, return_when="FIRST_COMPLETED")
+        for fut in done:
+            on_result(futures[fut], fut.result())
 
 
 def default_threads(workers: int) -> int:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from concurrent.futures import Executor, Future, wait
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +33,8 @@ from simattr._io import atomic_write, provenance, read_json, write_json
 from simattr._progress import progress_bar
 from simattr.attribution.ranking import Ranking
 from simattr.errors import InvalidInputError, MissingFileError
-from simattr.evaluation.executors import make_executor
-from simattr.evaluation.jobs import TrainJob, load_split, run_job
+from simattr.evaluation.executors import make_executor, run_jobs
+from simattr.evaluation.jobs import JobResult, TrainJob, load_split
 from simattr.evaluation.recipes import Recipe, get_recipe, recipe_pool
 from simattr.validation import check_indices
 
@@ -140,9 +140,14 @@ def run_lds(
     labels = test.labels[tgt]
     try:
         with progress_bar(f"LDS models ({recipe.name})", len(todo), enabled=progress) as advance:
-            futures: dict[Future, int] = {}
-            for s in todo:
-                job = TrainJob(
+
+            def save(s: int, result: JobResult) -> None:
+                margins = result.margins(labels)
+                atomic_write(_margin_path(out, s), lambda tmp: np.save(tmp, margins))
+                advance(1)
+
+            jobs = {
+                s: TrainJob(
                     data=data,
                     recipe=recipe,
                     seed=seed * 100_003 + s,
@@ -151,15 +156,9 @@ def run_lds(
                     device=device,
                     threads=threads,
                 )
-                futures[pool_exec.submit(run_job, job)] = s
-            pending = set(futures)
-            while pending:
-                done, pending = wait(pending, return_when="FIRST_COMPLETED")
-                for fut in done:
-                    s = futures[fut]
-                    margins = fut.result().margins(labels)
-                    atomic_write(_margin_path(out, s), lambda tmp, m=margins: np.save(tmp, m))
-                    advance(1)
+                for s in todo
+            }
+            run_jobs(pool_exec, jobs, save)
     finally:
         if owned:
             pool_exec.shutdown(wait=True, cancel_futures=True)
