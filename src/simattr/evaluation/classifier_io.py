@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -264,7 +265,9 @@ def train_checkpoints(
     try:
         with progress_bar(f"classifiers ({recipe.name})", len(todo), enabled=progress) as advance:
             for s, p in todo:
+                start = time.perf_counter()
                 model = train_classifier(recipe, view, seed=s, device=device)
+                seconds = time.perf_counter() - start
                 save_classifier(
                     p,
                     model,
@@ -276,6 +279,7 @@ def train_checkpoints(
                         "n_train": len(view),
                         "dataset": data,
                         "threads": torch.get_num_threads(),
+                        "seconds": round(seconds, 3),
                     },
                 )
                 advance(1)
