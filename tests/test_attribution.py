@@ -125,7 +125,7 @@ def test_simple_scorers_match_brute_force(toy, method):
     np.testing.assert_allclose(all_dense, expected, atol=1e-10)
 
 
-@pytest.mark.parametrize("method", ["esvm", "l2", "cosine"])
+@pytest.mark.parametrize("method", ["esvm", "l2", "cosine", "lda"])
 def test_topk_is_sorted_within_the_class_pool(toy, method):
     train, labels, tests, test_labels = toy
     att = Attributor(method).fit(train, labels)
@@ -238,3 +238,51 @@ def test_unfitted_and_label_free_use_are_refused(toy):
         Attributor().fit(train)
     with pytest.raises(InvalidInputError, match=r"needs target_labels"):
         Attributor().fit(train, labels).topk(tests, None, k=3)
+
+
+def test_lda_scorer_is_the_whitened_exemplar(toy):
+    """w = S^-1 (t - mu) with S the pool covariance shrunk towards the identity."""
+    from simattr.attribution.scorers import WhitenedExemplarScorer
+
+    train, labels, tests, test_labels = toy
+    unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)  # noqa: E731
+    tr, te = unit(train), unit(tests)
+    dense = Attributor("lda").fit(train, labels).score(tests, test_labels)
+    for i, y in enumerate(test_labels):
+        pool = tr[labels == y]
+        mu = pool.mean(axis=0)
+        cov = np.cov(pool, rowvar=False)
+        a = WhitenedExemplarScorer.DEFAULT_SHRINKAGE
+        shrunk = (1 - a) * cov + a * np.trace(cov) / cov.shape[0] * np.eye(cov.shape[0])
+        w = np.linalg.solve(shrunk, te[i] - mu)
+        np.testing.assert_allclose(dense[i, labels == y], (pool - mu) @ w, rtol=1e-8)
+    # whitening changes the ranking: it is not cosine similarity in disguise
+    cos = Attributor("cosine").fit(train, labels).topk(tests, test_labels, 10)[0]
+    lda = Attributor("lda").fit(train, labels).topk(tests, test_labels, 10)[0]
+    assert not np.array_equal(cos, lda)
+    with pytest.raises(InvalidInputError, match="shrinkage"):
+        WhitenedExemplarScorer(shrinkage=0.0)
+
+
+def test_lda_agrees_with_linear_svc_better_than_cosine(real_pool):
+    """The closed form approximates the exemplar SVM: closer to it than plain similarity."""
+    pool, targets, _ = real_pool
+    labels = np.zeros(len(pool), dtype=np.int64)
+    lda = Attributor("lda").fit(pool, labels).score(targets, np.zeros(len(targets), int))
+    cos = Attributor("cosine").fit(pool, labels).score(targets, np.zeros(len(targets), int))
+    rho_lda, rho_cos, top_lda, top_cos = [], [], [], []
+    for i, t in enumerate(targets[:3]):
+        ref = _linear_svc_scores(t, pool)
+        rho_lda.append(spearmanr(lda[i], ref).statistic)
+        rho_cos.append(spearmanr(cos[i], ref).statistic)
+        best = set(np.argsort(-ref)[:100])
+        top_lda.append(len(best & set(np.argsort(-lda[i])[:100])) / 100)
+        top_cos.append(len(best & set(np.argsort(-cos[i])[:100])) / 100)
+    assert np.mean(rho_lda) > 0.97 and np.mean(rho_lda) > np.mean(rho_cos)
+    assert np.mean(top_lda) > np.mean(top_cos) + 0.15
+
+
+def test_lda_is_refused_with_faiss_retrieval(toy):
+    train, _, _, _ = toy
+    with pytest.raises(InvalidInputError, match="retrieval='exact'"):
+        Attributor("lda", class_conditional=False, retrieval="faiss").fit(train)

@@ -68,6 +68,7 @@ class Method(str, Enum):
     esvm = "esvm"
     l2 = "l2"
     cosine = "cosine"
+    lda = "lda"
 
 
 class Retrieval(str, Enum):

@@ -9,7 +9,14 @@ from simattr.attribution.attributor import Attributor
 from simattr.attribution.baselines import random_ranking
 from simattr.attribution.ranking import Ranking, export_paper_npy, load_ranking, rank, save_ranking
 from simattr.attribution.resumable import rank_resumable
-from simattr.attribution.scorers import SCORERS, CosineScorer, ExemplarSVMScorer, L2Scorer, Scorer
+from simattr.attribution.scorers import (
+    SCORERS,
+    CosineScorer,
+    ExemplarSVMScorer,
+    L2Scorer,
+    Scorer,
+    WhitenedExemplarScorer,
+)
 
 __all__ = [
     "SCORERS",
@@ -19,6 +26,7 @@ __all__ = [
     "L2Scorer",
     "Ranking",
     "Scorer",
+    "WhitenedExemplarScorer",
     "export_paper_npy",
     "load_ranking",
     "random_ranking",

@@ -36,8 +36,10 @@ class Attributor:
     """Score and rank training images for target images, from their features.
 
     Args:
-        method: ``"esvm"`` (exemplar SVM, the default), ``"l2"`` (negative Euclidean distance) or
-            ``"cosine"`` (cosine similarity).
+        method: ``"esvm"`` (exemplar SVM, the default), ``"l2"`` (negative Euclidean distance),
+            ``"cosine"`` (cosine similarity) or ``"lda"`` (a closed-form, whitened exemplar that
+            approximates the exemplar SVM at the cost of one matrix product; see
+            :class:`~simattr.attribution.scorers.WhitenedExemplarScorer`).
         class_conditional: rank only training images whose label equals the target's label (the
             label to explain). ``False`` ranks the whole training set.
         C: ESVM regularisation (DESIGN.md: 0.1).
@@ -158,6 +160,11 @@ class Attributor:
             choice = "faiss" if self.n_train_ >= AUTO_THRESHOLD else "exact"
         else:
             choice = self.retrieval
+        if choice == "faiss" and self.method not in ("esvm", "l2", "cosine"):
+            raise InvalidInputError(
+                f"retrieval='faiss' supports the esvm, l2 and cosine methods; use "
+                f"retrieval='exact' for {self.method!r}"
+            )
         if choice == "faiss" and self.method == "esvm" and self.solver != "batched":
             raise InvalidInputError(
                 f"retrieval='faiss' scores candidates with the batched ESVM solver; got "

@@ -102,8 +102,53 @@ class ExemplarSVMScorer(Scorer):
         return (coef @ prepared.X[:, :-1].T + intercept[:, None]).cpu().numpy()
 
 
+class WhitenedExemplarScorer(Scorer):
+    """Closed-form exemplar: the target's direction from the pool mean, whitened by the pool.
+
+    An LDA-style approximation of the exemplar SVM: with one positive (the target ``t``) and the
+    pool as negatives modelled by a Gaussian, the discriminant is ``w = S^-1 (t - mu)``, where
+    ``mu`` and ``S`` are the pool's mean and covariance (shrunk towards a multiple of the
+    identity by ``shrinkage``: heavy shrinkage, because the exemplar SVM's weight vector sits
+    much closer to the plain target direction than a fully whitened one). A candidate's
+    score is ``w . (x - mu)``. The pool is whitened once, so scoring a block of targets is one
+    matrix product: orders of magnitude cheaper than fitting SVMs, at the cost of agreement
+    with the exact exemplar SVM (``benchmarks/lda_agreement.py`` measures it).
+    """
+
+    name = "lda"
+
+    #: Measured against LinearSVC on CIFAR-10 class pools (benchmarks/lda_agreement.py):
+    #: top-100 overlap 0.85 / Spearman 0.98 on PCA-512 pixel features and 0.87 / 0.99 on the
+    #: shipped backbone's features at 0.9 (plain cosine: 0.47-0.54 / 0.83-0.84); agreement
+    #: falls off below 0.8 and above 0.95.
+    DEFAULT_SHRINKAGE: ClassVar[float] = 0.9
+
+    def __init__(self, shrinkage: float = DEFAULT_SHRINKAGE) -> None:
+        if not (isinstance(shrinkage, int | float) and 0 < shrinkage <= 1):
+            raise InvalidInputError(f"shrinkage must be in (0, 1], got {shrinkage!r}")
+        self.shrinkage = float(shrinkage)
+
+    def prepare(self, pool: np.ndarray) -> Any:
+        x = torch.as_tensor(pool, dtype=torch.float64)
+        mu = x.mean(dim=0)
+        centred = x - mu
+        cov = centred.T @ centred / max(1, len(x) - 1)
+        scale = torch.trace(cov) / cov.shape[0]
+        eye = torch.eye(cov.shape[0], dtype=cov.dtype)
+        shrunk = (1 - self.shrinkage) * cov + self.shrinkage * scale * eye
+        factor = torch.linalg.cholesky(shrunk)
+        whitened = torch.cholesky_solve(centred.T, factor).T  # (x - mu) S^-1, row per candidate
+        return mu, whitened
+
+    def score(self, prepared: Any, targets: np.ndarray) -> np.ndarray:
+        mu, whitened = prepared
+        t = torch.as_tensor(targets, dtype=torch.float64) - mu
+        return (t @ whitened.T).numpy()
+
+
 SCORERS: dict[str, type[Scorer]] = {
     "esvm": ExemplarSVMScorer,
     "l2": L2Scorer,
     "cosine": CosineScorer,
+    "lda": WhitenedExemplarScorer,
 }
