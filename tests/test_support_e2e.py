@@ -206,6 +206,7 @@ def test_kill_9_then_resume_loses_only_models_in_flight(
 def test_mislabel_mode_runs_and_relabels(workdir, data, ranking_path, ensemble_dir, targets):
     out = workdir / "mislabel" / "results.jsonl"
     right, _ = targets
+    lines: list[str] = []
     records = run_support(
         _settings(data, mode="mislabel"),
         {"pixels": load_ranking(ranking_path)},
@@ -213,8 +214,10 @@ def test_mislabel_mode_runs_and_relabels(workdir, data, ranking_path, ensemble_d
         targets=right[:1],
         ensemble_models=ENSEMBLE,
         ensemble_dir=ensemble_dir,
+        log=lines.append,
     )
     assert len(records) == 1 and records[0]["mode"] == "mislabel"
+    assert len(lines) == 1 and f"target {int(right[0])} / pixels / mislabel" in lines[0]
     journal = read_jsonl(journal_path(out))
     assert journal and all(j["n_relabelled"] > 0 and j["n_removed"] == 0 for j in journal)
 

@@ -329,6 +329,7 @@ def run_bench(
                     executor=pool_exec,
                     workers=slots,
                     progress=progress,
+                    log=log,
                 )
             else:
                 from simattr.evaluation.lds import run_lds

@@ -119,6 +119,7 @@ def support(
         workers=workers,
         address=address,
         progress=sys.stderr.isatty(),
+        log=None if sys.stderr.isatty() else lambda line: err_console.print(line, highlight=False),
     )
     found = sum(1 for r in records if r["support"] is not None)
     console.print(

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from concurrent.futures import Executor, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,6 +163,15 @@ def search_support(
     }
 
 
+def describe_record(record: dict[str, Any]) -> str:
+    """One line about a finished search, for logs."""
+    found = "not found" if record["support"] is None else f"support {record['support']}"
+    return (
+        f"target {record['target']} / {record['ranking']} / {record['mode']}: {found} "
+        f"({record['models_trained']} models, {record.get('wall_seconds', 0):.0f} s)"
+    )
+
+
 class _Journal:
     """Every trained model's prediction, keyed by :meth:`TrainJob.key`; appended as they finish."""
 
@@ -215,6 +224,7 @@ def _run_searches(
     journal: _Journal,
     out: Path,
     progress: bool,
+    log: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Drive the searches concurrently, keeping about ``slots`` jobs in flight."""
     queue = list(reversed(searches))
@@ -234,6 +244,8 @@ def _run_searches(
                 record["wall_seconds"] = round(time.perf_counter() - state.started, 3)
                 append_jsonl(out, record)
                 written.append(record)
+                if log is not None:
+                    log(describe_record(record))
                 del active[sid]
                 advance(1)
                 return
@@ -348,6 +360,7 @@ def run_support(
     workers: int | None = None,
     address: str | None = None,
     progress: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Search the support of targets along each ranking; append records to ``out``; resume.
 
@@ -360,6 +373,7 @@ def run_support(
             ``<out folder>/ensemble-<recipe>``).
         executor: ``"local"``, ``"process"``, ``"ray"`` or an Executor; ``workers`` jobs at once;
             ``address`` of a Ray cluster.
+        log: called with one line per finished search (long runs in the background).
 
     Returns:
         The records written by this call (finished earlier ones are in ``out``).
@@ -432,7 +446,7 @@ def run_support(
                 search = search_support(settings, t, header["label"], header["flip_class"], order)
                 searches.append((header, search))
         journal = _Journal(journal_path(out))
-        return skipped + _run_searches(searches, pool_exec, slots, journal, out, progress)
+        return skipped + _run_searches(searches, pool_exec, slots, journal, out, progress, log)
     finally:
         if owned:
             pool_exec.shutdown(wait=True, cancel_futures=True)
