@@ -78,6 +78,9 @@ def test_bench_tiny_profile_runs_and_resumes(data_root, tmp_path, cifar_train):
     for name in methods:
         assert rows[name]["remove"]["targets"] == 2
         assert -1.0 <= rows[name]["lds"]["mean"] <= 1.0
+        assert -1.0 <= rows[name]["lds"]["centred_mean"] <= 1.0
+        assert rows[name]["lds"]["targets"] == 6  # the tiny profile's LDS targets
+        assert len(load_ranking(tmp_path / "rankings-lds" / f"{name}.npz").targets) == 6
         ranking = load_ranking(tmp_path / "rankings" / f"{name}.npz")
         assert np.isin(ranking.indices, recipe_pool("tiny", cifar_train)).all()
     assert rows["esvm"]["attribution_seconds"] > 0  # feature extraction is part of the cost
@@ -92,7 +95,7 @@ def test_bench_tiny_profile_runs_and_resumes(data_root, tmp_path, cifar_train):
     assert again["methods"] == rows
     assert len(read_jsonl(tmp_path / "remove.models.jsonl")) == journal
     assert (tmp_path / "rankings" / "esvm.npz").stat().st_mtime_ns == stamp
-    assert not any(msg.startswith("ranking:") for msg in logs)
+    assert not any(msg.startswith("rankings") for msg in logs)
 
 
 def test_bench_refuses_unknown_names(tmp_path):

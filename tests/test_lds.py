@@ -114,3 +114,17 @@ def test_cli_lds_score(lds_dir, tmp_path):
     assert "1.0000" in res.output
     report = read_json(out)["rankings"][str(path)]
     assert report["targets"] == list(TARGETS) and np.allclose(report["lds"], 1.0)
+
+
+def test_centring_removes_a_shared_score_offset(lds_dir):
+    """A constant score carries no attribution: centred, its LDS is exactly 0."""
+    data = load_lds(lds_dir)
+    n = len(data.targets)
+    rows = np.tile(data.pool[:40], (n, 1))
+    constant = Ranking(data.targets, rows, np.full((n, 40), -3.0))
+    assert lds_score(data, constant, centre=True).mean == 0.0
+    raw = lds_score(data, constant)
+    assert raw.per_target.shape == (n,) and np.isfinite(raw.standard_error)
+    # centring leaves a ranking whose scores already sum the same over every subset unchanged
+    fitted = _fitted_ranking(data, 1.0)
+    np.testing.assert_allclose(lds_score(data, fitted, centre=True).per_target, 1.0)

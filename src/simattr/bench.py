@@ -39,7 +39,12 @@ from simattr.evaluation.jobs import load_split
 
 @dataclass(frozen=True)
 class Profile:
-    """Sizes of one benchmark run (targets, models per step, budget, k, LDS subsets)."""
+    """Sizes of one benchmark run.
+
+    ``targets`` (correctly classified test images) get the support searches; LDS, which costs
+    the same whatever the number of targets, is measured on ``lds_targets`` random test images
+    (its mean over a handful of targets would be mostly noise).
+    """
 
     name: str
     recipe: str
@@ -49,6 +54,7 @@ class Profile:
     k: int
     ensemble: int
     lds_subsets: int
+    lds_targets: int
     trak_checkpoints: int
     backbone: str = "default"
     device: str = "cpu"
@@ -65,6 +71,7 @@ PROFILES: dict[str, Profile] = {
         k=500,
         ensemble=5,
         lds_subsets=40,
+        lds_targets=500,
         trak_checkpoints=2,
     ),
     # The paper's sizes (DESIGN.md section 2) with the fast recipe, for a GPU.
@@ -77,6 +84,7 @@ PROFILES: dict[str, Profile] = {
         k=1280,
         ensemble=10,
         lds_subsets=100,
+        lds_targets=1000,
         trak_checkpoints=10,
         device="cuda",
     ),
@@ -90,11 +98,13 @@ PROFILES: dict[str, Profile] = {
         k=16,
         ensemble=2,
         lds_subsets=4,
+        lds_targets=6,
         trak_checkpoints=1,
     ),
 }
 
 STAGES = ("remove", "lds", "mislabel")
+LDS_RANKINGS = "rankings-lds"
 
 
 def _rank_features(
@@ -237,14 +247,17 @@ class BenchContext:
 
 
 def _rankings(
-    ctx: BenchContext, methods: Sequence[str], log: Callable[[str], None]
+    ctx: BenchContext,
+    methods: Sequence[str],
+    log: Callable[[str], None],
+    folder: str = "rankings",
 ) -> dict[str, Ranking]:
     """Compute (or read back) each method's ranking; the sidecar keeps its wall time."""
     out = {}
     for name in methods:
-        path = ctx.out / "rankings" / f"{name}.npz"
+        path = ctx.out / folder / f"{name}.npz"
         if not path.exists():
-            log(f"ranking: {name}")
+            log(f"{folder}: {name}")
             start = time.perf_counter()
             ranking = METHODS[name](ctx)
             ranking.metadata = {"seconds": time.perf_counter() - start, **ranking.metadata}
@@ -254,6 +267,11 @@ def _rankings(
             raise InvalidInputError(f"{path} ranks other targets; delete it to recompute")
         out[name] = ranking
     return out
+
+
+def choose_lds_targets(n_test: int, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` random test rows (any, right or wrong) for LDS, drawn with ``seed`` (sorted)."""
+    return np.sort(np.random.default_rng([seed, 777]).choice(n_test, min(n, n_test), False))
 
 
 def choose_bench_targets(ensemble: Ensemble, n: int, seed: int = 0) -> np.ndarray:
@@ -334,13 +352,15 @@ def run_bench(
             else:
                 from simattr.evaluation.lds import run_lds
 
+                lds_targets = choose_lds_targets(len(ctx.test), prof.lds_targets, seed)
+                _rankings(BenchContext(data, prof, out, lds_targets), methods, log, LDS_RANKINGS)
                 log("lds: subset models")
                 run_lds(
                     data,
                     prof.recipe,
                     out / "lds",
                     subsets=prof.lds_subsets,
-                    targets=targets,
+                    targets=lds_targets,
                     seed=seed,
                     executor=pool_exec,
                     device=prof.device,
@@ -381,10 +401,20 @@ def write_bench_report(
         from simattr.evaluation.lds import lds_score, load_lds
 
         lds = load_lds(out / "lds")
-        if lds.trained.sum() >= 3:
-            for name, ranking in rankings.items():
-                res = lds_score(lds, ranking)
-                rows[name]["lds"] = {"mean": res.mean, "subsets": res.subsets_used}
+        for name in rankings:
+            path = out / LDS_RANKINGS / f"{name}.npz"
+            if lds.trained.sum() < 3 or not path.exists():
+                continue
+            ranking = load_ranking(path)
+            raw, centred = lds_score(lds, ranking), lds_score(lds, ranking, centre=True)
+            rows[name]["lds"] = {
+                "mean": raw.mean,
+                "standard_error": raw.standard_error,
+                "centred_mean": centred.mean,
+                "centred_standard_error": centred.standard_error,
+                "targets": len(raw.targets),
+                "subsets": raw.subsets_used,
+            }
     table = _bench_table(prof, rows)
     (out / "bench_table.md").write_text(table, encoding="utf-8")
     summary = provenance(
@@ -409,19 +439,24 @@ def _fmt_support(cell: dict[str, Any] | None, k: int) -> str:
 def _bench_table(prof: Profile, rows: dict[str, dict[str, Any]]) -> str:
     lines = [
         f"Profile `{prof.name}`: recipe `{prof.recipe}`, {prof.targets} targets, M = "
-        f"{prof.models}, B = {prof.budget}, k = {prof.k}, LDS over {prof.lds_subsets} subsets.",
+        f"{prof.models}, B = {prof.budget}, k = {prof.k}; LDS over {prof.lds_subsets} subsets "
+        f"and {prof.lds_targets} random test images (mean +- standard error; 'centred': each "
+        "target's scores minus their mean, which removes an offset such as an SVM's intercept).",
         "",
         "| method | removal: flipped (median support) | mislabel: flipped (median support) "
-        "| LDS | attribution s (from scratch) | support models trained |",
-        "| --- | --- | --- | ---: | ---: | ---: |",
+        "| LDS | LDS, centred | attribution s (from scratch) | support models trained |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for name, row in rows.items():
         lds = row.get("lds")
         models = sum(row.get(m, {}).get("models_trained", 0) for m in ("remove", "mislabel"))
+        raw = cen = "-"
+        if lds:
+            raw = f"{lds['mean']:.3f} +- {lds['standard_error']:.3f}"
+            cen = f"{lds['centred_mean']:.3f} +- {lds['centred_standard_error']:.3f}"
         lines.append(
             f"| {name} | {_fmt_support(row.get('remove'), prof.k)} | "
-            f"{_fmt_support(row.get('mislabel'), prof.k)} | "
-            f"{'-' if not lds else format(lds['mean'], '.3f')} | "
+            f"{_fmt_support(row.get('mislabel'), prof.k)} | {raw} | {cen} | "
             f"{row['attribution_seconds']:.1f} | {models} |"
         )
     return "\n".join(lines) + "\n"

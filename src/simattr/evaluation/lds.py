@@ -206,9 +206,21 @@ class LdsResult:
     def mean(self) -> float:
         return float(np.mean(self.per_target)) if len(self.per_target) else float("nan")
 
+    @property
+    def standard_error(self) -> float:
+        """Standard error of :attr:`mean` over targets (the spread a different draw would show)."""
+        n = len(self.per_target)
+        return float(np.std(self.per_target, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
 
-def lds_score(lds: LdsData, ranking: Ranking) -> LdsResult:
-    """LDS of ``ranking`` on the targets it shares with ``lds`` (unscored images count 0)."""
+
+def lds_score(lds: LdsData, ranking: Ranking, *, centre: bool = False) -> LdsResult:
+    """LDS of ``ranking`` on the targets it shares with ``lds`` (unscored images count 0).
+
+    LDS sums scores over each subset, so a score offset shared by a target's ranked images (an
+    SVM's intercept, negative distances) enters the prediction as offset x number of ranked
+    images in the subset and can dominate it. ``centre=True`` subtracts each target's mean
+    score over its ranked images first; the plain definition is the default.
+    """
     trained = lds.trained
     if trained.sum() < 3:
         raise InvalidInputError(
@@ -224,7 +236,8 @@ def lds_score(lds: LdsData, ranking: Ranking) -> LdsResult:
     values = np.empty(len(shared))
     for out_i, row in enumerate(shared):
         dense = np.zeros(len(lds.pool))
-        for idx, score in zip(ranking.indices[row], ranking.scores[row], strict=True):
+        scores = ranking.scores[row] - (ranking.scores[row].mean() if centre else 0.0)
+        for idx, score in zip(ranking.indices[row], scores, strict=True):
             p = pos_in_pool.get(int(idx))
             if p is not None:
                 dense[p] = score
