@@ -92,17 +92,23 @@ def _essence(records):
     )
 
 
-@pytest.fixture(scope="module")
-def local_run(workdir, data, ranking_path, ensemble_dir):
-    out = workdir / "local" / "results.jsonl"
-    records = run_support(
-        _settings(data),
+def _run(data, ranking_path, out, ensemble_dir, **kwargs):
+    """The module's support search over the pixel ranking, written to ``out``."""
+    settings = kwargs.pop("settings", None) or _settings(data)
+    return run_support(
+        settings,
         {"pixels": load_ranking(ranking_path)},
         out,
         ensemble_models=ENSEMBLE,
         ensemble_dir=ensemble_dir,
+        **kwargs,
     )
-    return out, records
+
+
+@pytest.fixture(scope="module")
+def local_run(workdir, data, ranking_path, ensemble_dir):
+    out = workdir / "local" / "results.jsonl"
+    return out, _run(data, ranking_path, out, ensemble_dir)
 
 
 def test_records_journal_and_resume(local_run, targets, data, ranking_path, ensemble_dir):
@@ -124,13 +130,7 @@ def test_records_journal_and_resume(local_run, targets, data, ranking_path, ense
     journal = read_jsonl(journal_path(out))
     assert len(journal) == sum(r["models_trained"] for r in records) >= 2
     # a second call finds everything done: no record, no model
-    again = run_support(
-        _settings(data),
-        {"pixels": load_ranking(ranking_path)},
-        out,
-        ensemble_models=ENSEMBLE,
-        ensemble_dir=ensemble_dir,
-    )
+    again = _run(data, ranking_path, out, ensemble_dir)
     assert again == [] and len(read_jsonl(journal_path(out))) == len(journal)
 
 
@@ -154,15 +154,7 @@ def test_executors_give_the_same_results(
     if executor == "ray":
         import ray  # noqa: F401  (a declared dev dependency: a missing Ray fails, not skips)
     out = workdir / executor / "results.jsonl"
-    records = run_support(
-        _settings(data),
-        {"pixels": load_ranking(ranking_path)},
-        out,
-        ensemble_models=ENSEMBLE,
-        ensemble_dir=ensemble_dir,
-        executor=executor,
-        workers=2,
-    )
+    records = _run(data, ranking_path, out, ensemble_dir, executor=executor, workers=2)
     assert _essence(records) == _essence(local_run[1])
 
 
@@ -188,13 +180,7 @@ def test_kill_9_then_resume_loses_only_models_in_flight(
     proc.wait()
     before = len(read_jsonl(journal))
     assert before >= 2
-    run_support(
-        _settings(data),
-        {"pixels": load_ranking(ranking_path)},
-        out,
-        ensemble_models=ENSEMBLE,
-        ensemble_dir=ensemble_dir,
-    )
+    _run(data, ranking_path, out, ensemble_dir)
     final = read_jsonl(out)
     assert sorted(r["target"] for r in final) == sorted(r["target"] for r in local_run[1])
     searched = [r for r in final if r["status"] == "searched"]
@@ -207,15 +193,8 @@ def test_mislabel_mode_runs_and_relabels(workdir, data, ranking_path, ensemble_d
     out = workdir / "mislabel" / "results.jsonl"
     right, _ = targets
     lines: list[str] = []
-    records = run_support(
-        _settings(data, mode="mislabel"),
-        {"pixels": load_ranking(ranking_path)},
-        out,
-        targets=right[:1],
-        ensemble_models=ENSEMBLE,
-        ensemble_dir=ensemble_dir,
-        log=lines.append,
-    )
+    records = _run(data, ranking_path, out, ensemble_dir, settings=_settings(data, "mislabel"),
+                   targets=right[:1], log=lines.append)  # fmt: skip
     assert len(records) == 1 and records[0]["mode"] == "mislabel"
     assert len(lines) == 1 and f"target {int(right[0])} / pixels / mislabel" in lines[0]
     journal = read_jsonl(journal_path(out))

@@ -79,9 +79,9 @@ class JobResult:
 
     @property
     def probs(self) -> np.ndarray:
-        z = self.logits - self.logits.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
+        from simattr.evaluation.trainer import softmax
+
+        return softmax(self.logits)
 
     def margins(self, labels: np.ndarray) -> np.ndarray:
         """Correct-class logit minus log-sum-exp of the other logits, per predicted row."""

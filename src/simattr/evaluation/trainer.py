@@ -316,7 +316,11 @@ def predict_proba(
     batch_size: int = 1024,
 ) -> np.ndarray:
     """Softmax of :func:`predict_logits` (float32, rows sum to 1)."""
-    logits = predict_logits(model, recipe, images, device=device, batch_size=batch_size)
+    return softmax(predict_logits(model, recipe, images, device=device, batch_size=batch_size))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of ``(N, C)`` logits, float32, stable for large logits."""
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
