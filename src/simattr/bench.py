@@ -367,6 +367,8 @@ def run_bench(
                     threads=threads,
                     progress=progress,
                 )
+            # a report after every stage: an interrupted run still shows what it finished
+            write_bench_report(out, prof, rankings, targets)
     finally:
         pool_exec.shutdown(wait=True, cancel_futures=True)
     return write_bench_report(out, prof, rankings, targets)
