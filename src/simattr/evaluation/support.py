@@ -268,7 +268,11 @@ def _run_searches(
                 next_id += 1
                 feed(next_id - 1, None, advance)
             if not futures:
-                continue
+                if queue:
+                    continue
+                # every search waiting on a model must have one in flight
+                assert not active, "support search stalled with no model in flight"
+                break
             done, _ = wait(list(futures), return_when="FIRST_COMPLETED")
             for fut in done:
                 sid, i, key = futures.pop(fut)
