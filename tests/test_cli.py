@@ -284,3 +284,15 @@ def test_cifar10_slice_through_the_cli(cifar_train, cifar_test, tmp_path):
     ranking = load_ranking(tmp_path / "r.npz")
     assert ranking.indices.shape == (20, 20)
     assert np.all(train.labels[ranking.indices] == test.labels[:, None])
+
+
+def test_train_ssl_precision_option(tmp_path):
+    out = tmp_path / "run"
+    args = ["train-ssl", "--data", "digits", "--arch", "resnet18-w16", "--epochs", "1"]
+    result = invoke(*args, "--batch-size", "256", "--precision", "bf16", "--out", out)
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "backbone.safetensors.json").read_text())
+    assert meta["precision"] == "bf16" and meta["epochs"] == 1
+    bad = invoke(*args, "--precision", "fp16", "--out", tmp_path / "bad")
+    assert bad.exit_code != 0 and "precision" in bad.output
+    assert not (tmp_path / "bad").exists()

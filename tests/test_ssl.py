@@ -355,3 +355,19 @@ def test_init_from_warm_starts_a_new_schedule(digits, tmp_path) -> None:
                   **TINY)  # fmt: skip
     with pytest.raises(InvalidInputError, match="does not exist"):
         train_ssl(data, out_dir=tmp_path / "y", init_from=tmp_path / "nothing", **TINY)
+
+
+def test_bf16_precision_runs_on_the_cpu_and_is_recorded(digits, tmp_path) -> None:
+    data = digits.subset(range(32))
+    fp32 = train_ssl(data, out_dir=tmp_path / "fp32", precision="fp32", **TINY)
+    bf16 = train_ssl(data, out_dir=tmp_path / "bf16", precision="bf16", **TINY)
+    assert read_json(sidecar_path(fp32.backbone_path))["precision"] == "fp32"
+    assert read_json(sidecar_path(bf16.backbone_path))["precision"] == "bf16"
+    a, b = load_file(fp32.backbone_path), load_file(bf16.backbone_path)
+    # Same seed, same data: only the autocast differs, so the weights must (slightly) differ.
+    assert a.keys() == b.keys()
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.isfinite(v).all() for v in b.values() if v.is_floating_point())
+    with pytest.raises(InvalidInputError, match="precision"):
+        train_ssl(data, out_dir=tmp_path / "bad", precision="fp16", **TINY)
+    assert not (tmp_path / "bad").exists()

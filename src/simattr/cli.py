@@ -424,6 +424,13 @@ def train_ssl_command(
     temperature: Annotated[float | None, typer.Option(help="InfoNCE temperature.")] = None,
     queue_size: Annotated[int, typer.Option(help="MoCo queue of negatives.")] = 4096,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="auto (bf16 autocast on CUDA, fp32 on the CPU), fp32 or bf16. On a CPU with "
+            "AVX-512 BF16 instructions bf16 trains about 1.7x faster; without them it is slower."
+        ),
+    ] = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, order and augmentation.")] = 0,
     checkpoint_every: Annotated[int, typer.Option(help="Epochs between checkpoints.")] = 5,
@@ -467,6 +474,7 @@ def train_ssl_command(
         temperature=temperature,
         queue_size=queue_size,
         device=device,
+        precision=precision,
         resume=resume,
         seed=seed,
         checkpoint_every=checkpoint_every,

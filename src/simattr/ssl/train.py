@@ -646,6 +646,7 @@ def save_backbone(run: _Run) -> Path:
         training={k: v for k, v in cfg.items() if k != "data"},
         steps=run.state.step,
         seconds=round(run.state.elapsed, 1),
+        precision=run.precision,
     )
     write_json(sidecar_path(path), meta)
     return path
