@@ -19,7 +19,6 @@ import statistics
 import sys
 import time
 import warnings
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +31,10 @@ K, TEMPERATURE, TIMED_RUNS = 200, 0.1, 3
 
 
 def shipped_backbones() -> list[str]:
-    """Paths of every weights file shipped in the package (none in builds without weights)."""
-    from simattr.models.backbones import DEFAULT_WEIGHTS_PACKAGE
+    """A ``shipped:NAME`` spec for every weights file shipped in the package."""
+    from simattr.models import shipped_weights
 
-    try:
-        folder = resources.files(DEFAULT_WEIGHTS_PACKAGE)
-    except ModuleNotFoundError:
-        return []
-    if not isinstance(folder, os.PathLike):
-        return []
-    return sorted(str(p) for p in Path(folder).glob("*.safetensors"))
+    return [f"shipped:{name}" for name in shipped_weights()]
 
 
 def images_per_second(backbone, images: np.ndarray, batch_size: int, device: str) -> dict:

@@ -1,6 +1,11 @@
 """Networks: backbone architectures and how they are named, built and loaded."""
 
-from simattr.models.backbones import Backbone, default_weights_path, load_backbone
+from simattr.models.backbones import (
+    Backbone,
+    default_weights_path,
+    load_backbone,
+    shipped_weights,
+)
 from simattr.models.checkpoints import FORMATS, Checkpoint, read_checkpoint
 from simattr.models.resnet import ARCHITECTURES, build_architecture, cifar_resnet18
 
@@ -14,4 +19,5 @@ __all__ = [
     "default_weights_path",
     "load_backbone",
     "read_checkpoint",
+    "shipped_weights",
 ]

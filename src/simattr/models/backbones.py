@@ -11,6 +11,9 @@ Spec strings understood by :func:`load_backbone`:
   ``simattr/weights/cifar10-moco-resnet18-w16.safetensors`` (fp16, with its ``.json``
   sidecar), found with :mod:`importlib.resources`. When a build ships without it, a randomly
   initialised ResNet-18 (seed 0) stands in, with a ``UserWarning`` and a note saying so.
+* ``"shipped:NAME"``: any weights file shipped in the package by its name (with or without
+  ``.safetensors``; :func:`shipped_weights` lists them). Results that must stay reproducible
+  when the default changes (the committed benchmarks) name their backbone this way.
 * ``"random"`` or ``"random:SEED"``: a randomly initialised network (ResNet-18 unless ``arch``).
 * a path to a weights file: our ``.safetensors`` with its ``<file>.json`` sidecar, or a foreign
   checkpoint (``.pth``, ``.pth.tar``, ``.pt``, ``.ckpt``, ``.safetensors``) from MoCo v1/v2/v3,
@@ -98,6 +101,36 @@ def default_weights_path() -> Path | None:
     if not isinstance(ref, os.PathLike) or not ref.is_file():
         return None
     return Path(ref)
+
+
+def shipped_weights() -> dict[str, Path]:
+    """Every weights file shipped in the package, by name (file name without the suffix)."""
+    try:
+        folder = resources.files(DEFAULT_WEIGHTS_PACKAGE)
+    except ModuleNotFoundError:
+        return {}
+    if not isinstance(folder, os.PathLike):
+        return {}
+    files = sorted(Path(folder).glob("*.safetensors"))
+    return {p.name.removesuffix(".safetensors"): p for p in files}
+
+
+def _shipped(spec: str, arch: str | None, format: str) -> Backbone:
+    """A shipped weights file by name (``shipped:NAME``)."""
+    if arch is not None or format != "auto":
+        raise InvalidInputError(
+            f"backbone {spec!r} is a fixed network: arch= and format= apply to 'random' and to "
+            "files only"
+        )
+    name = spec.partition(":")[2].removesuffix(".safetensors")
+    available = shipped_weights()
+    if name not in available:
+        known = ", ".join(f"'shipped:{n}'" for n in available) or "none in this build"
+        raise MissingFileError(f"backbone {spec!r}: no such shipped weights file; shipped: {known}")
+    backbone = _from_file(available[name], None, "simattr")
+    backbone.name = f"shipped:{name}"
+    backbone.extra["file"] = available[name].name
+    return backbone
 
 
 def _default(arch: str | None, format: str) -> Backbone:
@@ -204,13 +237,16 @@ def load_backbone(
         raise InvalidInputError(f"unknown checkpoint format {format!r}; choose one of {FORMATS}")
     if spec == "default":
         backbone = _default(arch, format)
+    elif spec.startswith("shipped:"):
+        backbone = _shipped(spec, arch, format)
     elif spec == "random" or spec.startswith("random:"):
         backbone = _random_spec(spec, arch, format)
     else:
         path = Path(spec).expanduser()
         if not path.exists():
             raise MissingFileError(
-                f"backbone {spec!r} is neither a known name ('default', 'random', 'random:SEED') "
+                f"backbone {spec!r} is neither a known name ('default', 'shipped:NAME', "
+                "'random', 'random:SEED') "
                 "nor an existing file"
             )
         backbone = _from_file(path, arch, format)
