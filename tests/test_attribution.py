@@ -286,3 +286,24 @@ def test_lda_is_refused_with_faiss_retrieval(toy):
     train, _, _, _ = toy
     with pytest.raises(InvalidInputError, match="retrieval='exact'"):
         Attributor("lda", class_conditional=False, retrieval="faiss").fit(train)
+
+
+def test_a_loaded_ranking_saves_again_with_its_metadata(tmp_path):
+    from simattr.attribution import Ranking, load_ranking, save_ranking
+
+    rng = np.random.default_rng(0)
+    first = Ranking(
+        targets=np.array([3, 7]),
+        indices=rng.permutation(20)[:8].reshape(2, 4),
+        scores=np.sort(rng.normal(size=(2, 4)))[:, ::-1],
+        metadata={"method": "esvm", "note": "first"},
+    )
+    save_ranking(tmp_path / "a.npz", first)
+    loaded = load_ranking(tmp_path / "a.npz")
+    assert loaded.metadata["kind"] == "ranking" and loaded.metadata["k"] == 4
+    loaded.metadata["note"] = "edited"
+    save_ranking(tmp_path / "b.npz", loaded)  # the old header is not repeated
+    again = load_ranking(tmp_path / "b.npz")
+    np.testing.assert_array_equal(again.indices, first.indices)
+    assert again.metadata["note"] == "edited" and again.metadata["method"] == "esvm"
+    assert again.metadata["n_targets"] == 2

@@ -70,12 +70,16 @@ def save_ranking(path: str | os.PathLike[str], ranking: Ranking) -> Path:
     if path.suffix != ".npz":
         raise InvalidInputError(f"rankings are written as .npz; got output path {path}")
     arrays = {"targets": ranking.targets, "indices": ranking.indices, "scores": ranking.scores}
+    # a loaded ranking carries the old header: it is written anew, not repeated
+    own = {k: v for k, v in ranking.metadata.items() if k not in _HEADER_KEYS}
+    meta = provenance(kind="ranking", n_targets=len(ranking.targets), k=ranking.k, **own)
     atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
-    meta = provenance(
-        kind="ranking", n_targets=len(ranking.targets), k=ranking.k, **ranking.metadata
-    )
     write_json(sidecar_path(path), meta)
     return path
+
+
+#: Sidecar keys :func:`save_ranking` writes itself.
+_HEADER_KEYS = frozenset({"simattr_version", "created", "kind", "n_targets", "k"})
 
 
 def load_ranking(path: str | os.PathLike[str]) -> Ranking:
