@@ -96,6 +96,18 @@ def test_bench_tiny_profile_runs_and_resumes(data_root, tmp_path, cifar_train):
     assert len(read_jsonl(tmp_path / "remove.models.jsonl")) == journal
     assert (tmp_path / "rankings" / "esvm.npz").stat().st_mtime_ns == stamp
     assert not any(msg.startswith("rankings") for msg in logs)
+    # a cached ranking made from other weights than its backbone now names is refused
+    from simattr.attribution import save_ranking
+    from simattr.errors import InvalidInputError
+    from simattr.models import load_backbone
+
+    esvm = load_ranking(tmp_path / "rankings" / "esvm.npz")
+    assert esvm.metadata["backbone"] == "default"
+    assert esvm.metadata["backbone_sha256_16"] == load_backbone("default").extra["sha256_16"]
+    esvm.metadata["backbone_sha256_16"] = "0123456789abcdef"
+    save_ranking(tmp_path / "rankings" / "esvm.npz", esvm)
+    with pytest.raises(InvalidInputError, match="delete it to recompute"):
+        run_bench(data, "tiny", tmp_path, methods=methods, stages=[], threads=1, log=logs.append)
 
 
 def test_bench_refuses_unknown_names(tmp_path):

@@ -73,6 +73,8 @@ PROFILES: dict[str, Profile] = {
         lds_subsets=40,
         lds_targets=500,
         trak_checkpoints=2,
+        # pinned: the committed results were made with these weights, whatever the default is
+        backbone="shipped:cifar10-moco-resnet18-w16-e40",
     ),
     # The paper's sizes (DESIGN.md section 2) with the fast recipe, for a GPU.
     "gpu": Profile(
@@ -105,13 +107,16 @@ PROFILES: dict[str, Profile] = {
 
 STAGES = ("remove", "lds", "mislabel")
 LDS_RANKINGS = "rankings-lds"
+#: Stands for the profile's self-supervised backbone (``Profile.backbone``) in :data:`METHODS`.
+PROFILE_BACKBONE = "profile"
 
 
 def _rank_features(
     method: str, class_conditional: bool, backbone: str
 ) -> Callable[[BenchContext], Ranking]:
     def make(ctx: BenchContext) -> Ranking:
-        x_pool, x_tgt = ctx.features(backbone)
+        spec = ctx.backbone_spec(backbone)
+        x_pool, x_tgt = ctx.features(spec)
         start = time.perf_counter()
         att = Attributor(method, class_conditional=class_conditional)
         att.fit(x_pool, ctx.train.labels[ctx.pool] if class_conditional else None)
@@ -120,10 +125,11 @@ def _rank_features(
         meta = {
             "method": method,
             "class_conditional": class_conditional,
-            "backbone": backbone,
+            "backbone": spec,
+            "backbone_sha256_16": ctx.backbone_sha[spec],
             # the cost from scratch: this method's share of feature extraction included
-            "seconds": time.perf_counter() - start + ctx.feature_seconds[backbone],
-            "feature_seconds": ctx.feature_seconds[backbone],
+            "seconds": time.perf_counter() - start + ctx.feature_seconds[spec],
+            "feature_seconds": ctx.feature_seconds[spec],
         }
         return Ranking(ctx.targets, ctx.pool[idx], scores, meta)
 
@@ -188,10 +194,10 @@ def _rank_trak(ctx: BenchContext) -> Ranking:
 
 #: Method name -> how to rank. Order = order of the table.
 METHODS: dict[str, Callable[[BenchContext], Ranking]] = {
-    "esvm": _rank_features("esvm", True, "default"),
-    "esvm-all-classes": _rank_features("esvm", False, "default"),
+    "esvm": _rank_features("esvm", True, PROFILE_BACKBONE),
+    "esvm-all-classes": _rank_features("esvm", False, PROFILE_BACKBONE),
     "esvm-random-backbone": _rank_features("esvm", True, "random"),
-    "l2": _rank_features("l2", True, "default"),
+    "l2": _rank_features("l2", True, PROFILE_BACKBONE),
     "random": _rank_random,
     "supervised-cosine": _rank_supervised("cosine"),
     "supervised-l2": _rank_supervised("l2"),
@@ -215,6 +221,19 @@ class BenchContext:
         self.pool = recipe_pool(self.recipe, self.train)
         self._features: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.feature_seconds: dict[str, float] = {}
+        self.backbone_sha: dict[str, str | None] = {}
+
+    def current_sha(self, spec: str) -> str | None:
+        """Digest of the weights ``spec`` names now (loading the network, not extracting)."""
+        if spec not in self.backbone_sha:
+            from simattr.models import load_backbone
+
+            self.backbone_sha[spec] = load_backbone(spec).extra.get("sha256_16")
+        return self.backbone_sha[spec]
+
+    def backbone_spec(self, backbone: str) -> str:
+        """The backbone spec a method names, with :data:`PROFILE_BACKBONE` resolved."""
+        return self.profile.backbone if backbone == PROFILE_BACKBONE else backbone
 
     def rank_k(self, class_conditional: bool) -> int:
         """Ranking length: the smallest class of the pool (dense within a class), at least k."""
@@ -236,6 +255,7 @@ class BenchContext:
                 ),
             )
             self.feature_seconds[backbone] = time.perf_counter() - start
+            self.backbone_sha[backbone] = net.extra.get("sha256_16")
         return self._features[backbone]
 
     def checkpoints(self, n: int) -> list[Path]:
@@ -265,8 +285,24 @@ def _rankings(
         ranking = load_ranking(path)
         if not np.array_equal(ranking.targets, ctx.targets):
             raise InvalidInputError(f"{path} ranks other targets; delete it to recompute")
+        _check_backbone(ctx, path, ranking)
         out[name] = ranking
     return out
+
+
+def _check_backbone(ctx: BenchContext, path: Path, ranking: Ranking) -> None:
+    """Refuse a cached ranking made from other weights than its backbone spec now names (the
+    default backbone can change between releases; results must not mix two backbones)."""
+    recorded = ranking.metadata.get("backbone_sha256_16")
+    if recorded is None:
+        return
+    spec = str(ranking.metadata["backbone"])
+    current = ctx.current_sha(spec)
+    if current != recorded:
+        raise InvalidInputError(
+            f"{path} was ranked with backbone {spec!r} = weights {recorded}, but {spec!r} is now "
+            f"{current}; delete it to recompute, or pin the old weights ('shipped:NAME')"
+        )
 
 
 def choose_lds_targets(n_test: int, n: int, seed: int = 0) -> np.ndarray:
