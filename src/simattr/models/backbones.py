@@ -8,7 +8,7 @@ whether it came from a trained or a randomly initialised network, and from which
 Spec strings understood by :func:`load_backbone`:
 
 * ``"default"``: the shipped self-supervised CIFAR-10 backbone,
-  ``simattr/weights/cifar10-moco-resnet18-w16-e40.safetensors`` (fp16, with its ``.json``
+  ``simattr/weights/cifar10-moco-resnet18-w16-e140.safetensors`` (fp16, with its ``.json``
   sidecar), found with :mod:`importlib.resources`. When a build ships without it, a randomly
   initialised ResNet-18 (seed 0) stands in, with a ``UserWarning`` and a note saying so.
 * ``"shipped:NAME"``: any weights file shipped in the package by its name (with or without
@@ -42,7 +42,7 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 DEFAULT_SEED = 0
 DEFAULT_WEIGHTS_PACKAGE = "simattr.weights"
-DEFAULT_WEIGHTS_FILE = "cifar10-moco-resnet18-w16-e40.safetensors"
+DEFAULT_WEIGHTS_FILE = "cifar10-moco-resnet18-w16-e140.safetensors"
 
 
 @dataclass
