@@ -115,37 +115,39 @@ def shipped_weights() -> dict[str, Path]:
     return {p.name.removesuffix(".safetensors"): p for p in files}
 
 
-def _shipped(spec: str, arch: str | None, format: str) -> Backbone:
-    """A shipped weights file by name (``shipped:NAME``)."""
+def _fixed_file(spec: str, path: Path, name: str, arch: str | None, format: str) -> Backbone:
+    """A shipped weights file (``default`` or ``shipped:NAME``), named ``name``."""
     if arch is not None or format != "auto":
         raise InvalidInputError(
             f"backbone {spec!r} is a fixed network: arch= and format= apply to 'random' and to "
             "files only"
         )
+    backbone = _from_file(path, None, "simattr")
+    backbone.name = name
+    backbone.extra["file"] = path.name
+    return backbone
+
+
+def _shipped(spec: str, arch: str | None, format: str) -> Backbone:
+    """A shipped weights file by name (``shipped:NAME``)."""
     name = spec.partition(":")[2].removesuffix(".safetensors")
     available = shipped_weights()
     if name not in available:
         known = ", ".join(f"'shipped:{n}'" for n in available) or "none in this build"
         raise MissingFileError(f"backbone {spec!r}: no such shipped weights file; shipped: {known}")
-    backbone = _from_file(available[name], None, "simattr")
-    backbone.name = f"shipped:{name}"
-    backbone.extra["file"] = available[name].name
-    return backbone
+    return _fixed_file(spec, available[name], f"shipped:{name}", arch, format)
 
 
 def _default(arch: str | None, format: str) -> Backbone:
     """The shipped backbone, or the random stand-in (with a warning) when none ships."""
+    path = default_weights_path()
+    if path is not None:
+        return _fixed_file("default", path, "default", arch, format)
     if arch is not None or format != "auto":
         raise InvalidInputError(
             "backbone 'default' is a fixed network: arch= and format= apply to 'random' and to "
             "files only"
         )
-    path = default_weights_path()
-    if path is not None:
-        backbone = _from_file(path, None, "simattr")
-        backbone.name = "default"
-        backbone.extra["file"] = path.name
-        return backbone
     warnings.warn(
         "no trained self-supervised backbone ships with this build: 'default' is a randomly "
         "initialised ResNet-18 (seed 0). Rankings from it are weaker than from a MoCo backbone.",
