@@ -86,6 +86,12 @@ def test_bench_tiny_profile_runs_and_resumes(data_root, tmp_path, cifar_train):
     assert rows["esvm"]["attribution_seconds"] > 0  # feature extraction is part of the cost
     table = (tmp_path / "bench_table.md").read_text()
     assert table == summary["table"] and "| esvm |" in table and "| random |" in table
+    # every other method is paired with the ESVM on the same two targets
+    assert "Target by target against `esvm`" in table and "| l2 | remove | 2 |" in table
+    assert "against_esvm" not in rows["esvm"]["remove"]
+    for name in ("l2", "random"):
+        pair = rows[name]["remove"]["against_esvm"]
+        assert pair["targets"] == 2 and pair["fewer"] + pair["ties"] + pair["more"] == 2
     assert read_json(tmp_path / "bench.json")["targets"] == summary["targets"]
     journal = len(read_jsonl(tmp_path / "remove.models.jsonl"))
     stamp = (tmp_path / "rankings" / "esvm.npz").stat().st_mtime_ns

@@ -245,6 +245,9 @@ def test_cli_support_and_report(local_run, workdir, data, ranking_path, ensemble
     assert res.exit_code == 0, res.output
     assert (report / "support_curve.png").exists()
     assert "| pixels | remove | 2 |" in (report / "support_table.md").read_text()
+    res = runner.invoke(app, ["support-report", str(out), "--out", str(report),
+                              "--reference", "esvm"])  # fmt: skip
+    assert res.exit_code == 1 and "'esvm' is not in the results" in res.output
     res = runner.invoke(app, ["support", "--data", data, "--ranking", str(ranking_path),
                               "--out", str(workdir / "x.csv")])  # fmt: skip
     assert res.exit_code == 1 and ".jsonl" in res.output

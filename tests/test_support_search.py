@@ -16,7 +16,13 @@ from simattr._io import append_jsonl, read_jsonl
 from simattr.errors import InvalidInputError
 from simattr.evaluation.jobs import JobResult, TrainJob
 from simattr.evaluation.support import SupportSettings, search_support
-from simattr.report.support import markdown_table, summarize, support_report
+from simattr.report.support import (
+    head_to_head,
+    head_to_head_table,
+    markdown_table,
+    summarize,
+    support_report,
+)
 
 LABEL, FLIP = 3, 5
 
@@ -166,6 +172,39 @@ def test_report_curve_table_and_png(tmp_path):
     png, md = support_report([path], tmp_path / "report")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert md.read_text() == table
+    _, md = support_report([path], tmp_path / "paired", reference="esvm")
+    assert md.read_text().startswith(table)
+    assert "| random | remove | 3 | 0 | 1 | 2 | 0.5 |" in md.read_text()
+    with pytest.raises(InvalidInputError, match="'trak' is not in the results"):
+        support_report([path], tmp_path / "paired", reference="trak")
+
+
+def test_head_to_head_pairs_targets_and_counts_misses_as_k_plus_one():
+    records = [
+        _record(1, "esvm", 10),
+        _record(2, "esvm", 40),
+        _record(3, "esvm", None),
+        _record(5, "esvm", 7),  # searched by esvm only: not shared
+        _record(1, "trak", 5),
+        _record(2, "trak", 40),
+        _record(3, "trak", 128),  # found at k beats a miss (k + 1)
+        _record(4, "trak", 1),  # searched by trak only
+        _record(4, "random", 1, models=0, status="misclassified"),
+        _record(1, "random", None),
+        _record(2, "random", 100),
+        _record(3, "random", None),
+    ]
+    rows = {r.ranking: r for r in head_to_head(summarize(records), "esvm")}
+    assert set(rows) == {"random", "trak"}
+    trak = rows["trak"]
+    assert (trak.targets, trak.lower, trak.ties, trak.higher) == (3, 2, 1, 0)
+    assert trak.p_value == pytest.approx(0.5)  # 2 of 2 decided targets: 2 * 0.5**2
+    rnd = rows["random"]
+    assert (rnd.targets, rnd.lower, rnd.ties, rnd.higher) == (3, 0, 1, 2)
+    table = head_to_head_table(list(rows.values()))
+    assert "| trak | remove | 3 | 2 | 1 | 0 | 0.5 |" in table
+    assert head_to_head(summarize(records), "absent") == []
+    assert head_to_head_table([]) == ""
 
 
 def test_report_refuses_missing_and_foreign_files(tmp_path):

@@ -107,6 +107,7 @@ PROFILES: dict[str, Profile] = {
 
 STAGES = ("remove", "lds", "mislabel")
 LDS_RANKINGS = "rankings-lds"
+REFERENCE_METHOD = "esvm"  # the method every other one is paired with, target by target
 #: Stands for the profile's self-supervised backbone (``Profile.backbone``) in :data:`METHODS`.
 PROFILE_BACKBONE = "profile"
 
@@ -414,8 +415,15 @@ def write_bench_report(
     out: Path, prof: Profile, rankings: dict[str, Ranking], targets: np.ndarray
 ) -> dict[str, Any]:
     """Table, curves and JSON of whatever stages are done so far."""
-    from simattr.report.support import markdown_table, plot_curves, summarize
+    from simattr.report.support import (
+        head_to_head,
+        head_to_head_table,
+        markdown_table,
+        plot_curves,
+        summarize,
+    )
 
+    pairs = []
     rows: dict[str, dict[str, Any]] = {
         name: {"attribution_seconds": round(float(r.metadata.get("seconds", 0.0)), 2)}
         for name, r in rankings.items()
@@ -427,6 +435,7 @@ def write_bench_report(
         summaries = [s for s in summarize(read_jsonl(path)) if s.ranking in rankings]
         plot_curves(out / f"{mode}_curve.png", summaries)
         (out / f"{mode}_table.md").write_text(markdown_table(summaries), encoding="utf-8")
+        pairs.extend(head_to_head(summaries, REFERENCE_METHOD))
         for s in summaries:
             rows[s.ranking][mode] = {
                 "targets": s.targets,
@@ -454,6 +463,20 @@ def write_bench_report(
                 "subsets": raw.subsets_used,
             }
     table = _bench_table(prof, rows)
+    if pairs:
+        table += (
+            f"\nTarget by target against `{REFERENCE_METHOD}` (a target not flipped within k "
+            "counts as k + 1; two-sided sign test over the targets that are not ties):\n\n"
+            + head_to_head_table(pairs)
+        )
+        for pair in pairs:
+            rows[pair.ranking][pair.mode]["against_" + REFERENCE_METHOD] = {
+                "targets": pair.targets,
+                "fewer": pair.lower,
+                "ties": pair.ties,
+                "more": pair.higher,
+                "sign_test_p": pair.p_value,
+            }
     (out / "bench_table.md").write_text(table, encoding="utf-8")
     summary = provenance(
         kind="bench",

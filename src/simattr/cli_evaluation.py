@@ -133,11 +133,15 @@ def support(
 def support_report_command(
     results: Annotated[list[Path], typer.Argument(help="Results .jsonl files of `support`.")],
     out: Annotated[Path, typer.Option(help="Folder for support_curve.png and support_table.md.")],
+    reference: Annotated[
+        str | None,
+        typer.Option(help="Pair every ranking with this one, target by target (sign test)."),
+    ] = None,
 ) -> None:
     """Curve of the fraction of targets with support <= m, and a Markdown table."""
     from simattr.report.support import support_report
 
-    png, md = support_report(results, out)
+    png, md = support_report(results, out, reference=reference)
     console.print(md.read_text(encoding="utf-8"), markup=False)
     console.print(f"wrote {png} and {md}")
 

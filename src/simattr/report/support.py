@@ -3,7 +3,8 @@
 Reads the JSON Lines records of :func:`simattr.evaluation.support.run_support` (any number of
 files, rankings and modes) and draws, for each (ranking, mode), the fraction of searched targets
 whose support is at most m, over m, next to a Markdown table of targets, supports found, median
-support and the models the search trained. A smaller support means a ranking that found the
+support and the models the search trained, and optionally every ranking paired with a reference
+ranking target by target. A smaller support means a ranking that found the
 images the prediction depends on; "not found" means no flip at k, so it counts as above every m.
 """
 
@@ -32,6 +33,7 @@ class SupportSummary:
     models_trained: int
     seconds: float
     skipped: int  # targets the ensemble misclassified
+    target_ids: np.ndarray | None = None  # the searched targets, aligned with supports
 
     @property
     def targets(self) -> int:
@@ -86,6 +88,7 @@ def summarize(records: Sequence[dict[str, Any]]) -> list[SupportSummary]:
                 models_trained=sum(int(r.get("models_trained", 0)) for r in searched),
                 seconds=sum(float(r.get("seconds", 0.0)) for r in searched),
                 skipped=len(by_target) - len(searched),
+                target_ids=np.array([int(r["target"]) for r in searched], dtype=np.int64),
             )
         )
     return out
@@ -109,6 +112,79 @@ def markdown_table(summaries: Sequence[SupportSummary]) -> str:
         lines.append("")
         lines.append(
             f"Targets misclassified by the full-data ensemble were not searched ({max(skipped)})."
+        )
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class HeadToHead:
+    """One ranking against a reference ranking on the targets both searched (one mode).
+
+    Medians over ten targets hide which method wins on which target; this pairs them. A target
+    not flipped within k counts as support k + 1, so two misses tie. ``p_value`` is the
+    two-sided sign test over the targets that are not ties: how surprising this many wins
+    would be if neither ranking were better.
+    """
+
+    ranking: str
+    reference: str
+    mode: str
+    targets: int
+    lower: int  # targets where this ranking needs fewer images than the reference
+    ties: int
+    higher: int
+    p_value: float
+
+
+def head_to_head(summaries: Sequence[SupportSummary], reference: str) -> list[HeadToHead]:
+    """Pair every ranking with ``reference`` (same mode) target by target."""
+    from scipy.stats import binomtest
+
+    by_key = {(s.ranking, s.mode): s for s in summaries}
+    out = []
+    for s in summaries:
+        ref = by_key.get((reference, s.mode))
+        if ref is None or s.ranking == reference or s.target_ids is None or ref.target_ids is None:
+            continue
+        mine = dict(zip(s.target_ids.tolist(), np.minimum(s.supports, s.k + 1), strict=True))
+        theirs = dict(
+            zip(ref.target_ids.tolist(), np.minimum(ref.supports, ref.k + 1), strict=True)
+        )
+        shared = sorted(set(mine) & set(theirs))
+        a = np.array([mine[t] for t in shared])
+        b = np.array([theirs[t] for t in shared])
+        lower, higher = int((a < b).sum()), int((a > b).sum())
+        decided = lower + higher
+        p = binomtest(lower, decided).pvalue if decided else 1.0
+        out.append(
+            HeadToHead(
+                s.ranking,
+                reference,
+                s.mode,
+                len(shared),
+                lower,
+                len(shared) - decided,
+                higher,
+                float(p),
+            )
+        )
+    return out
+
+
+def head_to_head_table(rows: Sequence[HeadToHead]) -> str:
+    """Markdown: per ranking and mode, targets where it needs fewer / as many / more images."""
+    if not rows:
+        return ""
+    ref = rows[0].reference
+    lines = [
+        f"| ranking | mode | shared targets | fewer images (better than {ref}) | ties "
+        "| more images (worse) | sign test p |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.ranking} | {r.mode} | {r.targets} | {r.lower} | {r.ties} | {r.higher} | "
+            f"{r.p_value:.2g} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -139,14 +215,27 @@ def plot_curves(path: str | os.PathLike[str], summaries: Sequence[SupportSummary
 
 
 def support_report(
-    paths: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str]
+    paths: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    reference: str | None = None,
 ) -> tuple[Path, Path]:
-    """Write ``support_curve.png`` and ``support_table.md`` for the results files into out_dir."""
+    """Write ``support_curve.png`` and ``support_table.md`` for the results files into out_dir.
+
+    With ``reference`` (a ranking name in the results), the table is followed by every other
+    ranking paired with it target by target (:func:`head_to_head`).
+    """
     summaries = summarize(load_support_records(paths))
     if not summaries:
         raise InvalidInputError(f"no support records in {', '.join(map(str, paths))}")
+    table = markdown_table(summaries)
+    if reference is not None:
+        names = sorted({s.ranking for s in summaries})
+        if reference not in names:
+            raise InvalidInputError(
+                f"reference ranking {reference!r} is not in the results; they hold {names}"
+            )
+        table += "\n" + head_to_head_table(head_to_head(summaries, reference))
     out = Path(out_dir)
     png = plot_curves(out / "support_curve.png", summaries)
-    table = markdown_table(summaries)
     md = atomic_write(out / "support_table.md", lambda tmp: tmp.write_text(table, "utf-8"))
     return png, md
