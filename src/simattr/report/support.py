@@ -158,14 +158,14 @@ def head_to_head(summaries: Sequence[SupportSummary], reference: str) -> list[He
         p = binomtest(lower, decided).pvalue if decided else 1.0
         out.append(
             HeadToHead(
-                s.ranking,
-                reference,
-                s.mode,
-                len(shared),
-                lower,
-                len(shared) - decided,
-                higher,
-                float(p),
+                ranking=s.ranking,
+                reference=reference,
+                mode=s.mode,
+                targets=len(shared),
+                lower=lower,
+                ties=len(shared) - decided,
+                higher=higher,
+                p_value=float(p),
             )
         )
     return out
