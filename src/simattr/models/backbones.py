@@ -115,13 +115,17 @@ def shipped_weights() -> dict[str, Path]:
     return {p.name.removesuffix(".safetensors"): p for p in files}
 
 
-def _fixed_file(spec: str, path: Path, name: str, arch: str | None, format: str) -> Backbone:
-    """A shipped weights file (``default`` or ``shipped:NAME``), named ``name``."""
+def _refuse_options(spec: str, arch: str | None, format: str) -> None:
+    """``default`` and ``shipped:NAME`` are fixed networks: arch= and format= cannot apply."""
     if arch is not None or format != "auto":
         raise InvalidInputError(
             f"backbone {spec!r} is a fixed network: arch= and format= apply to 'random' and to "
             "files only"
         )
+
+
+def _fixed_file(path: Path, name: str) -> Backbone:
+    """A shipped weights file (``default`` or ``shipped:NAME``), named ``name``."""
     backbone = _from_file(path, None, "simattr")
     backbone.name = name
     backbone.extra["file"] = path.name
@@ -130,24 +134,21 @@ def _fixed_file(spec: str, path: Path, name: str, arch: str | None, format: str)
 
 def _shipped(spec: str, arch: str | None, format: str) -> Backbone:
     """A shipped weights file by name (``shipped:NAME``)."""
+    _refuse_options(spec, arch, format)
     name = spec.partition(":")[2].removesuffix(".safetensors")
     available = shipped_weights()
     if name not in available:
         known = ", ".join(f"'shipped:{n}'" for n in available) or "none in this build"
         raise MissingFileError(f"backbone {spec!r}: no such shipped weights file; shipped: {known}")
-    return _fixed_file(spec, available[name], f"shipped:{name}", arch, format)
+    return _fixed_file(available[name], f"shipped:{name}")
 
 
 def _default(arch: str | None, format: str) -> Backbone:
     """The shipped backbone, or the random stand-in (with a warning) when none ships."""
+    _refuse_options("default", arch, format)
     path = default_weights_path()
     if path is not None:
-        return _fixed_file("default", path, "default", arch, format)
-    if arch is not None or format != "auto":
-        raise InvalidInputError(
-            "backbone 'default' is a fixed network: arch= and format= apply to 'random' and to "
-            "files only"
-        )
+        return _fixed_file(path, "default")
     warnings.warn(
         "no trained self-supervised backbone ships with this build: 'default' is a randomly "
         "initialised ResNet-18 (seed 0). Rankings from it are weaker than from a MoCo backbone.",

@@ -30,10 +30,10 @@ class SupportSummary:
     mode: str
     k: int
     supports: np.ndarray  # float, inf where not found
+    target_ids: np.ndarray  # the searched targets, aligned with supports
     models_trained: int
     seconds: float
     skipped: int  # targets the ensemble misclassified
-    target_ids: np.ndarray | None = None  # the searched targets, aligned with supports
 
     @property
     def targets(self) -> int:
@@ -144,7 +144,7 @@ def head_to_head(summaries: Sequence[SupportSummary], reference: str) -> list[He
     out = []
     for s in summaries:
         ref = by_key.get((reference, s.mode))
-        if ref is None or s.ranking == reference or s.target_ids is None or ref.target_ids is None:
+        if ref is None or s.ranking == reference:
             continue
         mine = dict(zip(s.target_ids.tolist(), np.minimum(s.supports, s.k + 1), strict=True))
         theirs = dict(
