@@ -50,9 +50,9 @@ def main() -> None:
     from simattr.attribution.esvm import fit_reference
     from simattr.attribution.esvm_batched import BatchedPool, fit_batched
     from simattr.attribution.scorers import WhitenedExemplarScorer
-    from simattr.evaluation.jobs import load_split
     from simattr.features import extract_features
     from simattr.models import load_backbone
+    from simattr.training.jobs import load_split
     from simattr.validation import l2_normalize
 
     train, test = load_split(args.data, "train"), load_split(args.data, "test")

@@ -42,8 +42,8 @@ def _sync(device: str) -> None:
 
 def train_and_score(recipe, train, test, seed: int, device: str) -> dict[str, Any]:
     """One model: wall seconds of training, of predicting the test split, and its accuracy."""
-    from simattr.evaluation.recipes import pool_dataset
-    from simattr.evaluation.trainer import predict_logits, train_classifier
+    from simattr.training.recipes import pool_dataset
+    from simattr.training.trainer import predict_logits, train_classifier
 
     data = pool_dataset(recipe, train)
     _sync(device)
@@ -84,7 +84,7 @@ def measured(recipe, train, test, seeds: list[int], device: str) -> dict[str, An
 
 def probed(recipe, train, test, args: argparse.Namespace, n_cpu_mini: int) -> dict[str, Any]:
     """Time ``--epochs-cap`` epochs on a small pool and extrapolate (accuracy not measured)."""
-    from simattr.evaluation.recipes import shrunk
+    from simattr.training.recipes import shrunk
 
     probe = shrunk(recipe, epochs=args.epochs_cap, per_class=args.probe_per_class)
     run = train_and_score(probe, train, test, 0, args.device)
@@ -123,7 +123,7 @@ def thread_comparison(train, test, threads: list[int], device: str) -> list[dict
     """cpu-mini, seed 0, once per thread count (restores the caller's setting)."""
     import torch
 
-    from simattr.evaluation.recipes import get_recipe
+    from simattr.training.recipes import get_recipe
 
     saved = torch.get_num_threads()
     out = []
@@ -175,7 +175,7 @@ def main() -> None:
     import torch
 
     from simattr.data import load_dataset
-    from simattr.evaluation.recipes import get_recipe, recipe_pool
+    from simattr.training.recipes import get_recipe, recipe_pool
 
     if not args.device.startswith("cuda"):
         torch.set_num_threads(args.threads)

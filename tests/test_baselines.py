@@ -12,24 +12,24 @@ import pytest
 import torch
 
 from simattr._io import sidecar_path
-from simattr.attribution.baselines import random_ranking
-from simattr.attribution.supervised import head_layer, penultimate_features, supervised_ranking
-from simattr.attribution.trak import top_k_ranking, trak_ranking, trak_scores
+from simattr.baselines.controls import random_ranking
+from simattr.baselines.supervised import head_layer, penultimate_features, supervised_ranking
+from simattr.baselines.trak import top_k_ranking, trak_ranking, trak_scores
 from simattr.errors import CheckpointError, InvalidInputError
-from simattr.evaluation.classifier_io import (
+from simattr.models.classifiers import build_classifier
+from simattr.training.classifier_io import (
     load_classifier,
     pool_rows_fingerprint,
     save_classifier,
     train_checkpoints,
 )
-from simattr.evaluation.recipes import get_recipe, recipe_pool
-from simattr.evaluation.trainer import (
+from simattr.training.recipes import get_recipe, recipe_pool
+from simattr.training.trainer import (
     normalise_batch,
     predict_logits,
     to_chw_tensor,
     train_classifier,
 )
-from simattr.models.classifiers import build_classifier
 
 TARGETS = np.arange(0, 120, 12)  # 10 test rows
 PROJ_DIM = 256

@@ -7,8 +7,8 @@ import pytest
 
 from simattr.attribution import Ranking, save_ranking
 from simattr.errors import InvalidInputError, MissingFileError
-from simattr.evaluation.jobs import JobResult
 from simattr.evaluation.lds import lds_score, load_lds, run_lds, subset_masks
+from simattr.training.jobs import JobResult
 
 SUBSETS = 4
 TARGETS = (0, 1, 2, 3, 4, 5)

@@ -14,7 +14,8 @@ import torch
 
 from simattr.data.dataset import ImageDataset
 from simattr.errors import InvalidInputError
-from simattr.evaluation.recipes import (
+from simattr.models.classifiers import CLASSIFIERS, WhitenedNet, build_classifier
+from simattr.training.recipes import (
     RECIPES,
     PoolSpec,
     get_recipe,
@@ -22,8 +23,7 @@ from simattr.evaluation.recipes import (
     recipe_pool,
     shrunk,
 )
-from simattr.evaluation.trainer import predict_logits, predict_proba, train_classifier
-from simattr.models.classifiers import CLASSIFIERS, WhitenedNet, build_classifier
+from simattr.training.trainer import predict_logits, predict_proba, train_classifier
 
 N_TEST = 2000
 

@@ -14,7 +14,6 @@ import pytest
 
 from simattr._io import append_jsonl, read_jsonl
 from simattr.errors import InvalidInputError
-from simattr.evaluation.jobs import JobResult, TrainJob
 from simattr.evaluation.support import SupportSettings, search_support
 from simattr.report.support import (
     head_to_head,
@@ -23,6 +22,7 @@ from simattr.report.support import (
     summarize,
     support_report,
 )
+from simattr.training.jobs import JobResult, TrainJob
 
 LABEL, FLIP = 3, 5
 

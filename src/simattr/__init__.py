@@ -6,8 +6,7 @@ an Exemplar-SVM score, and check the ranking by retraining. See the README for a
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from simattr._version import __version__
 from simattr.attribution import Attributor
 from simattr.data import ImageDataset, load_dataset
 from simattr.errors import (

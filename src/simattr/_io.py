@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from simattr._version import __version__
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
@@ -88,8 +90,6 @@ def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def provenance(**fields: Any) -> dict[str, Any]:
     """Common header of every sidecar: package version and creation time, then ``fields``."""
-    from simattr import __version__
-
     header = {
         "simattr_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

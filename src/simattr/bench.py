@@ -33,8 +33,8 @@ from simattr.attribution import Attributor, Ranking, load_ranking, save_ranking
 from simattr.errors import InvalidInputError
 from simattr.evaluation import SupportSettings, get_recipe, recipe_pool, run_support
 from simattr.evaluation.ensemble import Ensemble, train_ensemble
-from simattr.evaluation.executors import make_executor
-from simattr.evaluation.jobs import load_split
+from simattr.training.executors import make_executor
+from simattr.training.jobs import load_split
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ def _rank_features(
 
 
 def _rank_random(ctx: BenchContext) -> Ranking:
-    from simattr.attribution.baselines import random_ranking
+    from simattr.baselines.controls import random_ranking
 
     return random_ranking(
         ctx.train.labels, ctx.test.labels, ctx.targets, ctx.rank_k(True), candidates=ctx.pool
@@ -158,7 +158,7 @@ def _with_checkpoint_cost(ranking: Ranking, start: float, paths: list[Path]) -> 
 
 def _rank_supervised(metric: str) -> Callable[[BenchContext], Ranking]:
     def make(ctx: BenchContext) -> Ranking:
-        from simattr.attribution.supervised import supervised_ranking
+        from simattr.baselines.supervised import supervised_ranking
 
         paths = ctx.checkpoints(1)
         start = time.perf_counter()
@@ -177,7 +177,7 @@ def _rank_supervised(metric: str) -> Callable[[BenchContext], Ranking]:
 
 
 def _rank_trak(ctx: BenchContext) -> Ranking:
-    from simattr.attribution.trak import trak_ranking
+    from simattr.baselines.trak import trak_ranking
 
     paths = ctx.checkpoints(ctx.profile.trak_checkpoints)
     start = time.perf_counter()
@@ -260,7 +260,7 @@ class BenchContext:
         return self._features[backbone]
 
     def checkpoints(self, n: int) -> list[Path]:
-        from simattr.evaluation.classifier_io import train_checkpoints
+        from simattr.training.classifier_io import train_checkpoints
 
         return train_checkpoints(
             self.data, self.recipe, n, self.out / "checkpoints", device=self.profile.device

@@ -1,13 +1,11 @@
 """Attribution: score training images for target images from their features.
 
 Baselines that need more than features live in their own modules, imported on demand:
-:mod:`simattr.attribution.trak` (TRAK through ``traker``, an optional dependency) and
-:mod:`simattr.attribution.supervised` (penultimate-layer similarity of a trained classifier).
+:mod:`simattr.baselines.trak` (TRAK through ``traker``, an optional dependency) and
+:mod:`simattr.baselines.supervised` (penultimate-layer similarity of a trained classifier).
 """
 
-from simattr.attribution.attributor import Attributor
-from simattr.attribution.baselines import random_ranking
-from simattr.attribution.ranking import Ranking, export_paper_npy, load_ranking, rank, save_ranking
+from simattr.attribution.attributor import Attributor, rank
 from simattr.attribution.resumable import rank_resumable
 from simattr.attribution.scorers import (
     SCORERS,
@@ -17,6 +15,7 @@ from simattr.attribution.scorers import (
     Scorer,
     WhitenedExemplarScorer,
 )
+from simattr.ranking import Ranking, export_paper_npy, load_ranking, save_ranking
 
 __all__ = [
     "SCORERS",
@@ -29,7 +28,6 @@ __all__ = [
     "WhitenedExemplarScorer",
     "export_paper_npy",
     "load_ranking",
-    "random_ranking",
     "rank",
     "rank_resumable",
     "save_ranking",

@@ -15,6 +15,7 @@ from simattr._progress import progress_bar
 from simattr.attribution.retrieval import (
     AUTO_THRESHOLD,
     INDEX_KINDS,
+    RETRIEVALS,
     CandidateSearch,
     RetrievalStats,
     default_candidates,
@@ -23,8 +24,10 @@ from simattr.attribution.retrieval import (
 )
 from simattr.attribution.scorers import SCORERS, ExemplarSVMScorer, Scorer
 from simattr.errors import InvalidInputError
+from simattr.ranking import Ranking
 from simattr.validation import (
     check_features,
+    check_indices,
     check_labels,
     check_positive_int,
     check_same_width,
@@ -146,9 +149,9 @@ class Attributor:
 
     def _resolve_retrieval(self) -> str:
         """``"exact"`` or ``"faiss"``: what ``retrieval`` means for this training set."""
-        if self.retrieval not in ("auto", "exact", "faiss"):
+        if self.retrieval not in RETRIEVALS:
             raise InvalidInputError(
-                f"unknown retrieval {self.retrieval!r}; choose 'auto', 'exact' or 'faiss'"
+                f"unknown retrieval {self.retrieval!r}; choose one of {list(RETRIEVALS)}"
             )
         if self.index not in INDEX_KINDS:
             raise InvalidInputError(f"unknown retrieval index {self.index!r}; choose {INDEX_KINDS}")
@@ -355,3 +358,17 @@ def _prepared_features(X: np.ndarray, normalize: bool, name: str) -> np.ndarray:
             )
         out[start : start + step] = l2_normalize(chunk) if normalize else chunk
     return out
+
+
+def rank(
+    attributor: Attributor,
+    test_features: np.ndarray,
+    test_labels: np.ndarray | None,
+    targets: np.ndarray,
+    k: int,
+) -> Ranking:
+    """Rank the training images of a fitted ``attributor`` for the chosen test ``targets``."""
+    targets = check_indices(targets, len(test_features), "targets")
+    labels = None if test_labels is None else np.asarray(test_labels)[targets]
+    indices, scores = attributor.topk(np.asarray(test_features)[targets], labels, k)
+    return Ranking(targets=targets, indices=indices, scores=scores)

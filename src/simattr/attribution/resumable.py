@@ -29,8 +29,8 @@ import numpy as np
 from simattr._io import atomic_write, read_json, write_json
 from simattr._progress import progress_bar
 from simattr.attribution.attributor import Attributor
-from simattr.attribution.ranking import Ranking, save_ranking
 from simattr.errors import InvalidInputError
+from simattr.ranking import Ranking, save_ranking
 from simattr.validation import check_indices, check_positive_int
 
 MANIFEST_VERSION = 1

@@ -66,6 +66,8 @@ AUTO_THRESHOLD = 200_000
 
 #: Retrieval index kinds.
 INDEX_KINDS = ("flat", "ivf")
+#: How ``class_conditional=False`` finds candidates (see :class:`~simattr.attribution.Attributor`).
+RETRIEVALS = ("auto", "exact", "faiss")
 
 
 def default_candidates(k: int) -> int:

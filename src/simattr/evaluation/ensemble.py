@@ -26,9 +26,9 @@ import numpy as np
 from simattr._io import atomic_write, provenance, read_json, sidecar_path, write_json
 from simattr._progress import progress_bar
 from simattr.errors import InvalidInputError
-from simattr.evaluation.executors import InlineExecutor, run_jobs
-from simattr.evaluation.jobs import JobResult, TrainJob, load_split
-from simattr.evaluation.recipes import Recipe, get_recipe
+from simattr.training.executors import InlineExecutor, run_jobs
+from simattr.training.jobs import JobResult, TrainJob, load_split
+from simattr.training.recipes import Recipe, get_recipe
 
 
 @dataclass

@@ -31,11 +31,11 @@ import numpy as np
 
 from simattr._io import atomic_write, provenance, read_json, write_json
 from simattr._progress import progress_bar
-from simattr.attribution.ranking import Ranking
 from simattr.errors import InvalidInputError, MissingFileError
-from simattr.evaluation.executors import make_executor, run_jobs
-from simattr.evaluation.jobs import JobResult, TrainJob, load_split
-from simattr.evaluation.recipes import Recipe, get_recipe, recipe_pool
+from simattr.ranking import Ranking
+from simattr.training.executors import make_executor, run_jobs
+from simattr.training.jobs import JobResult, TrainJob, load_split
+from simattr.training.recipes import Recipe, get_recipe, recipe_pool
 from simattr.validation import check_indices
 
 

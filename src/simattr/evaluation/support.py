@@ -11,7 +11,7 @@ image correctly classified by the full-data ensemble, and a ranking of training 
 
 Costs are what matter, so a step stops training seeds as soon as its majority is settled (with
 3 models, two that agree settle it), and independent searches run concurrently on any executor
-(:mod:`simattr.evaluation.executors`).
+(:mod:`simattr.training.executors`).
 
 Nothing is lost: each finished search appends one record to the results JSON Lines file, and
 each trained model appends its prediction to a journal next to it (``RESULTS.models.jsonl``),
@@ -35,12 +35,12 @@ import numpy as np
 
 from simattr._io import append_jsonl, read_jsonl
 from simattr._progress import progress_bar
-from simattr.attribution.ranking import Ranking
 from simattr.errors import InvalidInputError
 from simattr.evaluation.ensemble import Ensemble, train_ensemble
-from simattr.evaluation.executors import make_executor
-from simattr.evaluation.jobs import JobResult, TrainJob, load_split, run_job
-from simattr.evaluation.recipes import Recipe, get_recipe, recipe_pool
+from simattr.ranking import Ranking
+from simattr.training.executors import make_executor
+from simattr.training.jobs import JobResult, TrainJob, load_split, run_job
+from simattr.training.recipes import Recipe, get_recipe, recipe_pool
 
 MODES = ("remove", "mislabel")
 

@@ -189,7 +189,7 @@ class WhitenedNet(nn.Module):
         return self.head(x) * self.logit_scale
 
 
-#: Classifier constructors by the name a :class:`~simattr.evaluation.recipes.Recipe` uses.
+#: Classifier constructors by the name a :class:`~simattr.training.recipes.Recipe` uses.
 CLASSIFIERS: dict[str, Callable[[int], nn.Module]] = {
     "resnet9": ResNet9,
     "resnet9-w0.5": partial(ResNet9, width=0.5),

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from simattr.attribution.ranking import Ranking
 from simattr.errors import InvalidInputError
+from simattr.ranking import Ranking
 from simattr.validation import check_indices, check_labels, check_positive_int
 
 

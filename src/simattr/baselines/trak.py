@@ -3,11 +3,11 @@
 TRAK is the field's reference for data attribution by LDS (DESIGN.md section 2), so the
 self-supervised baseline must be compared with it on the *same* classifiers the evaluation
 retrains. This module runs the ``traker`` package on models of a recipe and turns its dense
-scores into a :class:`~simattr.attribution.ranking.Ranking`:
+scores into a :class:`~simattr.ranking.Ranking`:
 
 1. the training set is the recipe's *pool* (the rows its models train on), normalised exactly as
    the trainer normalises it, without augmentation;
-2. for each checkpoint (a classifier saved by :mod:`simattr.evaluation.classifier_io`), the
+2. for each checkpoint (a classifier saved by :mod:`simattr.training.classifier_io`), the
    per-example gradients of the margin are projected to ``proj_dim`` dimensions and stored
    (``featurize``), then whitened (``finalize_features``);
 3. targets are projected the same way per checkpoint and scored (``finalize_scores``), giving
@@ -45,16 +45,16 @@ import numpy as np
 import torch
 
 from simattr._progress import progress_bar
-from simattr.attribution.ranking import Ranking
 from simattr.errors import CheckpointError, InvalidInputError
-from simattr.evaluation.classifier_io import (
+from simattr.ranking import Ranking
+from simattr.training.classifier_io import (
     check_compatible,
     load_classifier,
     pool_rows_fingerprint,
     train_checkpoints,
 )
-from simattr.evaluation.recipes import Recipe, get_recipe, recipe_pool
-from simattr.evaluation.trainer import normalise_batch, resolve_device, to_chw_tensor
+from simattr.training.recipes import Recipe, get_recipe, recipe_pool
+from simattr.training.trainer import normalise_batch, resolve_device, to_chw_tensor
 from simattr.validation import check_indices, check_positive_int, target_labels_or_true
 
 #: Largest projection matrix kept whole (generated once per checkpoint); larger ones are made
@@ -171,7 +171,7 @@ def trak_scores(
     """Dense TRAK scores ``(n_targets, n_pool)`` of ``recipe``'s pool for ``targets``.
 
     Args:
-        data: dataset root as :func:`simattr.evaluation.jobs.load_split` takes it.
+        data: dataset root as :func:`simattr.training.jobs.load_split` takes it.
         recipe: decides the pool (training rows scored) and the input normalisation.
         targets: rows of ``target_split`` to explain.
         checkpoints: classifier files saved by ``save_classifier`` (models of this recipe's
@@ -188,8 +188,8 @@ def trak_scores(
     """
     from trak import TRAKer
 
-    from simattr.evaluation.jobs import load_split
     from simattr.models.classifiers import build_classifier
+    from simattr.training.jobs import load_split
 
     recipe = get_recipe(recipe)
     dev = resolve_device(device)

@@ -1,33 +1,30 @@
 """CLI commands of the evaluation: ``support``, ``support-report``, ``lds``, ``lds-score``,
 ``recipes``.
 
-Registered on :data:`simattr.cli.app` when :mod:`simattr.cli` is imported; like the rest of the
-CLI they only parse options and call the Python API (:mod:`simattr.evaluation`).
+Registered on the shared app (:mod:`simattr.cli._common`) when :mod:`simattr.cli` is imported;
+like the rest of the CLI they only parse options and call the Python API
+(:mod:`simattr.evaluation`).
 """
 
 from __future__ import annotations
 
 import sys
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from simattr.cli import _friendly_errors, _parse_targets, app, console, err_console
+from simattr.cli._common import (
+    ExecutorKind,
+    Mode,
+    app,
+    console,
+    err_console,
+    friendly_errors,
+    parse_targets,
+)
 from simattr.errors import InvalidInputError
-
-
-class Mode(str, Enum):
-    remove = "remove"
-    mislabel = "mislabel"
-
-
-class ExecutorKind(str, Enum):
-    local = "local"
-    process = "process"
-    ray = "ray"
 
 
 def _ranking_arg(spec: str) -> tuple[str, Path]:
@@ -41,7 +38,7 @@ def _ranking_arg(spec: str) -> tuple[str, Path]:
 
 
 @app.command()
-@_friendly_errors
+@friendly_errors
 def support(
     data: Annotated[str, typer.Option(help="Dataset: a path or 'cifar10'.")],
     ranking: Annotated[
@@ -85,7 +82,7 @@ def support(
     """Removal or mislabel support of targets along rankings, by retraining (resumable)."""
     from simattr.attribution import load_ranking
     from simattr.evaluation import SupportSettings, run_support
-    from simattr.evaluation.jobs import load_split
+    from simattr.training.jobs import load_split
 
     if out.suffix != ".jsonl":
         raise InvalidInputError(f"--out must end with .jsonl, got {out}")
@@ -95,7 +92,7 @@ def support(
     rankings = {name: load_ranking(path) for name, path in named.items()}
     chosen = None
     if targets is not None:
-        chosen = _parse_targets(targets, None, len(load_split(data, "test")))
+        chosen = parse_targets(targets, None, len(load_split(data, "test")))
     settings = SupportSettings(
         data=data,
         recipe=recipe,
@@ -129,7 +126,7 @@ def support(
 
 
 @app.command("support-report")
-@_friendly_errors
+@friendly_errors
 def support_report_command(
     results: Annotated[list[Path], typer.Argument(help="Results .jsonl files of `support`.")],
     out: Annotated[Path, typer.Option(help="Folder for support_curve.png and support_table.md.")],
@@ -147,7 +144,7 @@ def support_report_command(
 
 
 @app.command()
-@_friendly_errors
+@friendly_errors
 def lds(
     data: Annotated[str, typer.Option(help="Dataset: a path or 'cifar10'.")],
     out: Annotated[Path, typer.Option(help="LDS folder (masks, margins; resumable).")],
@@ -168,12 +165,12 @@ def lds(
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
 ) -> None:
     """Train the LDS subset models of a recipe and store their target margins (resumable)."""
-    from simattr.evaluation.jobs import load_split
     from simattr.evaluation.lds import run_lds
+    from simattr.training.jobs import load_split
 
     chosen = None
     if targets is not None:
-        chosen = _parse_targets(targets, None, len(load_split(data, "test")))
+        chosen = parse_targets(targets, None, len(load_split(data, "test")))
     result = run_lds(
         data,
         recipe,
@@ -195,7 +192,7 @@ def lds(
 
 
 @app.command("lds-score")
-@_friendly_errors
+@friendly_errors
 def lds_score_command(
     lds_dir: Annotated[Path, typer.Argument(help="LDS folder written by `simattr lds`.")],
     rankings: Annotated[list[Path], typer.Argument(help="Ranking .npz files to score.")],
@@ -228,7 +225,7 @@ def lds_score_command(
 
 
 @app.command()
-@_friendly_errors
+@friendly_errors
 def bench(
     profile: Annotated[str, typer.Option(help="cpu, gpu or tiny (sizes of the run).")] = "cpu",
     data: Annotated[str, typer.Option(help="Dataset: a path or 'cifar10'.")] = "cifar10",
@@ -270,7 +267,7 @@ def bench(
 
 
 @app.command()
-@_friendly_errors
+@friendly_errors
 def recipes() -> None:
     """List the training recipes of the support search and LDS."""
     from simattr.evaluation import RECIPES

@@ -1,4 +1,4 @@
-"""Train a classifier with a :class:`~simattr.evaluation.recipes.Recipe`, and predict with it.
+"""Train a classifier with a :class:`~simattr.training.recipes.Recipe`, and predict with it.
 
 The support search and LDS train hundreds of models that differ only in a few training rows, so
 this trainer is built for two things: speed on small data and exact reproducibility.
@@ -34,8 +34,8 @@ from torch.nn import functional as F
 from simattr._progress import progress_bar
 from simattr.data.dataset import ImageDataset
 from simattr.errors import InvalidInputError
-from simattr.evaluation.recipes import Augment, Recipe, get_recipe
 from simattr.models.classifiers import build_classifier
+from simattr.training.recipes import Augment, Recipe, get_recipe
 from simattr.validation import check_images
 
 #: At most this many training images estimate the whitening stem (the covariance of 2x2 patches

@@ -24,7 +24,7 @@ import numpy as np
 
 from simattr.data.dataset import ImageDataset
 from simattr.errors import InvalidInputError
-from simattr.evaluation.recipes import Recipe, get_recipe, recipe_pool
+from simattr.training.recipes import Recipe, get_recipe, recipe_pool
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class JobResult:
 
     @property
     def probs(self) -> np.ndarray:
-        from simattr.evaluation.trainer import softmax
+        from simattr.training.trainer import softmax
 
         return softmax(self.logits)
 
@@ -150,7 +150,7 @@ def run_job(job: TrainJob) -> JobResult:
     """Train the model ``job`` describes and return its test probabilities (any executor)."""
     import torch
 
-    from simattr.evaluation.trainer import predict_logits, train_classifier
+    from simattr.training.trainer import predict_logits, train_classifier
 
     if job.threads is not None:
         torch.set_num_threads(job.threads)

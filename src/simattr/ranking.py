@@ -16,9 +16,7 @@ from typing import Any
 import numpy as np
 
 from simattr._io import atomic_write, provenance, read_json, sidecar_path, write_json
-from simattr.attribution.attributor import Attributor
 from simattr.errors import InvalidInputError, MissingFileError
-from simattr.validation import check_indices
 
 
 @dataclass
@@ -48,20 +46,6 @@ class Ranking:
     @property
     def k(self) -> int:
         return self.indices.shape[1]
-
-
-def rank(
-    attributor: Attributor,
-    test_features: np.ndarray,
-    test_labels: np.ndarray | None,
-    targets: np.ndarray,
-    k: int,
-) -> Ranking:
-    """Rank the training images of a fitted ``attributor`` for the chosen test ``targets``."""
-    targets = check_indices(targets, len(test_features), "targets")
-    labels = None if test_labels is None else np.asarray(test_labels)[targets]
-    indices, scores = attributor.topk(np.asarray(test_features)[targets], labels, k)
-    return Ranking(targets=targets, indices=indices, scores=scores)
 
 
 def save_ranking(path: str | os.PathLike[str], ranking: Ranking) -> Path:

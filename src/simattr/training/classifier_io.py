@@ -32,8 +32,8 @@ from simattr._io import atomic_write, provenance, read_json, sidecar_path, write
 from simattr._progress import progress_bar
 from simattr.data.dataset import ImageDataset
 from simattr.errors import CheckpointError, InvalidInputError, MissingFileError
-from simattr.evaluation.recipes import Recipe, get_recipe, recipe_pool
 from simattr.models.classifiers import build_classifier
+from simattr.training.recipes import Recipe, get_recipe, recipe_pool
 
 #: ``kind`` written in every classifier sidecar (a sidecar of another artifact is refused).
 KIND = "classifier"
@@ -240,8 +240,8 @@ def train_checkpoints(
     intra-op threads for the duration of the call (one thread per model is the fast setting on
     a shared 2-core machine); the caller's setting is restored.
     """
-    from simattr.evaluation.jobs import load_split
-    from simattr.evaluation.trainer import train_classifier
+    from simattr.training.jobs import load_split
+    from simattr.training.trainer import train_classifier
 
     if isinstance(n_models, bool) or not isinstance(n_models, (int, np.integer)) or n_models < 1:
         raise InvalidInputError(f"n_models must be a positive integer, got {n_models!r}")

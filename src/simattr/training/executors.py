@@ -1,7 +1,7 @@
 """Where retraining jobs run: in this process, in a local process pool, or on a Ray cluster.
 
 All three are :class:`concurrent.futures.Executor` objects running the same function
-(:func:`simattr.evaluation.jobs.run_job`) on the same plain-data jobs, so the support search and
+(:func:`simattr.training.jobs.run_job`) on the same plain-data jobs, so the support search and
 LDS are written once against ``submit`` and ``wait`` and the choice is one option. With the same
 seeds and thread counts, the results are the same whichever executor ran them.
 
@@ -102,7 +102,7 @@ def run_jobs(
     only the jobs still running.
     """
     if fn is None:
-        from simattr.evaluation.jobs import run_job
+        from simattr.training.jobs import run_job
 
         fn = run_job
     futures = {executor.submit(fn, job): key for key, job in jobs.items()}

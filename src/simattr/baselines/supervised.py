@@ -21,11 +21,11 @@ import torch
 from torch import nn
 
 from simattr.attribution.attributor import Attributor
-from simattr.attribution.ranking import Ranking
 from simattr.errors import InvalidInputError
-from simattr.evaluation.classifier_io import check_compatible, load_classifier
-from simattr.evaluation.recipes import Recipe, get_recipe, recipe_pool
-from simattr.evaluation.trainer import normalise_batch, resolve_device, to_chw_tensor
+from simattr.ranking import Ranking
+from simattr.training.classifier_io import check_compatible, load_classifier
+from simattr.training.recipes import Recipe, get_recipe, recipe_pool
+from simattr.training.trainer import normalise_batch, resolve_device, to_chw_tensor
 from simattr.validation import (
     check_images,
     check_indices,
@@ -113,19 +113,19 @@ def supervised_ranking(
     """Rank ``recipe``'s pool for test ``targets`` by similarity of a classifier's features.
 
     Args:
-        data: dataset root as :func:`simattr.evaluation.jobs.load_split` takes it.
+        data: dataset root as :func:`simattr.training.jobs.load_split` takes it.
         recipe: decides the pool (candidates) and the input normalisation.
         targets: rows of the test split.
         k: rows per target.
-        checkpoint: a classifier saved by :func:`~simattr.evaluation.classifier_io.save_classifier`
-            (e.g. one of :func:`~simattr.evaluation.classifier_io.train_checkpoints`).
+        checkpoint: a classifier saved by :func:`~simattr.training.classifier_io.save_classifier`
+            (e.g. one of :func:`~simattr.training.classifier_io.train_checkpoints`).
         metric: ``"cosine"`` (cosine similarity) or ``"l2"`` (negative Euclidean distance of the
             raw, unnormalised features: normalising would make it rank like cosine).
         class_conditional: rank only pool rows of the label explained (default, as the paper's
             method); ``False``: the whole pool.
         target_labels: the label explained per target (default: the true test labels).
     """
-    from simattr.evaluation.jobs import load_split
+    from simattr.training.jobs import load_split
 
     if metric not in METRICS:
         raise InvalidInputError(f"unknown metric {metric!r}; choose one of {METRICS}")
