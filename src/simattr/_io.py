@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from simattr._version import __version__
+from simattr.errors import InvalidInputError, MissingFileError
 
 
 @contextlib.contextmanager
@@ -86,6 +87,21 @@ def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a JSON object written by :func:`write_json`."""
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
+
+
+def read_npy(path: str | os.PathLike[str], name: str) -> np.ndarray:
+    """A user's ``.npy`` array (labels, rows, targets), never unpickled.
+
+    ``name`` is how the caller knows the file (``--train-labels``, ``train_indices``) so that a
+    missing or damaged file is one line naming both the option and the path.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise MissingFileError(f"{name}: no such file {path}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InvalidInputError(f"{name} {path}: not a .npy array ({exc})") from None
 
 
 def provenance(**fields: Any) -> dict[str, Any]:

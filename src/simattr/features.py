@@ -21,7 +21,7 @@ from simattr._progress import progress_bar
 from simattr.data.dataset import ImageDataset
 from simattr.errors import InvalidInputError, MissingFileError
 from simattr.models.backbones import Backbone
-from simattr.validation import check_features, check_positive_int
+from simattr.validation import check_device, check_features, check_images, check_positive_int
 
 
 def images_to_tensor(
@@ -46,14 +46,9 @@ def extract_features(
 ) -> np.ndarray:
     """Embed every image of ``data`` with ``backbone``; returns float32 ``N x D``."""
     batch_size = check_positive_int(batch_size, "batch_size")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidInputError("device 'cuda' was asked for but CUDA is not available here")
+    device = check_device(device)
     if isinstance(data, np.ndarray):
-        if data.dtype != np.uint8 or data.ndim != 4 or data.shape[-1] != 3:
-            raise InvalidInputError(
-                f"images must be uint8 N x H x W x 3, got shape {data.shape} dtype {data.dtype}"
-            )
+        data = check_images(data)
         n, get = len(data), data.__getitem__
     else:
         n, get = len(data), data.get_images

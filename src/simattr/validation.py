@@ -8,6 +8,7 @@ a broadcasting error from deep inside numpy or torch.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from simattr.errors import InvalidInputError
 
@@ -62,6 +63,22 @@ def check_images(images: object, name: str = "images") -> np.ndarray:
             f"{getattr(images, 'shape', None)} dtype {getattr(images, 'dtype', type(images))}"
         )
     return images
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device; CUDA asked for where there is none is a clear error.
+
+    The one place every stage (features, training, TRAK, self-supervised training, the ESVM on
+    a GPU) checks its ``--device``, so that a typo or a missing GPU gives the same line
+    everywhere instead of a CUDA traceback from the first tensor moved.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InvalidInputError(f"invalid device {device!r}: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError(f"device {str(device)!r} requested but CUDA is not available")
+    return dev
 
 
 def target_labels_or_true(

@@ -25,8 +25,9 @@ from simattr.errors import InvalidInputError
 from simattr.ranking import Ranking
 from simattr.training.classifier_io import check_compatible, load_classifier
 from simattr.training.recipes import Recipe, get_recipe, recipe_pool
-from simattr.training.trainer import normalise_batch, resolve_device, to_chw_tensor
+from simattr.training.trainer import normalise_batch, to_chw_tensor
 from simattr.validation import (
+    check_device,
     check_images,
     check_indices,
     check_positive_int,
@@ -69,7 +70,7 @@ def penultimate_features(
     recipe = get_recipe(recipe)
     check_images(images)
     batch_size = check_positive_int(batch_size, "batch_size")
-    dev = resolve_device(device)
+    dev = check_device(device)
     model = model.to(dev).eval()
     head = head_layer(model)
     captured: list[torch.Tensor] = []

@@ -19,13 +19,15 @@ import numpy as np
 import typer
 from rich.console import Console
 
+from simattr._io import read_npy
 from simattr._version import __version__
 from simattr.attribution.retrieval import INDEX_KINDS, RETRIEVALS
 from simattr.attribution.scorers import SCORERS, ExemplarSVMScorer
-from simattr.errors import InvalidInputError, MissingFileError, SimattrError
+from simattr.errors import InvalidInputError, SimattrError
 from simattr.evaluation.support import MODES
 from simattr.ssl.methods import METHODS as SSL_METHODS
 from simattr.training.executors import EXECUTORS
+from simattr.validation import check_indices
 
 app = typer.Typer(
     name="simattr",
@@ -100,19 +102,10 @@ def load_split(data: str, split: str, image_size: int | None = None):
 
 
 def parse_targets(targets: str | None, targets_file: Path | None, n_test: int) -> np.ndarray:
-    from simattr.validation import check_indices
-
     if targets is not None and targets_file is not None:
         raise InvalidInputError("give either --targets or --targets-file, not both")
     if targets_file is not None:
-        if not targets_file.exists():
-            raise MissingFileError(f"--targets-file: no such file {targets_file}")
-        try:
-            values = np.load(targets_file, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise InvalidInputError(
-                f"--targets-file {targets_file}: not a .npy array ({exc})"
-            ) from None
+        values = read_npy(targets_file, "--targets-file")
         return check_indices(np.ravel(values), n_test, f"--targets-file {targets_file}")
     if targets is None:
         return np.arange(n_test, dtype=np.int64)
@@ -123,40 +116,3 @@ def parse_targets(targets: str | None, targets_file: Path | None, n_test: int) -
             f"--targets must be comma-separated integers, e.g. 3,17,42; got {targets!r}"
         ) from None
     return check_indices(np.array(values, dtype=np.int64), n_test, "--targets")
-
-
-def load_labels(path: Path, option: str) -> np.ndarray:
-    if not path.exists():
-        raise MissingFileError(f"{option}: no such file {path}")
-    try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise InvalidInputError(f"{option} {path}: not a .npy array ({exc})") from None
-
-
-def candidate_rows(
-    pool: str | None, train_indices: Path | None, data: str | None, n_train: int
-) -> np.ndarray | None:
-    """Training rows that may be ranked: a recipe's pool, a given list, or all (``None``)."""
-    from simattr.validation import check_indices
-
-    if pool is not None and train_indices is not None:
-        raise InvalidInputError("give either --pool or --train-indices, not both")
-    if pool is not None:
-        from simattr.evaluation import recipe_pool
-
-        if data is None:
-            raise InvalidInputError("--pool needs --data (the pool is drawn from its labels)")
-        train = load_split(data, "train")
-        if len(train) != n_train:
-            raise InvalidInputError(
-                f"--train-features has {n_train} rows but {data} has {len(train)} training images"
-            )
-        return recipe_pool(pool, train)
-    if train_indices is None:
-        return None
-    rows = check_indices(np.ravel(load_labels(train_indices, "--train-indices")), n_train,
-                         f"--train-indices {train_indices}")  # fmt: skip
-    if len(np.unique(rows)) != len(rows):
-        raise InvalidInputError(f"--train-indices {train_indices} lists a training row twice")
-    return np.sort(rows)

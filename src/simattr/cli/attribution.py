@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.table import Table
 
@@ -20,11 +21,9 @@ from simattr.cli._common import (
     Solver,
     Split,
     app,
-    candidate_rows,
     console,
     err_console,
     friendly_errors,
-    load_labels,
     load_split,
     parse_targets,
 )
@@ -123,46 +122,9 @@ def attribute(
     ] = None,
 ) -> None:
     """Rank the training images responsible for each target test image (resumable)."""
-    from simattr.attribution import Attributor, rank_resumable
-    from simattr.attribution import export_paper_npy as export
-    from simattr.attribution.resumable import fingerprint_array, fingerprint_file
-    from simattr.features import load_features, load_features_metadata
-    from simattr.validation import check_same_width
+    from simattr.attribution import Attributor
+    from simattr.attribution.workflow import attribute as run_attribute
 
-    if out.suffix != ".npz":
-        raise InvalidInputError(f"--out must end with .npz, got {out}")
-    if export_paper_npy is not None and export_paper_npy.suffix != ".npy":
-        raise InvalidInputError(f"--export-paper-npy must end with .npy, got {export_paper_npy}")
-    xtr = load_features(train_features, "--train-features")
-    xte = load_features(test_features, "--test-features")
-    check_same_width(xtr, xte, "--train-features", "--test-features")
-    if data is not None and (train_labels is not None or test_labels is not None):
-        raise InvalidInputError("give either --data or --train-labels/--test-labels, not both")
-    if data is not None:
-        ytr, yte = load_split(data, "train").labels, load_split(data, "test").labels
-        label_source = data
-    elif train_labels is not None and test_labels is not None:
-        ytr = load_labels(train_labels, "--train-labels")
-        yte = load_labels(test_labels, "--test-labels")
-        label_source = f"{train_labels}, {test_labels}"
-    elif all_classes:
-        ytr = yte = None
-        label_source = None
-    else:
-        raise InvalidInputError(
-            "class-conditional attribution needs labels: give --data ROOT, or --train-labels "
-            "and --test-labels (or use --all-classes)"
-        )
-    if yte is not None:
-        from simattr.validation import check_labels
-
-        ytr = check_labels(ytr, len(xtr), "training labels", for_what="training features")
-        yte = check_labels(yte, len(xte), "test labels", for_what="test features")
-    chosen = parse_targets(targets, targets_file, len(xte))
-    rows = candidate_rows(pool, train_indices, data, len(xtr))
-    if rows is not None:
-        xtr = xtr[rows]
-        ytr = None if ytr is None else ytr[rows]
     attributor = Attributor(
         method.value,
         class_conditional=not all_classes,
@@ -173,55 +135,44 @@ def attribute(
         n_candidates=candidates,
         index=index.value,
         nprobe=nprobe,
-    ).fit(xtr, ytr if not all_classes else None)
-    inputs = {
-        "train_features": fingerprint_file(train_features),
-        "test_features": fingerprint_file(test_features),
-        "train_labels": fingerprint_array(None if all_classes else ytr),
-        "test_labels": fingerprint_array(None if all_classes else yte),
-    }
-    metadata = dict(
-        method=method.value,
-        class_conditional=not all_classes,
-        C=C if method is Method.esvm else None,
-        solver=solver.value if method is Method.esvm else None,
-        retrieval=attributor.retrieval_,
-        labels=label_source,
-        train_features=str(train_features),
-        test_features=str(test_features),
-        train_features_meta=load_features_metadata(train_features),
-        test_features_meta=load_features_metadata(test_features),
-        pool=pool,
-        train_indices=None if train_indices is None else str(train_indices),
     )
-    if attributor.retrieval_ == "faiss":
-        metadata.update(n_candidates=candidates, index=index.value, nprobe=nprobe)
-    ranking = rank_resumable(
-        attributor,
-        xte,
-        None if all_classes else yte,
-        chosen,
-        topk,
+    n_test = _n_rows(test_features)
+    run = run_attribute(
+        train_features,
+        test_features,
         out,
+        attributor=attributor,
+        data=data,
+        train_labels=train_labels,
+        test_labels=test_labels,
+        targets=None if n_test is None else parse_targets(targets, targets_file, n_test),
+        k=topk,
+        pool=pool,
+        train_indices=train_indices,
+        export_paper=export_paper_npy,
         block_size=block_size,
         resume=resume,
         progress=sys.stderr.isatty(),
-        inputs=inputs,
-        metadata=metadata,
-        train_rows=rows,
     )
-    if attributor.retrieval_ == "faiss" and attributor.retrieval_stats_.uncertified:
+    stats = run.attributor.retrieval_stats_
+    if run.attributor.retrieval_ == "faiss" and stats.uncertified:
         err_console.print(
-            f"[yellow]note:[/] {attributor.retrieval_stats_.uncertified} target(s) not "
-            "certified exact after the candidate rounds; raise --candidates",
+            f"[yellow]note:[/] {stats.uncertified} target(s) not certified exact after the "
+            "candidate rounds; raise --candidates",
             highlight=False,
         )
-    if export_paper_npy is not None:
-        export(export_paper_npy, ranking, len(xte))
     console.print(
-        f"wrote {out}: top-{topk} of {len(chosen)} target(s) by {method.value}"
+        f"wrote {out}: top-{topk} of {len(run.ranking.targets)} target(s) by {method.value}"
         f" ({'all classes' if all_classes else 'class-conditional'})"
     )
+
+
+def _n_rows(features: Path) -> int | None:
+    """Rows of a features file from its header alone (``None``: let the API name the fault)."""
+    try:
+        return int(np.load(features, mmap_mode="r", allow_pickle=False).shape[0])
+    except (OSError, ValueError, EOFError, IndexError):
+        return None
 
 
 @app.command()

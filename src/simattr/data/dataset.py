@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from simattr.errors import InvalidInputError
+from simattr.validation import check_images
 
 
 def _as_index_array(indices: object, n: int, what: str) -> np.ndarray:
@@ -58,18 +59,7 @@ class ImageDataset:
     rows: np.ndarray | None = field(default=None)
 
     def __post_init__(self) -> None:
-        px = self.pixels
-        if (
-            not isinstance(px, np.ndarray)
-            or px.dtype != np.uint8
-            or px.ndim != 4
-            or px.shape[-1] != 3
-        ):
-            shape = getattr(px, "shape", None)
-            dtype = getattr(px, "dtype", type(px).__name__)
-            raise InvalidInputError(
-                f"images must be a uint8 array N x H x W x 3, got shape {shape} dtype {dtype}"
-            )
+        px = check_images(self.pixels)
         n = px.shape[0] if self.rows is None else len(self.rows)
         labels = np.asarray(self.labels)
         if labels.ndim != 1 or len(labels) != n:

@@ -36,22 +36,13 @@ from simattr.data.dataset import ImageDataset
 from simattr.errors import InvalidInputError
 from simattr.models.classifiers import build_classifier
 from simattr.training.recipes import Augment, Recipe, get_recipe
-from simattr.validation import check_images
+from simattr.validation import check_device, check_images
+
+resolve_device = check_device  # TODO(layering): callers move to validation.check_device
 
 #: At most this many training images estimate the whitening stem (the covariance of 2x2 patches
 #: is settled long before; more only costs time).
 WHITEN_IMAGES = 5000
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``device`` as a torch device; CUDA asked for where there is none is a clear error."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise InvalidInputError(f"invalid device {device!r}: {exc}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidInputError(f"device {device!r} requested but CUDA is not available")
-    return dev
 
 
 @contextlib.contextmanager
@@ -198,7 +189,7 @@ def train_classifier(
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise InvalidInputError(f"seed must be an integer, got {seed!r}")
     seed = int(seed)
-    dev = resolve_device(device)
+    dev = check_device(device)
 
     with _deterministic(dev):
         return _train(recipe, dataset, seed, dev, progress)
@@ -284,7 +275,7 @@ def predict_logits(
     check_images(images)
     if int(batch_size) < 1:
         raise InvalidInputError(f"batch_size must be positive, got {batch_size}")
-    dev = resolve_device(device)
+    dev = check_device(device)
     model = model.to(dev).eval()
     outs: list[np.ndarray] = []
     with torch.inference_mode(), _autocast(dev):

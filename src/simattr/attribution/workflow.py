@@ -1,0 +1,223 @@
+"""Attribute from feature files: the whole ``simattr attribute`` job as one API function.
+
+:func:`attribute` is what the command line runs, usable from Python as it is: it reads the
+feature files, resolves the labels to explain (from a dataset, or given arrays), restricts the
+candidates to a recipe's pool or to given rows, fits the :class:`Attributor` it is handed and
+ranks the targets block by block through :func:`~simattr.attribution.resumable.rank_resumable`
+(an interrupted run resumes; a run with other inputs is refused). The settings recorded in the
+ranking's sidecar and the resume manifest come from the estimator itself
+(:meth:`Attributor.get_params`), so nothing repeats the parameter list by hand.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simattr._io import read_npy
+from simattr.attribution.attributor import Attributor
+from simattr.attribution.resumable import fingerprint_array, fingerprint_file, rank_resumable
+from simattr.errors import InvalidInputError
+from simattr.features import load_features, load_features_metadata
+from simattr.ranking import Ranking, export_paper_npy
+from simattr.validation import check_indices, check_labels, check_same_width
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass
+class AttributionRun:
+    """What :func:`attribute` produced: the ranking, the fitted estimator and where it went."""
+
+    ranking: Ranking
+    attributor: Attributor
+    out: Path
+    n_test: int
+
+
+def _as_array(value: PathLike | np.ndarray | None, name: str) -> np.ndarray | None:
+    """An array given as such, or read from a ``.npy`` path."""
+    if value is None or isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, str | os.PathLike):
+        return read_npy(value, name)
+    return np.asarray(value)
+
+
+def _split_labels(data: str) -> tuple[np.ndarray, np.ndarray]:
+    from simattr.data import load_dataset, resolve_root
+
+    root = resolve_root(data)
+    return load_dataset(root, "train").labels, load_dataset(root, "test").labels
+
+
+def candidate_rows(
+    pool: str | None, train_indices: PathLike | np.ndarray | None, data: str | None, n_train: int
+) -> np.ndarray | None:
+    """Training rows that may be ranked: a recipe's pool, given rows, or all (``None``)."""
+    if pool is not None and train_indices is not None:
+        raise InvalidInputError("give either --pool or --train-indices, not both")
+    if pool is not None:
+        from simattr.data import load_dataset, resolve_root
+        from simattr.training import recipe_pool
+
+        if data is None:
+            raise InvalidInputError("--pool needs --data (the pool is drawn from its labels)")
+        train = load_dataset(resolve_root(data), "train")
+        if len(train) != n_train:
+            raise InvalidInputError(
+                f"--train-features has {n_train} rows but {data} has {len(train)} training images"
+            )
+        return recipe_pool(pool, train)
+    if train_indices is None:
+        return None
+    name = (
+        "--train-indices"
+        if isinstance(train_indices, np.ndarray)
+        else f"--train-indices {train_indices}"
+    )
+    rows = check_indices(np.ravel(_as_array(train_indices, "--train-indices")), n_train, name)
+    if len(np.unique(rows)) != len(rows):
+        raise InvalidInputError(f"{name} lists a training row twice")
+    return np.sort(rows)
+
+
+def attribute(
+    train_features: PathLike,
+    test_features: PathLike,
+    out: PathLike,
+    *,
+    attributor: Attributor | None = None,
+    data: str | None = None,
+    train_labels: PathLike | np.ndarray | None = None,
+    test_labels: PathLike | np.ndarray | None = None,
+    targets: np.ndarray | None = None,
+    k: int = 100,
+    pool: str | None = None,
+    train_indices: PathLike | np.ndarray | None = None,
+    export_paper: PathLike | None = None,
+    block_size: int = 1024,
+    resume: bool = True,
+    progress: bool = False,
+) -> AttributionRun:
+    """Rank the training images responsible for each target test image, from feature files.
+
+    Args:
+        train_features, test_features: ``.npy`` feature files (``simattr features`` writes
+            them; any float ``N x D`` array of the same width works).
+        out: the ranking ``.npz`` (a ``.json`` sidecar beside it); finished blocks wait in
+            ``OUT.npz.parts/`` until the end, and a rerun resumes from them.
+        attributor: an unfitted :class:`Attributor` carrying the method and its settings
+            (default ``Attributor()``: the class-conditional exemplar SVM). It is fitted here.
+        data: a dataset (path, ``digits``, ``cifar10``) whose train/test labels are the labels
+            to explain; or give ``train_labels`` and ``test_labels`` (arrays or ``.npy``
+            paths). ``class_conditional=False`` needs neither.
+        targets: test rows to rank (default: every test row).
+        k: training images kept per target.
+        pool: rank only the training pool of this recipe (what ``simattr support`` retrains).
+        train_indices: rank only these training rows (array or ``.npy`` path).
+        export_paper: also write the paper code's dense ``(n_test, k)`` index matrix here.
+        block_size, resume, progress: see :func:`~simattr.attribution.resumable.rank_resumable`.
+    """
+    attributor = Attributor() if attributor is None else attributor
+    out = Path(out)
+    if out.suffix != ".npz":
+        raise InvalidInputError(f"--out must end with .npz, got {out}")
+    if export_paper is not None and Path(export_paper).suffix != ".npy":
+        raise InvalidInputError(f"--export-paper-npy must end with .npy, got {export_paper}")
+    class_conditional = bool(attributor.class_conditional)
+    xtr = load_features(train_features, "--train-features")
+    xte = load_features(test_features, "--test-features")
+    check_same_width(xtr, xte, "--train-features", "--test-features")
+    given = train_labels is not None or test_labels is not None
+    if data is not None and given:
+        raise InvalidInputError("give either --data or --train-labels/--test-labels, not both")
+    label_source: str | None
+    if data is not None:
+        ytr, yte = _split_labels(data)
+        label_source = data
+    elif train_labels is not None and test_labels is not None:
+        ytr = _as_array(train_labels, "--train-labels")
+        yte = _as_array(test_labels, "--test-labels")
+        label_source = (
+            "arrays" if isinstance(train_labels, np.ndarray) else f"{train_labels}, {test_labels}"
+        )
+    elif not class_conditional:
+        ytr = yte = None
+        label_source = None
+    else:
+        raise InvalidInputError(
+            "class-conditional attribution needs labels: give --data ROOT, or --train-labels "
+            "and --test-labels (or use --all-classes)"
+        )
+    if yte is not None:
+        ytr = check_labels(ytr, len(xtr), "training labels", for_what="training features")
+        yte = check_labels(yte, len(xte), "test labels", for_what="test features")
+    chosen = (
+        np.arange(len(xte), dtype=np.int64)
+        if targets is None
+        else check_indices(targets, len(xte), "targets")
+    )
+    rows = candidate_rows(pool, train_indices, data, len(xtr))
+    if rows is not None:
+        xtr = xtr[rows]
+        ytr = None if ytr is None else ytr[rows]
+    attributor.fit(xtr, ytr if class_conditional else None)
+    inputs = {
+        "train_features": fingerprint_file(train_features),
+        "test_features": fingerprint_file(test_features),
+        "train_labels": fingerprint_array(ytr if class_conditional else None),
+        "test_labels": fingerprint_array(yte if class_conditional else None),
+    }
+    metadata: dict[str, Any] = dict(
+        _settings(attributor),
+        labels=label_source,
+        train_features=str(train_features),
+        test_features=str(test_features),
+        train_features_meta=load_features_metadata(train_features),
+        test_features_meta=load_features_metadata(test_features),
+        pool=pool,
+        train_indices=None
+        if train_indices is None or isinstance(train_indices, np.ndarray)
+        else str(train_indices),
+    )
+    ranking = rank_resumable(
+        attributor,
+        xte,
+        yte if class_conditional else None,
+        chosen,
+        k,
+        out,
+        block_size=block_size,
+        resume=resume,
+        progress=progress,
+        inputs=inputs,
+        metadata=metadata,
+        train_rows=rows,
+    )
+    if export_paper is not None:
+        export_paper_npy(export_paper, ranking, len(xte))
+    return AttributionRun(ranking=ranking, attributor=attributor, out=out, n_test=len(xte))
+
+
+def _settings(attributor: Attributor) -> dict[str, Any]:
+    """The estimator's settings as the ranking's sidecar records them."""
+    describe = getattr(attributor, "describe", None)
+    if describe is not None:
+        return dict(describe())
+    settings: dict[str, Any] = {
+        "method": attributor.method,
+        "class_conditional": attributor.class_conditional,
+        "C": attributor.C if attributor.method == "esvm" else None,
+        "solver": attributor.solver if attributor.method == "esvm" else None,
+        "retrieval": attributor.retrieval_,
+    }
+    if attributor.retrieval_ == "faiss":
+        settings.update(
+            n_candidates=attributor.n_candidates, index=attributor.index, nprobe=attributor.nprobe
+        )
+    return settings
