@@ -1,0 +1,194 @@
+"""Margin effects: grouping, pairing and statistics on known numbers; one real tiny run."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from simattr._io import read_jsonl
+from simattr.attribution import Attributor, Ranking
+from simattr.baselines import random_ranking
+from simattr.errors import InvalidInputError
+from simattr.evaluation.margins import (
+    MarginSettings,
+    choose_balanced_targets,
+    compare_designs,
+    effects,
+    paired,
+    plan_groups,
+    removal_sizes,
+    run_margins,
+    summarise,
+)
+from simattr.training import recipe_pool
+
+
+def test_multiplexed_groups_hold_at_most_one_target_per_class():
+    targets = np.array([10, 11, 12, 20, 21, 30])
+    labels = np.array([1, 1, 1, 2, 2, 3])
+    groups = plan_groups(targets, labels, multiplex=True)
+    assert [sorted(g.tolist()) for g in groups] == [[10, 20, 30], [11, 21], [12]]
+    for g in groups:
+        assert len(set(labels[np.isin(targets, g)])) == len(g)
+    single = plan_groups(targets, labels, multiplex=False)
+    assert [g.tolist() for g in single] == [[t] for t in targets]
+
+
+def test_removal_sizes_are_fractions_of_the_smallest_class():
+    labels = np.repeat([0, 1, 2], [400, 300, 500])
+    assert removal_sizes([0.05, 0.1, 0.2], labels) == {0.05: 15, 0.1: 30, 0.2: 60}
+    assert removal_sizes([0.001], labels) == {0.001: 1}
+
+
+def test_balanced_targets_spread_over_classes_and_are_seeded():
+    labels = np.repeat(np.arange(4), 25)
+    eligible = np.arange(100)[np.arange(100) % 3 != 0]
+    a = choose_balanced_targets(eligible, labels, 8, seed=1)
+    assert np.array_equal(a, choose_balanced_targets(eligible, labels, 8, seed=1))
+    assert np.isin(a, eligible).all() and len(np.unique(a)) == 8
+    assert np.bincount(labels[a]).tolist() == [2, 2, 2, 2]
+    with pytest.raises(InvalidInputError, match="cannot draw 90"):
+        choose_balanced_targets(eligible, labels, 90)
+
+
+def _records(margins_full, removed):
+    """Hand-built records: ``removed[(ranking, fraction)] = {(target, seed): margin}``."""
+    recs = [
+        {"kind": "baseline", "seed": s, "targets": list(m), "margins": list(m.values())}
+        for s, m in margins_full.items()
+    ]
+    for (name, f), cell in removed.items():
+        for (t, s), v in cell.items():
+            recs.append(
+                {
+                    "kind": "removal",
+                    "ranking": name,
+                    "fraction": f,
+                    "m": 10,
+                    "seed": s,
+                    "targets": [t],
+                    "margins": [v],
+                }
+            )
+    return recs
+
+
+def test_effects_pair_each_removal_with_the_baseline_of_its_seed():
+    full = {0: {1: 2.0, 2: 1.0}, 1: {1: 3.0, 2: 0.5}}
+    removed = {
+        ("esvm", 0.1): {(1, 0): 0.5, (1, 1): 1.0, (2, 0): 0.0},
+        ("random", 0.1): {(1, 0): 1.5, (2, 0): 1.0, (2, 2): -9.0},  # seed 2 has no baseline
+    }
+    eff = effects(_records(full, removed))
+    # target 1: seeds 0 and 1 -> mean(0.5 - 2, 1 - 3) = -1.75; target 2: seed 0 -> -1.0
+    assert eff[("esvm", 0.1)] == {1: -1.75, 2: -1.0}
+    assert eff[("random", 0.1)] == {1: -0.5, 2: 0.0}
+
+
+def test_paired_comparison_matches_scipy():
+    rng = np.random.default_rng(0)
+    a = {t: float(v) for t, v in enumerate(rng.normal(-1, 1, 30))}
+    b = {t: float(v) for t, v in enumerate(rng.normal(0, 1, 30))}
+    b[99] = 5.0  # only in b: not paired
+    out = paired(a, b)
+    d = np.array([a[t] - b[t] for t in range(30)])
+    assert out["n"] == 30
+    assert math.isclose(out["mean"], d.mean())
+    assert math.isclose(out["t_p"], stats.ttest_1samp(d, 0).pvalue)
+    assert math.isclose(out["wilcoxon_p"], stats.wilcoxon(d).pvalue)
+    low, high = stats.t.interval(0.95, 29, loc=d.mean(), scale=stats.sem(d))
+    assert math.isclose(out["low"], low) and math.isclose(out["high"], high)
+    assert out["a_lower"] + out["b_lower"] == 30
+
+
+def test_summary_reads_every_ranking_against_the_reference_and_named_pairs():
+    full = {0: {t: 1.0 for t in range(6)}}
+    removed = {
+        ("esvm", 0.1): {(t, 0): -1.0 - 0.1 * t for t in range(6)},
+        ("l2", 0.1): {(t, 0): 0.0 - 0.1 * t for t in range(6)},
+        ("random", 0.1): {(t, 0): 0.9 + 0.01 * t for t in range(6)},
+    }
+    table = summarise(_records(full, removed), reference="random", pairs=[("esvm", "l2")])
+    cell = table["fractions"]["0.1"]
+    assert cell["m"] == 10
+    assert math.isclose(cell["rankings"]["esvm"]["effect"]["mean"], -2.25)
+    assert "vs_reference" not in cell["rankings"]["random"]
+    assert cell["rankings"]["esvm"]["vs_reference"]["a_lower"] == 6
+    assert math.isclose(cell["pairs"]["esvm - l2"]["mean"], -1.0)
+    control = compare_designs(_records(full, removed), _records(full, removed))
+    assert control["esvm @ 0.1"]["mean"] == 0.0
+
+
+def test_settings_are_validated():
+    with pytest.raises(InvalidInputError, match="fractions"):
+        MarginSettings(data="d", recipe="tiny", fractions=(0.1, 1.5))
+    with pytest.raises(InvalidInputError, match="repeat"):
+        MarginSettings(data="d", recipe="tiny", fractions=(0.1, 0.1))
+    with pytest.raises(InvalidInputError, match="models"):
+        MarginSettings(data="d", recipe="tiny", models=0)
+    assert MarginSettings(data="d", recipe="tiny", fractions=(0.2, 0.1)).fractions == (0.1, 0.2)
+
+
+def _pixel_ranking(train, test, pool, targets, k):
+    x = train.images[pool].reshape(len(pool), -1).astype(np.float32)
+    t = test.images[targets].reshape(len(targets), -1).astype(np.float32)
+    att = Attributor("cosine").fit(x - x.mean(1, keepdims=True), train.labels[pool])
+    idx, val = att.topk(t - t.mean(1, keepdims=True), test.labels[targets], k)
+    return Ranking(targets=targets, indices=pool[idx], scores=val)
+
+
+def test_a_real_tiny_run_records_paired_models_and_resumes(
+    data_root, cifar_train, cifar_test, tmp_path, monkeypatch
+):
+    data = str(data_root / "cifar10")
+    pool = recipe_pool("tiny", cifar_train)
+    targets = np.array([0, 1, 2])  # three classes: one multiplexed group
+    assert len(set(cifar_test.labels[targets])) == 3
+    rankings = {
+        "pixels": _pixel_ranking(cifar_train, cifar_test, pool, targets, 40),
+        "random": random_ranking(
+            cifar_train.labels, cifar_test.labels, targets, 40, candidates=pool, seed=0
+        ),
+    }
+    settings = MarginSettings(data=data, recipe="tiny", fractions=(0.1, 0.3), threads=1)
+    out = tmp_path / "margins.jsonl"
+    records = run_margins(settings, rankings, targets, out)
+    # 1 baseline + 2 fractions x 2 rankings x 1 group
+    assert len(records) == 5 and len(read_jsonl(out)) == 5
+    base = next(r for r in records if r["kind"] == "baseline")
+    assert base["n_removed"] == 0 and base["n_train"] == len(pool)
+    for rec in records:
+        if rec["kind"] != "removal":
+            continue
+        m = rec["m"]
+        assert m == {0.1: 10, 0.3: 30}[rec["fraction"]]
+        # every class of the group loses exactly m images, whatever the ranking
+        assert rec["n_removed"] == 3 * m and rec["n_train"] == len(pool) - 3 * m
+        assert sorted(rec["targets"]) == [0, 1, 2]
+    eff = effects(records)
+    rec = next(r for r in records if r["kind"] == "removal" and r["ranking"] == "pixels")
+    t = rec["targets"][0]
+    expected = rec["margins"][0] - base["margins"][base["targets"].index(t)]
+    assert math.isclose(eff[("pixels", rec["fraction"])][t], expected, abs_tol=1e-9)
+
+    # resume: nothing is trained again
+    def no_training(job):
+        raise AssertionError("a finished model was trained again")
+
+    monkeypatch.setattr("simattr.training.jobs.run_job", no_training)
+    again = run_margins(settings, rankings, targets, out)
+    assert [r["key"] for r in again] == [r["key"] for r in records]
+    assert len(read_jsonl(out)) == 5
+    with pytest.raises(InvalidInputError, match="other settings"):
+        run_margins(
+            MarginSettings(data=data, recipe="tiny", fractions=(0.2,), threads=1),
+            rankings,
+            targets,
+            out,
+        )
+    bad = Ranking(targets=targets, indices=np.full((3, 40), pool[0]), scores=np.zeros((3, 40)))
+    with pytest.raises(InvalidInputError, match="repeats a training row"):
+        run_margins(settings, {"bad": bad}, targets, tmp_path / "other.jsonl")
