@@ -129,7 +129,7 @@ def test_settings_are_validated():
         MarginSettings(data="d", recipe="tiny", fractions=(0.1, 0.1))
     with pytest.raises(InvalidInputError, match="models"):
         MarginSettings(data="d", recipe="tiny", models=0)
-    assert MarginSettings(data="d", recipe="tiny", fractions=(0.2, 0.1)).fractions == (0.1, 0.2)
+    assert MarginSettings(data="d", recipe="tiny", fractions=(0.2, 0.1)).fractions == (0.2, 0.1)
 
 
 def _pixel_ranking(train, test, pool, targets, k):

@@ -77,7 +77,7 @@ class MarginSettings:
             raise InvalidInputError(f"fractions must lie in (0, 1), got {self.fractions!r}")
         if len(set(fractions)) != len(fractions):
             raise InvalidInputError(f"fractions repeat a value: {self.fractions!r}")
-        object.__setattr__(self, "fractions", tuple(sorted(fractions)))
+        object.__setattr__(self, "fractions", fractions)  # in the order given: trained first
         if not isinstance(self.models, int | np.integer) or self.models < 1:
             raise InvalidInputError(f"models must be an integer >= 1, got {self.models!r}")
 
@@ -204,9 +204,11 @@ def _cells(
         for s in settings.seeds
     ]
     rows = {name: {int(t): i for i, t in enumerate(r.targets)} for name, r in rankings.items()}
+    # Group by group, every ranking in turn: a run stopped half way leaves whole groups measured
+    # for every ranking, so what it has is still paired target by target.
     for fraction, m in sizes.items():
-        for name, ranking in rankings.items():
-            for g, group in enumerate(groups):
+        for g, group in enumerate(groups):
+            for name, ranking in rankings.items():
                 removed = np.unique(
                     np.concatenate([ranking.indices[rows[name][int(t)], :m] for t in group])
                 )
