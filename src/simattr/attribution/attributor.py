@@ -1,15 +1,23 @@
 """The attribution estimator: rank the training images responsible for each target prediction.
 
-Modelled on scikit-learn estimators: hyper-parameters in ``__init__``, data in ``fit``, fitted
-state in attributes ending with ``_``, and every argument validated up front with an error that
-names it. The estimator is model-agnostic: it sees only features, whatever produced them.
+A scikit-learn estimator (``get_params``, ``set_params``, ``clone``, grid search): hyper-
+parameters in ``__init__``, stored unchanged; data in ``fit``; fitted state in attributes
+ending with ``_``; every argument validated in ``fit`` with an error that names it. The
+estimator is model-agnostic: it sees only features, whatever produced them.
+
+What a method computes lives in its :class:`~simattr.attribution.scorers.Scorer`, including
+how it ranks from FAISS candidates; this module only cuts the work into pools and blocks, so it
+never branches on a method's name and a new method needs no change here.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
 from simattr._progress import progress_bar
 from simattr.attribution.retrieval import (
@@ -18,11 +26,8 @@ from simattr.attribution.retrieval import (
     RETRIEVALS,
     CandidateSearch,
     RetrievalStats,
-    default_candidates,
-    esvm_candidates_topk,
-    similarity_candidates_topk,
 )
-from simattr.attribution.scorers import SCORERS, ExemplarSVMScorer, Scorer
+from simattr.attribution.scorers import SCORERS, Scorer
 from simattr.errors import InvalidInputError
 from simattr.ranking import Ranking
 from simattr.validation import (
@@ -34,23 +39,35 @@ from simattr.validation import (
     l2_normalize,
 )
 
+#: Attributor parameters that configure a scorer chosen *by name*, kept so that
+#: ``Attributor("esvm", C=0.5, solver="newton")`` works as it always has: each is passed to the
+#: registered class when its constructor takes a parameter of that name (the exemplar SVM takes
+#: all three). A :class:`Scorer` instance carries its own values instead.
+FORWARDED_PARAMS = ("C", "solver", "device")
 
-class Attributor:
+
+class Attributor(BaseEstimator):
     """Score and rank training images for target images, from their features.
 
     Args:
-        method: ``"esvm"`` (exemplar SVM, the default), ``"l2"`` (negative Euclidean distance),
-            ``"cosine"`` (cosine similarity) or ``"lda"`` (a closed-form, whitened exemplar that
-            approximates the exemplar SVM at the cost of one matrix product; see
-            :class:`~simattr.attribution.scorers.WhitenedExemplarScorer`).
+        method: a registered name, ``"esvm"`` (exemplar SVM, the default), ``"l2"`` (negative
+            Euclidean distance), ``"cosine"`` (cosine similarity) or ``"lda"`` (a closed-form,
+            whitened exemplar that approximates the exemplar SVM at the cost of one matrix
+            product; see :class:`~simattr.attribution.scorers.WhitenedExemplarScorer`); or a
+            configured :class:`~simattr.attribution.scorers.Scorer` instance, such as
+            ``WhitenedExemplarScorer(shrinkage=0.5)``, whose own parameters then rule
+            (``get_params(deep=True)`` lists them as ``method__shrinkage``).
         class_conditional: rank only training images whose label equals the target's label (the
             label to explain). ``False`` ranks the whole training set.
-        C: ESVM regularisation (DESIGN.md: 0.1).
-        solver: ESVM solver: ``"batched"`` (default; many targets at once), ``"newton"`` (one
-            target at a time, float64) or ``"reference"`` (scikit-learn's ``LinearSVC``).
+        C: ESVM regularisation (DESIGN.md: 0.1), for ``method="esvm"`` by name. With a scorer
+            instance, set it on the scorer; a different, non-default value here is refused.
+        solver: ESVM solver, for ``method="esvm"`` by name: ``"batched"`` (default; many
+            targets at once), ``"newton"`` (one target at a time, float64) or ``"reference"``
+            (scikit-learn's ``LinearSVC``). Same rule as ``C`` with a scorer instance.
         normalize: L2-normalise features before scoring (DESIGN.md; with it, ``l2`` and
             ``cosine`` give the same ranking).
-        device: torch device for the ESVM solver (``"cpu"`` or ``"cuda"``).
+        device: torch device for the ESVM solver (``"cpu"`` or ``"cuda"``), for a method by
+            name; refused when it contradicts a scorer instance's own ``device``.
         block_size: targets scored at once; bounds memory to ``block_size x pool`` scores
             (``block_size x n_candidates`` with retrieval).
         progress: draw a progress bar over targets.
@@ -61,6 +78,7 @@ class Attributor:
             (:mod:`simattr.attribution.retrieval` explains why that is the exact ESVM when the
             candidates cover its active negatives). ``"auto"`` (default) is ``"faiss"`` from
             :data:`~simattr.attribution.retrieval.AUTO_THRESHOLD` (200,000) training images on.
+            Only scorers with ``supports_retrieval`` (esvm, l2, cosine) can use ``"faiss"``.
         n_candidates: candidates per target for ``"faiss"`` (default ``max(4 k, 2048)``).
         index: FAISS search, ``"flat"`` (exact brute force, default) or ``"ivf"``
             (inverted file: faster on millions of images, approximate; ``nlist`` cells, default
@@ -74,7 +92,7 @@ class Attributor:
 
     def __init__(
         self,
-        method: str = "esvm",
+        method: str | Scorer = "esvm",
         *,
         class_conditional: bool = True,
         C: float = 0.1,
@@ -105,13 +123,99 @@ class Attributor:
 
     # -- construction ----------------------------------------------------------------------
     def _make_scorer(self) -> Scorer:
-        if self.method not in SCORERS:
+        """The scorer ``method`` stands for, with its parameters checked.
+
+        A name builds the registered class with the forwarded Attributor parameters it takes;
+        an instance is used as it is (scorers keep no fitted state), after checking that no
+        forwarded parameter contradicts it, since silently ignoring ``C=0.5`` would rank with
+        a C the user did not ask for.
+        """
+        method = self.method
+        if isinstance(method, Scorer):
+            self._check_no_conflict(method)
+            method.validate()
+            return method
+        if isinstance(method, type) and issubclass(method, Scorer):
             raise InvalidInputError(
-                f"unknown attribution method {self.method!r}; choose one of {sorted(SCORERS)}"
+                f"method must be a Scorer instance, not the class {method.__name__}; "
+                f"pass {method.__name__}()"
             )
-        if self.method == "esvm":
-            return ExemplarSVMScorer(C=self.C, solver=self.solver, device=self.device)
-        return SCORERS[self.method]()
+        if not isinstance(method, str):
+            raise InvalidInputError(
+                f"method must be one of {sorted(SCORERS)} or a Scorer instance, got {method!r}"
+            )
+        if method not in SCORERS:
+            raise InvalidInputError(
+                f"unknown attribution method {method!r}; choose one of {sorted(SCORERS)}"
+            )
+        cls = SCORERS[method]
+        accepted = set(cls.param_names())
+        return cls(**{p: getattr(self, p) for p in FORWARDED_PARAMS if p in accepted})
+
+    def _check_no_conflict(self, scorer: Scorer) -> None:
+        """Refuse a non-default forwarded parameter that a scorer instance would override."""
+        params = scorer.get_params(deep=False)
+        defaults = _init_defaults()
+        for name in FORWARDED_PARAMS:
+            value = getattr(self, name)
+            if value == defaults[name]:
+                continue
+            if name not in params:
+                if name == "device":  # where to run, not what to compute: harmless to ignore
+                    continue
+                raise InvalidInputError(
+                    f"{name}={value!r} has no effect on method={scorer!r}, which has no "
+                    f"parameter {name!r}; leave {name} at its default ({defaults[name]!r})"
+                )
+            if params[name] != value:
+                raise InvalidInputError(
+                    f"{name}={value!r} conflicts with method={scorer!r}, whose own "
+                    f"{name}={params[name]!r} rules; set it on the scorer "
+                    f"({type(scorer).__name__}({name}={value!r})) and leave {name} at its "
+                    f"default ({defaults[name]!r})"
+                )
+
+    def _method_label(self, scorer: Scorer) -> str:
+        """The method as messages name it: the name given, or the scorer's name."""
+        return self.method if isinstance(self.method, str) else scorer.label
+
+    def describe(self) -> dict[str, Any]:
+        """The settings that determine the ranking, as a JSON-serialisable dict.
+
+        Resume manifests (:mod:`simattr.attribution.resumable`) and ranking sidecars record
+        it, and a resumed run refuses to continue when it changed, so for a method given by
+        name it is exactly the dict those manifests have always held:
+
+        * ``method`` (the name), ``class_conditional``, ``normalize``;
+        * the forwarded parameters the method takes, without ``device`` (where it ran does
+          not change what it ranks): ``C`` (a float) and ``solver`` for ``"esvm"``;
+        * ``retrieval``: ``"exact"`` or ``"faiss"`` as fitted (``"exact"`` before ``fit``);
+          with ``"faiss"`` also ``n_candidates``, ``index``, ``nlist`` and ``nprobe`` as given.
+
+        For a :class:`Scorer` instance, ``method`` is the scorer's name and ``params`` its
+        :meth:`~simattr.attribution.scorers.Scorer.settings` (parameters without ``device``),
+        in place of the forwarded ones.
+        """
+        scorer = self._make_scorer()
+        settings: dict[str, Any] = {
+            "method": self._method_label(scorer),
+            "class_conditional": self.class_conditional,
+            "normalize": self.normalize,
+        }
+        own = scorer.settings()
+        if isinstance(self.method, str):
+            settings.update({p: own[p] for p in FORWARDED_PARAMS if p in own})
+        else:
+            settings["params"] = own
+        settings["retrieval"] = getattr(self, "retrieval_", "exact")
+        if settings["retrieval"] == "faiss":
+            settings.update(
+                n_candidates=self.n_candidates,
+                index=self.index,
+                nlist=self.nlist,
+                nprobe=self.nprobe,
+            )
+        return settings
 
     def fit(self, train_features: object, train_labels: object = None) -> Attributor:
         """Store the (normalised) training features and, per class, the candidate pools."""
@@ -136,14 +240,17 @@ class Attributor:
         self.search_: CandidateSearch | None = None
         self.retrieval_stats_ = RetrievalStats()
         if self.retrieval_ == "faiss":
-            # Cosine retrieval needs unit rows; with normalize=False only l2 searches the
-            # stored rows as they are.
-            metric = "l2" if self.method == "l2" else "ip"
+            # A cosine-like search needs unit rows; with normalize=False the stored rows are
+            # searched as they are otherwise (l2 on raw features, the ESVM's first neighbours).
             rows = self.train_features_
-            if self.method == "cosine" and not self.normalize:
+            if self._scorer.retrieval_needs_unit_rows and not self.normalize:
                 rows = _prepared_features(X, True, "train_features")
             self.search_ = CandidateSearch.build(
-                rows, metric=metric, index=self.index, nlist=self.nlist, nprobe=self.nprobe
+                rows,
+                metric=self._scorer.retrieval_metric,
+                index=self.index,
+                nlist=self.nlist,
+                nprobe=self.nprobe,
             )
         return self
 
@@ -163,16 +270,8 @@ class Attributor:
             choice = "faiss" if self.n_train_ >= AUTO_THRESHOLD else "exact"
         else:
             choice = self.retrieval
-        if choice == "faiss" and self.method not in ("esvm", "l2", "cosine"):
-            raise InvalidInputError(
-                f"retrieval='faiss' supports the esvm, l2 and cosine methods; use "
-                f"retrieval='exact' for {self.method!r}"
-            )
-        if choice == "faiss" and self.method == "esvm" and self.solver != "batched":
-            raise InvalidInputError(
-                f"retrieval='faiss' scores candidates with the batched ESVM solver; got "
-                f"solver={self.solver!r} (use solver='batched' or retrieval='exact')"
-            )
+        if choice == "faiss":
+            self._scorer.check_retrieval(self.method)
         return choice
 
     # -- validation of targets -------------------------------------------------------------
@@ -219,7 +318,8 @@ class Attributor:
         self, T: np.ndarray, y: np.ndarray | None
     ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Yield ``(target_rows, pool_indices, scores)`` blocks, ``scores`` of shape rows x pool."""
-        with progress_bar(f"attribution ({self.method})", len(T), self.progress) as advance:
+        label = f"attribution ({self._method_label(self._scorer)})"
+        with progress_bar(label, len(T), self.progress) as advance:
             for rows, pool in self._pools(y, len(T)):
                 prepared = self._scorer.prepare(self.train_features_[pool])
                 for start in range(0, len(rows), self.block_size):
@@ -276,11 +376,8 @@ class Attributor:
             raise InvalidInputError(
                 f"k={k} is larger than the candidate pool: the training set has only {n} images"
             )
-        if self.method == "esvm":
-            wanted = self.n_candidates if self.n_candidates is not None else default_candidates(k)
-        else:  # retrieval is already the exact ranking; a margin absorbs float32 near-ties
-            wanted = k + 32
-        n_cand = min(wanted, n)
+        scorer = self._scorer
+        n_cand = min(scorer.retrieval_candidates(k, self.n_candidates), n)
         if k > n_cand:
             raise InvalidInputError(
                 f"k={k} is larger than n_candidates={n_cand}; raise n_candidates to at least k"
@@ -288,32 +385,27 @@ class Attributor:
         indices = np.empty((len(T), k), dtype=np.int64)
         values = np.empty((len(T), k), dtype=np.float64)
         X = self.train_features_
-        with progress_bar(f"attribution ({self.method}, faiss)", len(T), self.progress) as adv:
+        label = f"attribution ({self._method_label(scorer)}, faiss)"
+        with progress_bar(label, len(T), self.progress) as adv:
             for start in range(0, len(T), self.block_size):
                 block = slice(start, start + self.block_size)
-                if self.method == "esvm":
-                    idx, val = esvm_candidates_topk(
-                        T[block],
-                        X,
-                        self.search_,
-                        k,
-                        C=self.C,
-                        n_candidates=n_cand,
-                        device=self.device,
-                        stats=self.retrieval_stats_,
-                    )
-                else:
-                    _, ids = self.search_.search(T[block], n_cand)
-                    idx, val = similarity_candidates_topk(T[block], X, ids, k, self.method)
+                idx, val = scorer.retrieval_topk(
+                    T[block],
+                    X,
+                    self.search_,
+                    k,
+                    n_candidates=n_cand,
+                    stats=self.retrieval_stats_,
+                )
                 indices[block], values[block] = idx, val
                 adv(len(idx))
         return indices, values
 
-    def __repr__(self) -> str:
-        return (
-            f"Attributor(method={self.method!r}, class_conditional={self.class_conditional}, "
-            f"C={self.C}, solver={self.solver!r}, retrieval={self.retrieval!r})"
-        )
+
+def _init_defaults() -> dict[str, Any]:
+    """Default value of each :class:`Attributor` parameter, read from its signature."""
+    params = inspect.signature(Attributor.__init__).parameters.values()
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
 
 
 def _check_train_features(features: object) -> np.ndarray:

@@ -16,6 +16,12 @@ score every training image for every target: 50,000 x 1.28 M scores is 256 GB in
    target is fitted with the candidates as its negatives, and the candidates ranked by its
    decision values.
 
+Which of the two a method gets is the method's own business: each
+:class:`~simattr.attribution.scorers.Scorer` says whether it supports retrieval, which metric
+the search uses (``retrieval_metric``), how many candidates a top-k needs and which of
+:func:`esvm_candidates_topk` and :func:`similarity_candidates_topk` ranks them
+(``retrieval_topk``); the :class:`~simattr.attribution.Attributor` only asks it.
+
 **Why candidates give the exact ESVM, not an approximation of it.** The all-class exemplar SVM
 of a target is the minimiser of ``|w|^2/2 + c_pos l(w.x_t) + c_neg sum_i l(-w.x_i)`` over all
 ``N`` training images, ``l`` the squared hinge. A negative with decision value ``<= -1`` at the
@@ -68,6 +74,8 @@ AUTO_THRESHOLD = 200_000
 INDEX_KINDS = ("flat", "ivf")
 #: How ``class_conditional=False`` finds candidates (see :class:`~simattr.attribution.Attributor`).
 RETRIEVALS = ("auto", "exact", "faiss")
+#: Scores :func:`similarity_candidates_topk` can rescore candidates with.
+SIMILARITIES = ("l2", "cosine")
 
 
 def default_candidates(k: int) -> int:
@@ -333,7 +341,13 @@ def _full_weights(n_total: int, C: float) -> tuple[float, float]:
 def similarity_candidates_topk(
     targets: np.ndarray, features: np.ndarray, ids: np.ndarray, k: int, method: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact ``l2`` / ``cosine`` top-``k`` from retrieved ``ids`` (rescored in float64)."""
+    """Exact ``l2`` / ``cosine`` top-``k`` from retrieved ``ids`` (rescored in float64).
+
+    ``method`` is ``"l2"`` (negative Euclidean distance) or ``"cosine"``; retrieval returns
+    the exact top of both, so rescoring the candidates only makes the scores exact.
+    """
+    if method not in SIMILARITIES:
+        raise InvalidInputError(f"unknown similarity {method!r}; choose one of {SIMILARITIES}")
     B = len(targets)
     out_idx = np.empty((B, k), dtype=np.int64)
     out_val = np.empty((B, k), dtype=np.float64)

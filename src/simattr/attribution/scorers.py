@@ -6,7 +6,17 @@ A scorer is a small object with two steps, so that work shared by all targets of
 * ``prepare(pool)`` takes the pool's (already normalised) features ``n_pool x D``;
 * ``score(prepared, targets)`` returns ``n_targets x n_pool`` scores for a block of targets.
 
-New methods plug in by subclassing :class:`Scorer` and registering in :data:`SCORERS`.
+A scorer is also a small scikit-learn estimator: its constructor arguments are its parameters
+(``get_params``, ``set_params``, ``clone`` and an informative ``repr`` come with it), so that
+:class:`~simattr.attribution.Attributor` can take a configured scorer as its ``method`` and a
+grid search can tune it (``method__C``). A scorer keeps no fitted state: whatever a pool needs
+is what ``prepare`` returns, so one instance serves any number of pools and attributors.
+
+A scorer also owns its all-class retrieval behaviour (:mod:`simattr.attribution.retrieval`):
+whether FAISS candidates can serve it, which metric the search uses, how many candidates a
+top-k needs and how the candidates are scored. The :class:`~simattr.attribution.Attributor`
+asks the scorer and never branches on method names, so a new method is a :class:`Scorer`
+subclass plus an entry in :data:`SCORERS` (the CLI builds its ``--method`` choices from it).
 """
 
 from __future__ import annotations
@@ -15,28 +25,140 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
 
 from simattr.attribution.esvm import PoolSystem, fit_newton, fit_reference
 from simattr.attribution.esvm_batched import BatchedPool, fit_batched
+from simattr.attribution.retrieval import (
+    CandidateSearch,
+    RetrievalStats,
+    default_candidates,
+    esvm_candidates_topk,
+    similarity_candidates_topk,
+)
 from simattr.errors import InvalidInputError
 
 
-class Scorer:
-    """Base class: subclasses set ``name`` and implement ``prepare`` and ``score``."""
+class Scorer(BaseEstimator):
+    """Base class: subclasses set ``name`` and implement ``prepare`` and ``score``.
 
+    Parameters are the constructor's keyword arguments, stored unchanged under their own
+    names (the scikit-learn convention that makes ``get_params`` and ``clone`` work); checks
+    belong in :meth:`validate`, which the constructor and ``Attributor.fit`` both call, because
+    ``set_params`` bypasses the constructor.
+
+    Retrieval (all-class ranking through FAISS candidates) is off by default: a subclass opts
+    in by setting ``supports_retrieval`` and implementing :meth:`retrieval_candidates` and
+    :meth:`retrieval_topk`, or by deriving from a scorer that has them.
+    """
+
+    #: Registered name (the key in :data:`SCORERS`); used in messages and descriptions.
     name: ClassVar[str] = ""
+    #: Whether ``retrieval="faiss"`` can rank with this scorer.
+    supports_retrieval: ClassVar[bool] = False
+    #: FAISS search metric for the first candidates: ``"ip"`` (inner product; cosine on unit
+    #: rows) or ``"l2"`` (Euclidean).
+    retrieval_metric: ClassVar[str] = "ip"
+    #: Whether the search must run on unit rows even when the attributor keeps raw features
+    #: (``normalize=False``): true for scorers whose ranking is cosine-like.
+    retrieval_needs_unit_rows: ClassVar[bool] = False
+    #: Parameters that choose where the scorer runs, not what it computes: left out of
+    #: :meth:`settings` (a resumed run may move to another device).
+    runtime_params: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def label(self) -> str:
+        """Short name for messages and progress bars: ``name``, else the class name."""
+        return self.name or type(self).__name__
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """The constructor's parameter names, sorted (what ``get_params`` returns)."""
+        return list(cls._get_param_names())
+
+    def validate(self) -> None:
+        """Refuse invalid parameter values with an :class:`InvalidInputError` naming them."""
 
     def prepare(self, pool: np.ndarray) -> Any:
+        """Work shared by every target of one pool (``n_pool x D`` normalised features)."""
         return pool
 
     def score(self, prepared: Any, targets: np.ndarray) -> np.ndarray:
+        """Scores ``n_targets x n_pool`` of a block of targets against a prepared pool."""
         raise NotImplementedError
 
+    def settings(self) -> dict[str, Any]:
+        """JSON-serialisable parameters that determine the scores (for manifests, sidecars)."""
+        params = self.get_params(deep=False)
+        return {k: _json_value(v) for k, v in params.items() if k not in self.runtime_params}
 
-class L2Scorer(Scorer):
+    # -- all-class retrieval -----------------------------------------------------------------
+    def check_retrieval(self, method: object) -> None:
+        """Refuse ``retrieval="faiss"`` when this scorer cannot rank from FAISS candidates.
+
+        ``method`` is the attributor's ``method`` argument, named in the message as given.
+        """
+        if not self.supports_retrieval:
+            raise InvalidInputError(
+                f"retrieval='faiss' supports the {_join(retrieval_methods())} methods; use "
+                f"retrieval='exact' for {method!r}"
+            )
+
+    def retrieval_candidates(self, k: int, n_candidates: int | None) -> int:
+        """How many FAISS candidates a top-``k`` needs (``n_candidates``: the user's choice)."""
+        raise NotImplementedError(f"{self.label} does not support retrieval")
+
+    def retrieval_topk(
+        self,
+        targets: np.ndarray,
+        features: np.ndarray,
+        search: CandidateSearch,
+        k: int,
+        *,
+        n_candidates: int,
+        stats: RetrievalStats | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-``k`` over all ``features`` for a block of targets, from candidates.
+
+        Returns ``(indices, scores)``, ``(B, k)`` each, by descending score, ties by lower row.
+        """
+        raise NotImplementedError(f"{self.label} does not support retrieval")
+
+
+class _SimilarityRetrieval(Scorer):
+    """Retrieval for scores monotone in the search metric: the search *is* the ranking.
+
+    The candidates are only rescored in float64 so that the scores equal the exact scorer's;
+    a margin of 32 candidates beyond ``k`` absorbs float32 near-ties of the search.
+    """
+
+    supports_retrieval = True
+    #: What :func:`~simattr.attribution.retrieval.similarity_candidates_topk` rescores with.
+    similarity: ClassVar[str] = ""
+
+    def retrieval_candidates(self, k: int, n_candidates: int | None) -> int:
+        return k + 32
+
+    def retrieval_topk(
+        self,
+        targets: np.ndarray,
+        features: np.ndarray,
+        search: CandidateSearch,
+        k: int,
+        *,
+        n_candidates: int,
+        stats: RetrievalStats | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        _, ids = search.search(targets, n_candidates)
+        return similarity_candidates_topk(targets, features, ids, k, self.similarity)
+
+
+class L2Scorer(_SimilarityRetrieval):
     """Negative Euclidean distance: the nearest candidates score highest."""
 
     name = "l2"
+    retrieval_metric = "l2"
+    similarity = "l2"
 
     def score(self, prepared: np.ndarray, targets: np.ndarray) -> np.ndarray:
         t = torch.as_tensor(targets, dtype=torch.float64)
@@ -44,10 +166,13 @@ class L2Scorer(Scorer):
         return (-torch.cdist(t, p)).numpy()
 
 
-class CosineScorer(Scorer):
+class CosineScorer(_SimilarityRetrieval):
     """Cosine similarity (on normalised features, a plain dot product)."""
 
     name = "cosine"
+    retrieval_metric = "ip"
+    retrieval_needs_unit_rows = True
+    similarity = "cosine"
 
     def score(self, prepared: np.ndarray, targets: np.ndarray) -> np.ndarray:
         t = targets / np.maximum(np.linalg.norm(targets, axis=1, keepdims=True), 1e-300)
@@ -66,40 +191,91 @@ class ExemplarSVMScorer(Scorer):
     * ``"newton"``: one target at a time, float64, to machine precision
       (:func:`simattr.attribution.esvm.fit_newton`).
     * ``"reference"``: scikit-learn's ``LinearSVC`` per target, as DESIGN.md defines the method.
+
+    Retrieval: the first candidates are the target's cosine neighbours, completed by the SVM's
+    own searches until the candidate SVM is certified to be the all-class one
+    (:func:`~simattr.attribution.retrieval.esvm_candidates_topk`; batched solver only).
     """
 
     name = "esvm"
     solvers: ClassVar[tuple[str, ...]] = ("batched", "newton", "reference")
+    supports_retrieval = True
+    retrieval_metric = "ip"
+    runtime_params = ("device",)
 
     def __init__(self, C: float = 0.1, solver: str = "batched", device: str = "cpu") -> None:
-        if not (isinstance(C, int | float) and np.isfinite(C) and C > 0):
-            raise InvalidInputError(f"C must be a positive number, got {C!r}")
-        if solver not in self.solvers:
-            raise InvalidInputError(f"unknown ESVM solver {solver!r}; choose one of {self.solvers}")
-        self.C = float(C)
+        self.C = C
         self.solver = solver
         self.device = device
+        self.validate()
+
+    def validate(self) -> None:
+        C = self.C
+        if not (isinstance(C, int | float) and np.isfinite(C) and C > 0):
+            raise InvalidInputError(f"C must be a positive number, got {C!r}")
+        if self.solver not in self.solvers:
+            raise InvalidInputError(
+                f"unknown ESVM solver {self.solver!r}; choose one of {self.solvers}"
+            )
+
+    def settings(self) -> dict[str, Any]:
+        # C as a float, as resume manifests have always recorded it (C=1 and C=1.0 agree).
+        return {"C": float(self.C), "solver": self.solver}
 
     def prepare(self, pool: np.ndarray) -> Any:
         if self.solver == "reference":
             return np.asarray(pool, dtype=np.float64)
         if self.solver == "batched":
-            return BatchedPool.build(pool, C=self.C, device=self.device)
+            return BatchedPool.build(pool, C=float(self.C), device=self.device)
         return PoolSystem.build(pool, device=self.device)
 
     def score(self, prepared: Any, targets: np.ndarray) -> np.ndarray:
+        C = float(self.C)
         if self.solver == "batched":
             solution = fit_batched(targets, prepared)
             return solution.decision.double().cpu().numpy()
         if self.solver == "reference":
-            fits = [fit_reference(t, prepared, self.C) for t in targets]
+            fits = [fit_reference(t, prepared, C) for t in targets]
             coef = np.stack([f.coef for f in fits])
             intercept = np.array([f.intercept for f in fits])
             return coef @ prepared.T + intercept[:, None]
-        fits = [fit_newton(t, prepared, self.C) for t in targets]
+        fits = [fit_newton(t, prepared, C) for t in targets]
         coef = torch.as_tensor(np.stack([f.coef for f in fits]), device=prepared.X.device)
         intercept = torch.as_tensor([f.intercept for f in fits], device=prepared.X.device)
         return (coef @ prepared.X[:, :-1].T + intercept[:, None]).cpu().numpy()
+
+    def check_retrieval(self, method: object) -> None:
+        super().check_retrieval(method)
+        if self.solver != "batched":
+            raise InvalidInputError(
+                f"retrieval='faiss' scores candidates with the batched ESVM solver; got "
+                f"solver={self.solver!r} (use solver='batched' or retrieval='exact')"
+            )
+
+    def retrieval_candidates(self, k: int, n_candidates: int | None) -> int:
+        # The SVM completes its own candidate set, so this is only where it starts.
+        return n_candidates if n_candidates is not None else default_candidates(k)
+
+    def retrieval_topk(
+        self,
+        targets: np.ndarray,
+        features: np.ndarray,
+        search: CandidateSearch,
+        k: int,
+        *,
+        n_candidates: int,
+        stats: RetrievalStats | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return esvm_candidates_topk(
+            targets,
+            features,
+            search,
+            k,
+            C=self.C,
+            n_candidates=n_candidates,
+            device=self.device,
+            stats=stats,
+        )
 
 
 class WhitenedExemplarScorer(Scorer):
@@ -113,6 +289,9 @@ class WhitenedExemplarScorer(Scorer):
     score is ``w . (x - mu)``. The pool is whitened once, so scoring a block of targets is one
     matrix product: orders of magnitude cheaper than fitting SVMs, at the cost of agreement
     with the exact exemplar SVM (``benchmarks/lda_agreement.py`` measures it).
+
+    No retrieval: the whitening depends on the whole pool, so nearest neighbours by any fixed
+    metric are not its candidates.
     """
 
     name = "lda"
@@ -124,18 +303,23 @@ class WhitenedExemplarScorer(Scorer):
     DEFAULT_SHRINKAGE: ClassVar[float] = 0.9
 
     def __init__(self, shrinkage: float = DEFAULT_SHRINKAGE) -> None:
+        self.shrinkage = shrinkage
+        self.validate()
+
+    def validate(self) -> None:
+        shrinkage = self.shrinkage
         if not (isinstance(shrinkage, int | float) and 0 < shrinkage <= 1):
             raise InvalidInputError(f"shrinkage must be in (0, 1], got {shrinkage!r}")
-        self.shrinkage = float(shrinkage)
 
     def prepare(self, pool: np.ndarray) -> Any:
+        shrinkage = float(self.shrinkage)
         x = torch.as_tensor(pool, dtype=torch.float64)
         mu = x.mean(dim=0)
         centred = x - mu
         cov = centred.T @ centred / max(1, len(x) - 1)
         scale = torch.trace(cov) / cov.shape[0]
         eye = torch.eye(cov.shape[0], dtype=cov.dtype)
-        shrunk = (1 - self.shrinkage) * cov + self.shrinkage * scale * eye
+        shrunk = (1 - shrinkage) * cov + shrinkage * scale * eye
         factor = torch.linalg.cholesky(shrunk)
         whitened = torch.cholesky_solve(centred.T, factor).T  # (x - mu) S^-1, row per candidate
         return mu, whitened
@@ -152,3 +336,30 @@ SCORERS: dict[str, type[Scorer]] = {
     "cosine": CosineScorer,
     "lda": WhitenedExemplarScorer,
 }
+"""Registered methods: ``Attributor(method=name)`` builds ``SCORERS[name]``."""
+
+
+def retrieval_methods() -> list[str]:
+    """Registered method names that ``retrieval="faiss"`` supports, in registration order."""
+    return [name for name, cls in SCORERS.items() if cls.supports_retrieval]
+
+
+def _join(names: list[str]) -> str:
+    """``["a", "b", "c"]`` -> ``"a, b and c"``."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _json_value(value: Any) -> Any:
+    """A parameter value as JSON can store it: numpy scalars unwrapped, sequences as lists,
+    nested estimators as their name and settings, anything else by its ``repr``."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, Scorer):
+        return {"name": value.label, "params": value.settings()}
+    return repr(value)

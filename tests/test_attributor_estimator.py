@@ -1,0 +1,283 @@
+"""Attributor as a scikit-learn estimator; scorers as its configurable, pluggable methods.
+
+Synthetic features only (Gaussian clusters), so these run without the shared datasets.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.model_selection import ParameterGrid
+
+from simattr.attribution import (
+    SCORERS,
+    Attributor,
+    ExemplarSVMScorer,
+    L2Scorer,
+    Scorer,
+    WhitenedExemplarScorer,
+)
+from simattr.errors import InvalidInputError
+
+
+@pytest.fixture(scope="module")
+def clusters():
+    """Three anisotropic Gaussian classes of 80 training images and 12 targets, 8-d."""
+    rng = np.random.default_rng(7)
+    means = rng.normal(scale=3.0, size=(3, 8))
+    scales = np.exp(rng.normal(scale=0.8, size=(3, 8)))  # unequal variances: whitening matters
+    labels = np.repeat(np.arange(3), 80)
+    train = means[labels] + rng.normal(size=(len(labels), 8)) * scales[labels]
+    test_labels = np.repeat(np.arange(3), 4)
+    tests = means[test_labels] + rng.normal(size=(len(test_labels), 8)) * scales[test_labels]
+    return train.astype(np.float32), labels, tests.astype(np.float32), test_labels
+
+
+class ManhattanScorer(Scorer):
+    """Negative L1 distance: a method the package does not ship, registered by a test."""
+
+    name = "manhattan"
+
+    def score(self, prepared: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        diff = targets[:, None, :].astype(np.float64) - prepared[None, :, :].astype(np.float64)
+        return -np.abs(diff).sum(axis=2)
+
+
+# -- scikit-learn estimator protocol ------------------------------------------------------------
+def test_get_params_set_params_and_clone_round_trip():
+    att = Attributor("esvm", C=0.5, solver="newton", class_conditional=False, nprobe=4)
+    params = att.get_params()
+    assert params["method"] == "esvm" and params["C"] == 0.5 and params["solver"] == "newton"
+    assert params["class_conditional"] is False and params["nprobe"] == 4
+    twin = clone(att)
+    assert twin is not att and twin.get_params() == params
+    assert twin.set_params(C=0.2, retrieval="exact") is twin
+    assert twin.C == 0.2 and twin.retrieval == "exact" and att.C == 0.5
+    with pytest.raises(ValueError, match="Invalid parameter"):
+        att.set_params(shrinkage=0.5)  # a string method has no nested parameters
+
+
+def test_scorer_parameters_are_nested_parameters():
+    att = Attributor(WhitenedExemplarScorer(shrinkage=0.5), class_conditional=True)
+    deep = att.get_params(deep=True)
+    assert deep["method__shrinkage"] == 0.5 and isinstance(deep["method"], Scorer)
+    assert "method__shrinkage" not in att.get_params(deep=False)
+    att.set_params(method__shrinkage=0.7)
+    assert att.method.shrinkage == 0.7
+    twin = clone(att)
+    assert twin.method is not att.method and twin.get_params(deep=True)["method__shrinkage"] == 0.7
+    # what a grid search does: clone, set the candidate's parameters, fit
+    grid = ParameterGrid({"method__shrinkage": [0.3, 0.9], "normalize": [True, False]})
+    tried = [clone(att).set_params(**p).get_params(deep=True) for p in grid]
+    assert sorted({t["method__shrinkage"] for t in tried}) == [0.3, 0.9]
+    assert att.method.shrinkage == 0.7  # the original is untouched by its clones
+    esvm = Attributor(ExemplarSVMScorer(C=1.0, solver="newton")).get_params(deep=True)
+    assert (esvm["method__C"], esvm["method__solver"], esvm["method__device"]) == (
+        1.0,
+        "newton",
+        "cpu",
+    )
+
+
+def test_repr_shows_the_changed_parameters():
+    assert repr(Attributor()) == "Attributor()"
+    assert repr(Attributor("l2", class_conditional=False)) == (
+        "Attributor(class_conditional=False, method='l2')"
+    )
+    assert repr(ExemplarSVMScorer(C=1.0)) == "ExemplarSVMScorer(C=1.0)"
+    assert repr(L2Scorer()) == "L2Scorer()"
+    assert repr(Attributor(WhitenedExemplarScorer(shrinkage=0.5))) == (
+        "Attributor(method=WhitenedExemplarScorer(shrinkage=0.5))"
+    )
+
+
+def test_scorers_store_their_parameters_unchanged():
+    """clone() requires it: the constructor must not convert what it is given."""
+    scorer = ExemplarSVMScorer(C=1, solver="reference")
+    assert scorer.get_params() == {"C": 1, "solver": "reference", "device": "cpu"}
+    assert clone(scorer).get_params() == scorer.get_params()
+    assert WhitenedExemplarScorer().get_params() == {
+        "shrinkage": WhitenedExemplarScorer.DEFAULT_SHRINKAGE
+    }
+    assert L2Scorer().get_params() == {}
+
+
+# -- a Scorer instance as the method ------------------------------------------------------------
+def test_scorer_instance_ranks_like_the_name_it_configures(clusters):
+    train, labels, tests, test_labels = clusters
+    by_name = Attributor("esvm", C=0.5).fit(train, labels).topk(tests, test_labels, k=10)
+    by_instance = (
+        Attributor(ExemplarSVMScorer(C=0.5)).fit(train, labels).topk(tests, test_labels, k=10)
+    )
+    np.testing.assert_array_equal(by_name[0], by_instance[0])
+    np.testing.assert_array_equal(by_name[1], by_instance[1])
+    lda = Attributor("lda").fit(train, labels).score(tests, test_labels)
+    default = Attributor(WhitenedExemplarScorer()).fit(train, labels).score(tests, test_labels)
+    np.testing.assert_array_equal(lda, default)
+
+
+def test_lda_shrinkage_reaches_the_ranking(clusters):
+    """The shrinkage the name "lda" could never set now changes what is ranked first."""
+    train, labels, tests, test_labels = clusters
+    default = Attributor("lda").fit(train, labels).topk(tests, test_labels, k=20)[0]
+    half = Attributor(WhitenedExemplarScorer(shrinkage=0.5)).fit(train, labels)
+    ranked = half.topk(tests, test_labels, k=20)[0]
+    assert not np.array_equal(default, ranked)
+    # still a class-conditional ranking of the same pools
+    assert (labels[ranked] == test_labels[:, None]).all()
+
+
+def test_scorer_instance_with_faiss_retrieval(clusters):
+    train, _, tests, _ = clusters
+    exact = Attributor("l2", class_conditional=False, retrieval="exact").fit(train)
+    faiss = Attributor(L2Scorer(), class_conditional=False, retrieval="faiss").fit(train)
+    assert faiss.retrieval_ == "faiss"
+    np.testing.assert_array_equal(exact.topk(tests, k=15)[0], faiss.topk(tests, k=15)[0])
+    np.testing.assert_allclose(exact.topk(tests, k=15)[1], faiss.topk(tests, k=15)[1])
+    with pytest.raises(InvalidInputError, match=r"use retrieval='exact' for WhitenedExemplar"):
+        Attributor(WhitenedExemplarScorer(), class_conditional=False, retrieval="faiss").fit(train)
+
+
+# -- a new method: a Scorer subclass and an entry in SCORERS -------------------------------------
+def test_custom_registered_scorer_runs_end_to_end(clusters, monkeypatch):
+    train, labels, tests, test_labels = clusters
+    monkeypatch.setitem(SCORERS, "manhattan", ManhattanScorer)
+    att = Attributor("manhattan", normalize=False).fit(train, labels)
+    indices, scores = att.topk(tests, test_labels, k=5)
+    for i, y in enumerate(test_labels):
+        pool = np.flatnonzero(labels == y)
+        dist = np.abs(train[pool].astype(np.float64) - tests[i].astype(np.float64)).sum(axis=1)
+        order = np.lexsort((pool, dist))[:5]
+        np.testing.assert_array_equal(indices[i], pool[order])
+        np.testing.assert_allclose(scores[i], -dist[order])
+    # the same scorer as an instance, registered or not, and described by its name
+    by_instance = Attributor(ManhattanScorer(), normalize=False).fit(train, labels)
+    np.testing.assert_array_equal(by_instance.topk(tests, test_labels, k=5)[0], indices)
+    assert att.describe()["method"] == by_instance.describe()["method"] == "manhattan"
+    # it did not opt in to FAISS candidates, and the refusal says which methods did
+    with pytest.raises(InvalidInputError, match=r"supports the esvm, l2 and cosine methods"):
+        Attributor("manhattan", class_conditional=False, retrieval="faiss").fit(train)
+
+
+def test_registered_scorer_receives_the_forwarded_parameters_it_takes(clusters, monkeypatch):
+    """A registered class gets C/solver/device from the Attributor when its constructor
+    takes them, as the exemplar SVM always has, with no branch on its name."""
+
+    class ScaledL1(ManhattanScorer):
+        name = "scaled-l1"
+
+        def __init__(self, C: float = 1.0) -> None:
+            self.C = C
+
+        def score(self, prepared: np.ndarray, targets: np.ndarray) -> np.ndarray:
+            return self.C * super().score(prepared, targets)
+
+    train, labels, tests, test_labels = clusters
+    monkeypatch.setitem(SCORERS, "scaled-l1", ScaledL1)
+    assert "manhattan" not in SCORERS  # monkeypatch took the previous test's entry back
+    scaled = Attributor("scaled-l1", C=3.0).fit(train, labels).score(tests, test_labels)
+    base = Attributor(ManhattanScorer()).fit(train, labels).score(tests, test_labels)
+    np.testing.assert_allclose(scaled, 3.0 * base)
+    assert Attributor("scaled-l1", C=3.0).describe()["C"] == 3.0
+
+
+# -- refusals ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("method", "kwargs", "message"),
+    [
+        (ExemplarSVMScorer(C=1.0), {"C": 0.5}, r"C=0\.5 conflicts with method=ExemplarSVMScorer"),
+        (
+            ExemplarSVMScorer(),
+            {"solver": "newton"},
+            r"solver='newton' conflicts with .*ExemplarSVMScorer\(solver='newton'\)",
+        ),
+        (ExemplarSVMScorer(), {"device": "meta"}, r"device='meta' conflicts"),
+        (L2Scorer(), {"C": 0.5}, r"C=0\.5 has no effect on method=L2Scorer\(\)"),
+        (WhitenedExemplarScorer(), {"solver": "reference"}, r"no parameter 'solver'"),
+    ],
+)
+def test_conflicting_parameters_are_refused_in_one_line(clusters, method, kwargs, message):
+    train, labels, _, _ = clusters
+    with pytest.raises(InvalidInputError, match=message) as info:
+        Attributor(method, **kwargs).fit(train, labels)
+    assert "\n" not in str(info.value)
+
+
+def test_agreeing_or_default_parameters_are_accepted(clusters):
+    train, labels, tests, test_labels = clusters
+    Attributor(ExemplarSVMScorer(C=0.5), C=0.5).fit(train, labels)  # the same value twice
+    Attributor(ExemplarSVMScorer(C=0.5, solver="newton")).fit(train, labels)  # defaults here
+    # device only says where to run: harmless for a scorer that has none
+    Attributor(L2Scorer(), device="cuda").fit(train, labels).topk(tests, test_labels, k=3)
+
+
+def test_bad_methods_and_parameters_are_refused(clusters):
+    train, labels, _, _ = clusters
+    with pytest.raises(InvalidInputError, match=r"pass WhitenedExemplarScorer\(\)"):
+        Attributor(WhitenedExemplarScorer).fit(train, labels)
+    with pytest.raises(InvalidInputError, match=r"or a Scorer instance, got 3"):
+        Attributor(3).fit(train, labels)
+    with pytest.raises(InvalidInputError, match=r"unknown attribution method 'knn'"):
+        Attributor("knn").fit(train, labels)
+    # set_params bypasses the scorer's constructor; fit checks the values again
+    att = Attributor(WhitenedExemplarScorer()).set_params(method__shrinkage=2.0)
+    with pytest.raises(InvalidInputError, match=r"shrinkage must be in \(0, 1\], got 2\.0"):
+        att.fit(train, labels)
+    with pytest.raises(InvalidInputError, match="C must be a positive number"):
+        Attributor(ExemplarSVMScorer().set_params(C=-1.0)).fit(train, labels)
+
+
+# -- describe(): the settings resume manifests compare ----------------------------------------
+def _described(att: Attributor) -> dict[str, Any]:
+    settings = att.describe()
+    assert json.loads(json.dumps(settings)) == settings  # JSON-serialisable as it is
+    return settings
+
+
+def test_describe_pins_the_manifest_settings(clusters):
+    """The exact dicts resume manifests of existing runs hold; they must never drift."""
+    train, labels, _, _ = clusters
+    base = {"class_conditional": True, "normalize": True, "retrieval": "exact"}
+    esvm = _described(Attributor("esvm").fit(train, labels))
+    assert esvm == {"method": "esvm", **base, "C": 0.1, "solver": "batched"}
+    assert list(esvm) == ["method", "class_conditional", "normalize", "C", "solver", "retrieval"]
+    assert _described(Attributor("l2").fit(train, labels)) == {"method": "l2", **base}
+    assert _described(Attributor("lda").fit(train, labels)) == {"method": "lda", **base}
+    newton = _described(Attributor("esvm", C=1, solver="newton", device="cpu").fit(train, labels))
+    assert newton == {"method": "esvm", **base, "C": 1.0, "solver": "newton"}
+    assert isinstance(newton["C"], float)
+    faiss = Attributor("esvm", class_conditional=False, retrieval="faiss", n_candidates=64)
+    assert _described(faiss.fit(train)) == {
+        "method": "esvm",
+        "class_conditional": False,
+        "normalize": True,
+        "C": 0.1,
+        "solver": "batched",
+        "retrieval": "faiss",
+        "n_candidates": 64,
+        "index": "flat",
+        "nlist": None,
+        "nprobe": 16,
+    }
+    # before fit, retrieval is not resolved yet: "exact", as the manifests have always said
+    unfitted = Attributor("esvm", class_conditional=False, retrieval="faiss")
+    assert unfitted.describe()["retrieval"] == "exact"
+
+
+def test_describe_a_scorer_instance_by_its_name_and_params(clusters):
+    train, labels, _, _ = clusters
+    base = {"class_conditional": True, "normalize": True, "retrieval": "exact"}
+    lda = Attributor(WhitenedExemplarScorer(shrinkage=0.5)).fit(train, labels)
+    assert _described(lda) == {"method": "lda", **base, "params": {"shrinkage": 0.5}}
+    esvm = Attributor(ExemplarSVMScorer(C=1, solver="newton")).fit(train, labels)
+    # C as a float like the named form; device says where it ran, not what it ranked
+    assert _described(esvm) == {
+        "method": "esvm",
+        **base,
+        "params": {"C": 1.0, "solver": "newton"},
+    }
+    assert _described(Attributor(L2Scorer()))["params"] == {}
