@@ -9,23 +9,30 @@ from simattr.attribution.attributor import Attributor, rank
 from simattr.attribution.resumable import rank_resumable
 from simattr.attribution.scorers import (
     SCORERS,
+    ClassPriorScorer,
     CosineScorer,
     ExemplarSVMScorer,
     L2Scorer,
+    RawL2Scorer,
     Scorer,
     WhitenedExemplarScorer,
 )
+from simattr.attribution.workflow import AttributionRun, attribute
 from simattr.ranking import Ranking, export_paper_npy, load_ranking, save_ranking
 
 __all__ = [
     "SCORERS",
+    "AttributionRun",
     "Attributor",
+    "ClassPriorScorer",
     "CosineScorer",
     "ExemplarSVMScorer",
     "L2Scorer",
     "Ranking",
+    "RawL2Scorer",
     "Scorer",
     "WhitenedExemplarScorer",
+    "attribute",
     "export_paper_npy",
     "load_ranking",
     "rank",

@@ -65,7 +65,8 @@ class Attributor(BaseEstimator):
             targets at once), ``"newton"`` (one target at a time, float64) or ``"reference"``
             (scikit-learn's ``LinearSVC``). Same rule as ``C`` with a scorer instance.
         normalize: L2-normalise features before scoring (DESIGN.md; with it, ``l2`` and
-            ``cosine`` give the same ranking).
+            ``cosine`` give the same ranking). The paper code's scripts do not normalise;
+            ``"l2-raw"`` (its ``l2knn``) never does, whatever this says.
         device: torch device for the ESVM solver (``"cpu"`` or ``"cuda"``), for a method by
             name; refused when it contradicts a scorer instance's own ``device``.
         block_size: targets scored at once; bounds memory to ``block_size x pool`` scores
@@ -179,6 +180,11 @@ class Attributor(BaseEstimator):
         """The method as messages name it: the name given, or the scorer's name."""
         return self.method if isinstance(self.method, str) else scorer.label
 
+    def _normalizes(self, scorer: Scorer) -> bool:
+        """Whether features are L2-normalised: ``normalize``, unless the scorer is defined on
+        raw features (``l2-raw``, the paper code's Euclidean kNN), which overrides it."""
+        return bool(self.normalize) and not scorer.raw_features
+
     def describe(self) -> dict[str, Any]:
         """The settings that determine the ranking, as a JSON-serialisable dict.
 
@@ -200,7 +206,7 @@ class Attributor(BaseEstimator):
         settings: dict[str, Any] = {
             "method": self._method_label(scorer),
             "class_conditional": self.class_conditional,
-            "normalize": self.normalize,
+            "normalize": self._normalizes(scorer),
         }
         own = scorer.settings()
         if isinstance(self.method, str):
@@ -234,7 +240,8 @@ class Attributor(BaseEstimator):
             y = check_labels(train_labels, len(X), "train_labels", for_what="training features")
             self.train_labels_ = y
             self.classes_ = np.unique(y)
-        self.train_features_ = _prepared_features(X, self.normalize, "train_features")
+        self.normalize_ = self._normalizes(self._scorer)
+        self.train_features_ = _prepared_features(X, self.normalize_, "train_features")
         self.n_train_, self.n_features_in_ = X.shape
         self.retrieval_ = self._resolve_retrieval()
         self.search_: CandidateSearch | None = None
@@ -243,7 +250,7 @@ class Attributor(BaseEstimator):
             # A cosine-like search needs unit rows; with normalize=False the stored rows are
             # searched as they are otherwise (l2 on raw features, the ESVM's first neighbours).
             rows = self.train_features_
-            if self._scorer.retrieval_needs_unit_rows and not self.normalize:
+            if self._scorer.retrieval_needs_unit_rows and not self.normalize_:
                 rows = _prepared_features(X, True, "train_features")
             self.search_ = CandidateSearch.build(
                 rows,
@@ -285,7 +292,7 @@ class Attributor(BaseEstimator):
         self._check_fitted()
         T = check_features(target_features, "target_features")
         check_same_width(T, self.train_features_, "target_features", "train_features")
-        if self.normalize:
+        if self.normalize_:
             T = l2_normalize(T)
         if not self.class_conditional:
             return T, None

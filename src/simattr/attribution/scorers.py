@@ -62,6 +62,9 @@ class Scorer(BaseEstimator):
     #: Whether the search must run on unit rows even when the attributor keeps raw features
     #: (``normalize=False``): true for scorers whose ranking is cosine-like.
     retrieval_needs_unit_rows: ClassVar[bool] = False
+    #: Whether the scorer is defined on unnormalised features: the attributor then skips its
+    #: L2 normalisation whatever ``normalize`` says (``l2-raw``).
+    raw_features: ClassVar[bool] = False
     #: Parameters that choose where the scorer runs, not what it computes: left out of
     #: :meth:`settings` (a resumed run may move to another device).
     runtime_params: ClassVar[tuple[str, ...]] = ()
@@ -164,6 +167,19 @@ class L2Scorer(_SimilarityRetrieval):
         t = torch.as_tensor(targets, dtype=torch.float64)
         p = torch.as_tensor(prepared, dtype=torch.float64)
         return (-torch.cdist(t, p)).numpy()
+
+
+class RawL2Scorer(L2Scorer):
+    """Negative Euclidean distance on the features as they are, never normalised.
+
+    The paper code's ``l2knn``: its scripts rank by Euclidean distance on raw backbone
+    features, where simattr normalises by default (and its ``l2`` then ranks like ``cosine``).
+    On raw features the norm of an embedding matters: images the backbone embeds with small
+    norms are near everything.
+    """
+
+    name = "l2-raw"
+    raw_features = True
 
 
 class CosineScorer(_SimilarityRetrieval):
@@ -330,11 +346,29 @@ class WhitenedExemplarScorer(Scorer):
         return (t @ whitened.T).numpy()
 
 
+class ClassPriorScorer(Scorer):
+    """A control, not a method: every candidate of the pool scores 1.
+
+    What a ranking that knows only the target's class predicts. In LDS it predicts a subset's
+    margin by how many images of the target's class the subset holds, which alone correlates
+    with the margin (DESIGN.md section 2, controls); in removal its order is the pool's row order
+    (ties go to the lower row), an arbitrary same-class order like ``random``'s. Any method's
+    figure is read against it.
+    """
+
+    name = "class-prior"
+
+    def score(self, prepared: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        return np.ones((len(targets), len(prepared)), dtype=np.float64)
+
+
 SCORERS: dict[str, type[Scorer]] = {
     "esvm": ExemplarSVMScorer,
     "l2": L2Scorer,
+    "l2-raw": RawL2Scorer,
     "cosine": CosineScorer,
     "lda": WhitenedExemplarScorer,
+    "class-prior": ClassPriorScorer,
 }
 """Registered methods: ``Attributor(method=name)`` builds ``SCORERS[name]``."""
 

@@ -174,7 +174,7 @@ def attribute(
         "test_labels": fingerprint_array(yte if class_conditional else None),
     }
     metadata: dict[str, Any] = dict(
-        _settings(attributor),
+        attributor.describe(),
         labels=label_source,
         train_features=str(train_features),
         test_features=str(test_features),
@@ -202,22 +202,3 @@ def attribute(
     if export_paper is not None:
         export_paper_npy(export_paper, ranking, len(xte))
     return AttributionRun(ranking=ranking, attributor=attributor, out=out, n_test=len(xte))
-
-
-def _settings(attributor: Attributor) -> dict[str, Any]:
-    """The estimator's settings as the ranking's sidecar records them."""
-    describe = getattr(attributor, "describe", None)
-    if describe is not None:
-        return dict(describe())
-    settings: dict[str, Any] = {
-        "method": attributor.method,
-        "class_conditional": attributor.class_conditional,
-        "C": attributor.C if attributor.method == "esvm" else None,
-        "solver": attributor.solver if attributor.method == "esvm" else None,
-        "retrieval": attributor.retrieval_,
-    }
-    if attributor.retrieval_ == "faiss":
-        settings.update(
-            n_candidates=attributor.n_candidates, index=attributor.index, nprobe=attributor.nprobe
-        )
-    return settings

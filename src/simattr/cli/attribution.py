@@ -88,6 +88,13 @@ def attribute(
     C: Annotated[float, typer.Option("--C", help="ESVM regularisation.")] = 0.1,
     solver: Annotated[Solver, typer.Option(help="ESVM solver.")] = Solver.batched,
     device: Annotated[str, typer.Option(help="cpu or cuda (ESVM solver).")] = "cpu",
+    normalize: Annotated[
+        bool,
+        typer.Option(
+            "--normalize/--no-normalize",
+            help="L2-normalise features before scoring (the paper code's scripts do not).",
+        ),
+    ] = True,
     export_paper_npy: Annotated[
         Path | None, typer.Option(help="Also write the paper's (n_test, k) index matrix here.")
     ] = None,
@@ -130,6 +137,7 @@ def attribute(
         class_conditional=not all_classes,
         C=C,
         solver=solver.value,
+        normalize=normalize,
         device=device,
         retrieval=retrieval.value,
         n_candidates=candidates,
