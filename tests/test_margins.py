@@ -7,10 +7,12 @@ import math
 import numpy as np
 import pytest
 from scipy import stats
+from typer.testing import CliRunner
 
 from simattr._io import read_jsonl
-from simattr.attribution import Attributor, Ranking
+from simattr.attribution import Attributor, Ranking, save_ranking
 from simattr.baselines import random_ranking
+from simattr.cli import app
 from simattr.errors import InvalidInputError
 from simattr.evaluation.margins import (
     MarginSettings,
@@ -189,6 +191,41 @@ def test_a_real_tiny_run_records_paired_models_and_resumes(
             targets,
             out,
         )
+    # the command line resumes the same file (nothing trained) and reports it
+    for name, ranking in rankings.items():
+        save_ranking(tmp_path / f"{name}.npz", ranking)
+    base = ["--data", data, "--out", str(out), "--recipe", "tiny", "--threads", "1"]
+    cli = CliRunner().invoke(
+        app,
+        [
+            "margins",
+            *base,
+            "--ranking",
+            f"pixels={tmp_path / 'pixels.npz'}",
+            "--ranking",
+            f"random={tmp_path / 'random.npz'}",
+            "--fractions",
+            "0.1,0.3",
+            "--targets",
+            "0,1,2",
+        ],
+    )
+    assert cli.exit_code == 0, cli.output
+    assert "5 model(s) for 3 target(s)" in cli.output
+    report = CliRunner().invoke(
+        app,
+        ["margins-report", str(out), "--out", str(tmp_path / "rep"), "--pair", "pixels:random"],
+    )
+    assert report.exit_code == 0, report.output
+    table = (tmp_path / "rep" / "margins_table.md").read_text()
+    assert "| pixels | 3 |" in table and "pixels - random" in table
+    assert (tmp_path / "rep" / "margins_curve.png").read_bytes()[:4] == b"\x89PNG"
+    refused = CliRunner().invoke(
+        app, ["margins-report", str(out), "--out", str(tmp_path / "r2"), "--reference", "esvm"]
+    )
+    assert refused.exit_code == 1 and "reference ranking 'esvm'" in refused.output
+    assert not (tmp_path / "r2").exists()
+
     bad = Ranking(targets=targets, indices=np.full((3, 40), pool[0]), scores=np.zeros((3, 40)))
     with pytest.raises(InvalidInputError, match="repeats a training row"):
         run_margins(settings, {"bad": bad}, targets, tmp_path / "other.jsonl")

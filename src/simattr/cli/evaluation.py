@@ -1,5 +1,5 @@
-"""CLI commands of the evaluation: ``support``, ``support-report``, ``lds``, ``lds-score``,
-``recipes``.
+"""CLI commands of the evaluation: ``support``, ``support-report``, ``margins``,
+``margins-report``, ``lds``, ``lds-score``, ``bench``, ``recipes``.
 
 Registered on the shared app (:mod:`simattr.cli._common`) when :mod:`simattr.cli` is imported;
 like the rest of the CLI they only parse options and call the Python API
@@ -141,6 +141,148 @@ def support_report_command(
     png, md = support_report(results, out, reference=reference)
     console.print(md.read_text(encoding="utf-8"), markup=False)
     console.print(f"wrote {png} and {md}")
+
+
+def _floats(spec: str, option: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in spec.split(",") if v.strip())
+    except ValueError:
+        raise InvalidInputError(
+            f"{option} must be comma-separated numbers, e.g. 0.05,0.1,0.2; got {spec!r}"
+        ) from None
+
+
+@app.command()
+@friendly_errors
+def margins(
+    data: Annotated[str, typer.Option(help="Dataset: a path or 'cifar10'.")],
+    ranking: Annotated[
+        list[str],
+        typer.Option(help="Ranking .npz, as PATH or NAME=PATH; include a random one."),
+    ],
+    out: Annotated[Path, typer.Option(help="Results JSON Lines file (appended; resumable).")],
+    recipe: Annotated[str, typer.Option(help="Training recipe (see `simattr recipes`).")] = (
+        "cpu-mini"
+    ),
+    fractions: Annotated[
+        str, typer.Option(help="Removal sizes as fractions of the smallest class pool.")
+    ] = "0.05,0.1,0.2",
+    models: Annotated[int, typer.Option(help="Seeds per removal (and for the baseline).")] = 1,
+    single_target: Annotated[
+        bool,
+        typer.Option("--single-target", help="One target per model (the control of multiplexing)."),
+    ] = False,
+    targets: Annotated[
+        str | None, typer.Option(help="Comma-separated test rows (default: the rankings' targets).")
+    ] = None,
+    n_targets: Annotated[
+        int | None,
+        typer.Option(help="Draw this many correctly classified targets, balanced over classes."),
+    ] = None,
+    ensemble: Annotated[int, typer.Option(help="Models of the full-data ensemble.")] = 5,
+    ensemble_dir: Annotated[
+        Path | None, typer.Option(help="Cache of the ensemble (default: next to --out).")
+    ] = None,
+    executor: Annotated[ExecutorKind, typer.Option(help="Where models train.")] = (
+        ExecutorKind.local
+    ),
+    workers: Annotated[int | None, typer.Option(help="Models trained at once.")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="Torch threads per model (fix it for reproducibility).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="First seed of the models.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+) -> None:
+    """Margin change of each target after removing each ranking's top m (resumable)."""
+    import numpy as np
+
+    from simattr.attribution import load_ranking
+    from simattr.evaluation.ensemble import train_ensemble
+    from simattr.evaluation.margins import MarginSettings, choose_balanced_targets, run_margins
+    from simattr.training.jobs import load_split
+
+    if out.suffix != ".jsonl":
+        raise InvalidInputError(f"--out must end with .jsonl, got {out}")
+    if targets is not None and n_targets is not None:
+        raise InvalidInputError("give either --targets or --n-targets, not both")
+    named = dict(_ranking_arg(r) for r in ranking)
+    if len(named) != len(ranking):
+        raise InvalidInputError("two --ranking options have the same name; use NAME=PATH")
+    rankings = {name: load_ranking(path) for name, path in named.items()}
+    settings = MarginSettings(
+        data=data,
+        recipe=recipe,
+        fractions=_floats(fractions, "--fractions"),
+        models=models,
+        seed=seed,
+        multiplex=not single_target,
+        device=device,
+        threads=threads,
+    )
+    test = load_split(data, "test")
+    if targets is not None:
+        chosen = parse_targets(targets, None, len(test))
+    else:
+        common = None
+        for r in rankings.values():
+            common = r.targets if common is None else common[np.isin(common, r.targets)]
+        chosen = np.asarray(common)
+        if n_targets is not None:
+            ens = train_ensemble(
+                data,
+                recipe,
+                n_models=ensemble,
+                cache_dir=ensemble_dir or out.parent / f"ensemble-{recipe}",
+                device=device,
+                threads=threads,
+            )
+            eligible = chosen[ens.correct[chosen]]
+            chosen = choose_balanced_targets(eligible, test.labels, n_targets, seed=seed)
+    records = run_margins(
+        settings,
+        rankings,
+        chosen,
+        out,
+        executor=executor.value,
+        workers=workers,
+        address=address,
+        progress=sys.stderr.isatty(),
+        log=None if sys.stderr.isatty() else lambda line: err_console.print(line, highlight=False),
+    )
+    console.print(
+        f"{len(records)} model(s) for {len(chosen)} target(s) and {len(rankings)} ranking(s); "
+        f"results in {out}"
+    )
+
+
+@app.command("margins-report")
+@friendly_errors
+def margins_report_command(
+    results: Annotated[list[Path], typer.Argument(help="Results .jsonl files of `margins`.")],
+    out: Annotated[Path, typer.Option(help="Folder for the curve, the table and the JSON.")],
+    reference: Annotated[
+        str, typer.Option(help="The control every ranking is paired with, target by target.")
+    ] = "random",
+    pair: Annotated[
+        list[str] | None, typer.Option(help="Also compare A:B target by target; repeatable.")
+    ] = None,
+    control: Annotated[
+        Path | None, typer.Option(help="Results of `margins --single-target` on the same seeds.")
+    ] = None,
+) -> None:
+    """Brittleness curve and table of margin effects, each ranking paired with the control."""
+    from simattr.report.margins import margin_report
+
+    pairs = []
+    for spec in pair or []:
+        a, sep, b = spec.partition(":")
+        if not sep or not a or not b:
+            raise InvalidInputError(f"--pair must be NAME:NAME, got {spec!r}")
+        pairs.append((a, b))
+    png, md, js = margin_report(results, out, reference=reference, pairs=pairs, control=control)
+    console.print(md.read_text(encoding="utf-8"), markup=False)
+    console.print(f"wrote {png}, {md} and {js}")
 
 
 @app.command()

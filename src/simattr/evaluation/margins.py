@@ -379,11 +379,10 @@ def paired(a: Mapping[int, float], b: Mapping[int, float]) -> dict[str, Any]:
         "a_lower": int((d < 0).sum()),
         "b_lower": int((d > 0).sum()),
     }
-    if len(d) >= 2 and np.any(d != 0):
-        out["t_p"] = float(stats.ttest_1samp(d, 0.0).pvalue)
-        out["wilcoxon_p"] = float(stats.wilcoxon(d).pvalue)
-    else:
-        out["t_p"] = out["wilcoxon_p"] = math.nan
+    # Degenerate samples (fewer than two, all zero, or all equal) have no defined test.
+    varied, nonzero = len(d) >= 2 and d.max() > d.min(), len(d) >= 2 and np.any(d != 0)
+    out["t_p"] = float(stats.ttest_1samp(d, 0.0).pvalue) if varied else math.nan
+    out["wilcoxon_p"] = float(stats.wilcoxon(d).pvalue) if nonzero else math.nan
     return out
 
 
