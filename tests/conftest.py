@@ -61,13 +61,32 @@ def cifar_test(data_root: Path, session_cache: Path):
     return load_dataset(data_root / "cifar10", "test")
 
 
+#: Fixtures that read the shared CIFAR-10 copy; a test using any of them (directly or through
+#: another fixture) is marked ``cifar``, so ``pytest -m "not cifar"`` runs what needs no data.
+CIFAR_FIXTURES = frozenset({"data_root", "cifar_train", "cifar_test"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "cifar: reads the shared CIFAR-10 under $SIMATTR_DATA_ROOT (added automatically to "
+        "every test using the data_root, cifar_train or cifar_test fixture)",
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip ``gpu``-marked tests when CUDA is absent; they are never faked on the CPU."""
+    """Mark tests that need the shared CIFAR-10 ``cifar``; skip ``gpu`` tests without CUDA
+    (they are never faked on the CPU)."""
+    for item in items:
+        if CIFAR_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.cifar)
+
     import torch
 
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
-        if "gpu" in item.keywords:
+        # the marker itself, not ``item.keywords``: a parameter id "gpu" is a keyword too
+        if item.get_closest_marker("gpu") is not None:
             item.add_marker(skip)
