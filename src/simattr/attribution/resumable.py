@@ -17,7 +17,6 @@ touches few classes and each class pool is prepared a few times, not once per bl
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from collections.abc import Callable
@@ -26,11 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from simattr._io import atomic_write, read_json, write_json
 from simattr._progress import progress_bar
 from simattr.attribution.attributor import Attributor
 from simattr.errors import InvalidInputError
+from simattr.hashing import digest_array
 from simattr.ranking import Ranking, save_ranking
+from simattr.store import Store
 from simattr.validation import check_indices, check_positive_int
 
 MANIFEST_VERSION = 1
@@ -43,27 +43,10 @@ def parts_dir(out: str | os.PathLike[str]) -> Path:
 
 
 def fingerprint_array(a: np.ndarray | None, max_bytes: int = 64 << 20) -> str | None:
-    """A content hash of an array: shape, dtype and its bytes.
-
-    Arrays larger than ``max_bytes`` are hashed on evenly spaced rows (up to ``max_bytes`` of
-    them, always including the first and last), so fingerprinting a 2.6 GB feature matrix
-    takes a fraction of a second; a change confined to unsampled rows is not seen (file
-    fingerprints, :func:`fingerprint_file`, add size and modification time for that).
-    """
-    if a is None:
-        return None
-    arr = np.asarray(a)
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"{arr.shape}|{arr.dtype.str}".encode())
-    if arr.nbytes <= max_bytes or arr.ndim == 0:
-        h.update(np.ascontiguousarray(arr).tobytes())
-    else:
-        row_bytes = max(arr.nbytes // len(arr), 1)
-        n_rows = max(2, max_bytes // row_bytes)
-        rows = np.unique(np.linspace(0, len(arr) - 1, n_rows).astype(np.int64))
-        for start in range(0, len(rows), 4096):
-            h.update(np.ascontiguousarray(arr[rows[start : start + 4096]]).tobytes())
-    return h.hexdigest()
+    """A content hash of an array (:func:`simattr.hashing.digest_array`; sampled rows above
+    ``max_bytes``, so a change confined to unsampled rows is not seen: file identities,
+    :func:`fingerprint_file`, add size and modification time for that)."""
+    return digest_array(a, max_bytes)
 
 
 def fingerprint_file(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -94,19 +77,6 @@ def _describe_settings(attributor: Attributor) -> dict[str, Any]:
             nprobe=attributor.nprobe,
         )
     return settings
-
-
-def _difference(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> str | None:
-    """The first differing key of two manifests, as ``"key was X, now Y"``."""
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            found = _difference(a, b, f"{prefix}{key}.")
-            if found:
-                return found
-        elif a != b:
-            return f"{prefix}{key} was {a!r}, now {b!r}"
-    return None
 
 
 def rank_resumable(
@@ -188,18 +158,17 @@ def rank_resumable(
         "train_rows": fingerprint_array(None if train_rows is None else np.asarray(train_rows)),
     }
     folder = parts_dir(out)
-    manifest_path = folder / "manifest.json"
     if folder.exists() and not resume:
         shutil.rmtree(folder)
-    if manifest_path.exists():
-        old = read_json(manifest_path)
-        diff = _difference(old, manifest)
-        if diff is not None:
-            raise InvalidInputError(
-                f"{folder} holds blocks of an earlier run with different inputs ({diff}); "
-                "resuming would mix two rankings. Delete the folder or pass --no-resume "
-                "(resume=False) to start again"
-            )
+    store = Store(
+        folder,
+        None,
+        manifest,
+        holds="holds blocks of an earlier run with different inputs",
+        remedy="resuming would mix two rankings. Delete the folder or pass --no-resume "
+        "(resume=False) to start again",
+    )
+    store.check()
     # Bad targets are refused before anything is written (``_check_targets`` is cheap).
     attributor._check_targets(test_features[targets], labels)
 
@@ -207,7 +176,7 @@ def rank_resumable(
     scores = np.empty((len(targets), k), dtype=np.float64)
     todo = []
     for b, positions in enumerate(plan):
-        part = _load_part(folder / f"block-{b:05d}.npz", positions, k)
+        part = _load_part(store.path(f"block-{b:05d}.npz"), positions, k)
         if part is None:
             todo.append(b)
         else:
@@ -222,11 +191,10 @@ def rank_resumable(
             idx, val = attributor.topk(
                 test_features[rows], None if labels is None else labels[positions], k
             )
-            if not manifest_path.exists():  # written with the first block: a run refused
-                folder.mkdir(parents=True, exist_ok=True)  # before it leaves nothing behind
-                write_json(manifest_path, manifest)
+            if not store.exists():  # written with the first block: a run refused before
+                store.save()  # it leaves nothing behind
             arrays = {"positions": positions, "indices": idx, "scores": val}
-            atomic_write(folder / f"block-{b:05d}.npz", lambda tmp, a=arrays: np.savez(tmp, **a))
+            store.write(f"block-{b:05d}.npz", lambda tmp, a=arrays: np.savez(tmp, **a))
             indices[positions], scores[positions] = idx, val
             done += 1
             advance(len(positions))

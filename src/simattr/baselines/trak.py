@@ -25,15 +25,14 @@ regenerated in blocks for every batch, which is many times slower. Hence ``proj_
 512 on the CPU and 2048 (TRAK's default) on CUDA.
 
 The TRAK store (projected gradients, features) lives in ``work_dir/trak-<key>``, where the key
-hashes everything the features depend on (recipe, training rows, checkpoint files, projection):
-a second call with the same inputs reuses the features and only scores the targets, and a killed
-run resumes featurizing where it stopped. Two processes must not share a store at once.
+hashes everything the features depend on (recipe, training rows, checkpoint files, projection),
+spelled out in the folder's ``manifest.json`` (:class:`simattr.store.Store`): a second call
+with the same inputs reuses the features and only scores the targets, and a killed run resumes
+featurizing where it stopped. Two processes must not share a store at once.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -46,7 +45,9 @@ import torch
 
 from simattr._progress import progress_bar
 from simattr.errors import CheckpointError, InvalidInputError
+from simattr.hashing import digest_file, digest_json
 from simattr.ranking import Ranking
+from simattr.store import Store
 from simattr.training.classifier_io import (
     check_compatible,
     load_classifier,
@@ -82,16 +83,8 @@ class TrakScores:
 
 
 def _digest(obj: Any) -> str:
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:20]
+    """Store and experiment names: 16 hex digits of the canonical JSON (unchanged since 0.1)."""
+    return digest_json(obj, 16, default=str)
 
 
 def _resolve_checkpoints(
@@ -226,21 +219,29 @@ def trak_scores(
     model = build_classifier(recipe.arch, train.num_classes).to(dev).eval()
     grad_wrt = [n for n, p in model.named_parameters() if p.requires_grad]
     grad_dim = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad)
-    key = _digest(
-        {
-            "recipe": recipe.to_dict(),
-            "pool": fingerprint,
-            "checkpoints": [_file_digest(p) for p in paths],
-            "proj_dim": proj_dim,
-            "projector_seed": projector_seed,
-            "projection": "basic-rademacher-fp32",
-            "device": dev.type,
-            "grad_wrt": grad_wrt,
-            "lambda_reg": float(lambda_reg),
-        }
+    identity = {
+        "recipe": recipe.to_dict(),
+        "pool": fingerprint,
+        "checkpoints": [digest_file(p, 20) for p in paths],
+        "proj_dim": proj_dim,
+        "projector_seed": projector_seed,
+        "projection": "basic-rademacher-fp32",
+        "device": dev.type,
+        "grad_wrt": grad_wrt,
+        "lambda_reg": float(lambda_reg),
+    }
+    # The folder is named by the digest of its identity; the manifest spells the identity out
+    # (and catches the unlikely clash of two 16-digit names).
+    trak_store = Store(
+        work / f"trak-{_digest(identity)}",
+        "trak-store",
+        identity,
+        holds="holds a TRAK store of other inputs",
+        remedy="delete it to recompute",
     )
-    store = work / f"trak-{key}"
-    store.mkdir(parents=True, exist_ok=True)
+    if trak_store.check() is None:
+        trak_store.save()
+    store = trak_store.folder
 
     traker = TRAKer(
         model=model,

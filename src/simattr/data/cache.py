@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import shutil
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ import numpy as np
 from simattr._io import atomic_write, read_json, write_json
 from simattr.data.dataset import ImageDataset
 from simattr.errors import InvalidInputError
+from simattr.hashing import crc32_array
 
 __all__ = [
     "CACHE_FORMAT_VERSION",
@@ -103,12 +103,8 @@ def entry_dir(name: str, split: str, fingerprint: str, image_size: int | None) -
     return datasets_cache_dir() / key
 
 
-def _crc32(array: np.ndarray) -> int:
-    return zlib.crc32(memoryview(np.ascontiguousarray(array)).cast("B"))
-
-
 def _describe(array: np.ndarray) -> dict[str, Any]:
-    return {"shape": list(array.shape), "dtype": str(array.dtype), "crc32": _crc32(array)}
+    return {"shape": list(array.shape), "dtype": str(array.dtype), "crc32": crc32_array(array)}
 
 
 def save_entry(dataset: ImageDataset, image_size: int | None) -> Path | None:
@@ -152,7 +148,7 @@ def _read_array(path: Path, expected: dict[str, Any]) -> np.ndarray:
             f"{path.name} holds {array.dtype} {array.shape}, "
             f"expected {expected['dtype']} {tuple(expected['shape'])}"
         )
-    if _crc32(array) != expected["crc32"]:
+    if crc32_array(array) != expected["crc32"]:
         raise ValueError(f"{path.name} does not match its recorded CRC-32")
     return array
 

@@ -21,7 +21,6 @@ Sources, detected from ``root`` (see :func:`load_dataset`):
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import math
@@ -31,7 +30,7 @@ import re
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ import numpy as np
 from simattr.data import cache as _cache
 from simattr.data.dataset import ImageDataset
 from simattr.errors import DataError, InvalidInputError, MissingFileError, SimattrError
+from simattr.hashing import digest_files, digest_text
 
 __all__ = [
     "DIGITS_SPLIT_SEED",
@@ -317,23 +317,9 @@ def _resize_pixels(pixels: np.ndarray, size: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # Fingerprints
 # ---------------------------------------------------------------------------------------------
-def _sha256_files(paths: Sequence[Path]) -> str:
-    """SHA-256 over the bytes of ``paths`` in order (each file's name and length included)."""
-    digest = hashlib.sha256()
-    buffer = bytearray(1 << 20)
-    view = memoryview(buffer)
-    for path in paths:
-        digest.update(f"{path.name}\0{path.stat().st_size}\0".encode())
-        with open(path, "rb", buffering=0) as fh:
-            while n := fh.readinto(buffer):
-                digest.update(view[:n])
-    return digest.hexdigest()
-
-
 def _fingerprint(kind: str, identity: str, image_size: int | None) -> str:
     """Short hex id of (source kind, source identity, output size)."""
-    text = f"simattr-dataset\n{kind}\n{identity}\n{image_size}"
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return digest_text(f"simattr-dataset\n{kind}\n{identity}\n{image_size}", 16)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,7 +375,7 @@ class _ParquetSource:
             raise _unknown_split(split, self.root, sorted(self.files))
 
     def fingerprint(self, split: str, image_size: int | None) -> str:
-        return _fingerprint("parquet", _sha256_files(self.files[split]), image_size)
+        return _fingerprint("parquet", digest_files(self.files[split]), image_size)
 
     def decode(self, split: str, image_size: int | None, download: bool) -> _Decoded:
         tables = [_ParquetFile.read(path) for path in self.files[split]]
@@ -590,7 +576,7 @@ class _TorchvisionCifar10Source:
         files = self._files(split)
         if not all(path.is_file() for path in files):
             return None  # not downloaded yet
-        return _fingerprint("torchvision-cifar10", _sha256_files(files), image_size)
+        return _fingerprint("torchvision-cifar10", digest_files(files), image_size)
 
     def decode(self, split: str, image_size: int | None, download: bool) -> _Decoded:
         from torchvision.datasets import CIFAR10
@@ -704,12 +690,15 @@ class _ImageFolderSource:
 
     def fingerprint(self, split: str, image_size: int | None) -> str:
         files, _ = self._listing(split)
-        digest = hashlib.sha256("\n".join(self.class_names).encode())
-        for path in files:
-            st = path.stat()
-            relative = path.relative_to(self.root).as_posix()
-            digest.update(f"\n{relative}\0{st.st_size}\0{st.st_mtime_ns}".encode())
-        return _fingerprint("image-folder", digest.hexdigest(), _folder_size(image_size))
+
+        def lines() -> Iterator[str]:
+            yield "\n".join(self.class_names)
+            for path in files:
+                st = path.stat()
+                relative = path.relative_to(self.root).as_posix()
+                yield f"\n{relative}\0{st.st_size}\0{st.st_mtime_ns}"
+
+        return _fingerprint("image-folder", digest_text(lines()), _folder_size(image_size))
 
     def decode(self, split: str, image_size: int | None, download: bool) -> _Decoded:
         files, labels = self._listing(split)

@@ -14,7 +14,6 @@ run loses at most the models in flight.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from concurrent.futures import Executor
@@ -26,6 +25,7 @@ import numpy as np
 from simattr._io import atomic_write, provenance, read_json, sidecar_path, write_json
 from simattr._progress import progress_bar
 from simattr.errors import InvalidInputError
+from simattr.store import as_json, check_identity
 from simattr.training.executors import InlineExecutor, run_jobs
 from simattr.training.jobs import JobResult, TrainJob, load_split
 from simattr.training.recipes import Recipe, get_recipe
@@ -74,19 +74,20 @@ def _identity(data: str, recipe: Recipe, seed: int) -> dict:
         "train_fingerprint": train.fingerprint,
         "test_fingerprint": test.fingerprint,
     }
-    return json.loads(json.dumps(ident))
+    return as_json(ident)
 
 
 def _cached(path: Path, ident: dict, n_test: int) -> np.ndarray | None:
     meta_path = sidecar_path(path)
     if not (path.exists() and meta_path.exists()):
         return None
-    meta = read_json(meta_path)
-    if meta.get("identity") != ident:
-        raise InvalidInputError(
-            f"{path} holds an ensemble model of other settings (recipe, seed or data); use "
-            "another --ensemble-dir or delete it"
-        )
+    check_identity(
+        read_json(meta_path).get("identity"),
+        ident,
+        where=path,
+        holds="holds an ensemble model of other settings",
+        remedy="use another --ensemble-dir or delete it",
+    )
     probs = np.load(path, allow_pickle=False)
     if probs.ndim != 2 or probs.shape[0] != n_test:
         raise InvalidInputError(f"{path} has shape {probs.shape}; expected ({n_test}, C)")

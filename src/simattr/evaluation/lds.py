@@ -19,7 +19,6 @@ The cheap half (:func:`lds_score`) scores any number of rankings against it.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from concurrent.futures import Executor
@@ -29,10 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from simattr._io import atomic_write, provenance, read_json, write_json
+from simattr._io import read_json
 from simattr._progress import progress_bar
 from simattr.errors import InvalidInputError, MissingFileError
 from simattr.ranking import Ranking
+from simattr.store import MANIFEST, Store
 from simattr.training.executors import make_executor, run_jobs
 from simattr.training.jobs import JobResult, TrainJob, load_split
 from simattr.training.recipes import Recipe, get_recipe, recipe_pool
@@ -69,10 +69,11 @@ class LdsData:
         return ~np.isnan(self.margins).any(axis=1)
 
 
-def _manifest(data: str, recipe: Recipe, subsets: int, seed: int, fraction: float) -> dict:
+def _store(out: Path, data: str, recipe: Recipe, subsets: int, seed: int, fraction: float) -> Store:
+    """The LDS folder: refused when another recipe, data, seed or fraction made it; ``subsets``
+    may grow (subset s depends only on ``(seed, s)``, so the models already trained stay)."""
     train, test = load_split(data, "train"), load_split(data, "test")
-    manifest = {
-        "kind": "lds",
+    identity = {
         "recipe": recipe.to_dict(),
         "train_fingerprint": train.fingerprint,
         "test_fingerprint": test.fingerprint,
@@ -80,7 +81,14 @@ def _manifest(data: str, recipe: Recipe, subsets: int, seed: int, fraction: floa
         "seed": seed,
         "fraction": fraction,
     }
-    return json.loads(json.dumps(manifest))  # as it reads back from manifest.json
+    return Store(
+        out,
+        "lds",
+        identity,
+        growing=("subsets",),
+        holds="holds an LDS run with other settings",
+        remedy="use another folder",
+    )
 
 
 def run_lds(
@@ -114,24 +122,18 @@ def run_lds(
         if targets is None
         else check_indices(targets, len(test), "targets")
     )
-    manifest = _manifest(data, recipe, subsets, seed, fraction)
-    if (out / "manifest.json").exists():
-        old = read_json(out / "manifest.json")
-        diff = [k for k in manifest if k != "subsets" and old.get(k) != manifest[k]]
-        if diff:
-            raise InvalidInputError(
-                f"{out} holds an LDS run with other {', '.join(diff)}; use another folder"
-            )
-        old_targets = np.load(out / "targets.npy", allow_pickle=False)
+    store = _store(out, data, recipe, subsets, seed, fraction)
+    if store.check() is not None:
+        old_targets = np.load(store.path("targets.npy"), allow_pickle=False)
         if not np.array_equal(old_targets, tgt):
             raise InvalidInputError(f"{out} holds an LDS run over other targets")
     pool = recipe_pool(recipe, load_split(data, "train"))
     masks = subset_masks(len(pool), subsets, seed, fraction)
-    atomic_write(out / "pool.npy", lambda tmp: np.save(tmp, pool))
-    atomic_write(out / "masks.npy", lambda tmp: np.save(tmp, masks))
-    atomic_write(out / "targets.npy", lambda tmp: np.save(tmp, tgt))
-    write_json(out / "manifest.json", provenance(**manifest))
-    todo = [s for s in range(subsets) if not _margin_path(out, s).exists()]
+    store.write_array("pool.npy", pool)
+    store.write_array("masks.npy", masks)
+    store.write_array("targets.npy", tgt)
+    store.save()  # last: a folder with a manifest has its arrays
+    todo = [s for s in range(subsets) if not store.path(_margin_path(s)).exists()]
     if isinstance(executor, str):
         pool_exec, _ = make_executor(executor, workers=workers, address=address)
         owned = True
@@ -142,8 +144,7 @@ def run_lds(
         with progress_bar(f"LDS models ({recipe.name})", len(todo), enabled=progress) as advance:
 
             def save(s: int, result: JobResult) -> None:
-                margins = result.margins(labels)
-                atomic_write(_margin_path(out, s), lambda tmp: np.save(tmp, margins))
+                store.write_array(_margin_path(s), result.margins(labels))
                 advance(1)
 
             jobs = {
@@ -165,22 +166,22 @@ def run_lds(
     return load_lds(out)
 
 
-def _margin_path(out: Path, s: int) -> Path:
-    return out / "margins" / f"subset-{s:05d}.npy"
+def _margin_path(s: int) -> str:
+    return f"margins/subset-{s:05d}.npy"
 
 
 def load_lds(out_dir: str | os.PathLike[str]) -> LdsData:
     """Read an LDS folder written by :func:`run_lds` (models not trained yet are NaN rows)."""
     out = Path(out_dir)
-    if not (out / "manifest.json").exists():
-        raise MissingFileError(f"{out} is not an LDS folder (no manifest.json); run `simattr lds`")
-    manifest = read_json(out / "manifest.json")
+    if not (out / MANIFEST).exists():
+        raise MissingFileError(f"{out} is not an LDS folder (no {MANIFEST}); run `simattr lds`")
+    manifest = read_json(out / MANIFEST)
     pool = np.load(out / "pool.npy", allow_pickle=False)
     masks = np.load(out / "masks.npy", allow_pickle=False)
     targets = np.load(out / "targets.npy", allow_pickle=False)
     margins = np.full((len(masks), len(targets)), np.nan)
     for s in range(len(masks)):
-        path = _margin_path(out, s)
+        path = out / _margin_path(s)
         if path.exists():
             margins[s] = np.load(path, allow_pickle=False)
     return LdsData(pool=pool, masks=masks, targets=targets, margins=margins, manifest=manifest)

@@ -35,7 +35,8 @@ import torch
 from torch import nn
 
 from simattr.errors import InvalidInputError, MissingFileError
-from simattr.models.checkpoints import FORMATS, Checkpoint, file_sha256, read_checkpoint
+from simattr.hashing import digest_file
+from simattr.models.checkpoints import FORMATS, Checkpoint, read_checkpoint
 from simattr.models.resnet import ARCHITECTURES, random_init
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -165,7 +166,7 @@ def _default(arch: str | None, format: str) -> Backbone:
 def _from_file(path: Path, arch: str | None, format: str) -> Backbone:
     """A backbone from a weights file of any supported layout (see the module docstring)."""
     ckpt = read_checkpoint(path, arch=arch, format=format)
-    extra: dict[str, Any] = {"format": ckpt.format, "sha256_16": file_sha256(path)}
+    extra: dict[str, Any] = {"format": ckpt.format, "sha256_16": digest_file(path, 16)}
     if ckpt.format == "simattr":
         meta = ckpt.meta
         extra.update({k: meta[k] for k in ("method", "epochs", "knn_accuracy") if k in meta})

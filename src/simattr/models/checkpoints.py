@@ -56,7 +56,6 @@ state dict itself or hold it under ``"state_dict"`` or ``"model"``.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import re
 from collections.abc import Mapping
@@ -107,15 +106,6 @@ class Checkpoint:
         if not self.stem_relu:
             module.relu = nn.Identity()
         return module.eval()
-
-
-def file_sha256(path: str | Path, length: int = 16) -> str:
-    """First ``length`` hex digits of the file's SHA-256, read in chunks (files can be large)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:length]
 
 
 def read_checkpoint(
@@ -404,7 +394,6 @@ __all__ = [
     "Checkpoint",
     "convert_state_dict",
     "detect_format",
-    "file_sha256",
     "fit_state_dict",
     "infer_arch",
     "read_checkpoint",

@@ -23,7 +23,6 @@ learning rate ``0.06 * batch_size / 256`` on a cosine schedule, stepped per iter
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import os
@@ -41,10 +40,12 @@ from simattr._io import atomic_write, provenance, sidecar_path, write_json
 from simattr._progress import progress_bar
 from simattr.data.dataset import ImageDataset
 from simattr.errors import CheckpointError, InvalidInputError
+from simattr.hashing import digest_bytes, digest_file
 from simattr.models.resnet import ARCHITECTURES, build_architecture
 from simattr.ssl.augment import AugmentConfig, SSLAugment
 from simattr.ssl.knn import knn_monitor
 from simattr.ssl.methods import DEFAULT_TEMPERATURE, METHODS, SSLMethod, build_method
+from simattr.store import differences
 
 logger = logging.getLogger(__name__)
 
@@ -158,9 +159,9 @@ def _data_identity(dataset: ImageDataset) -> dict[str, Any]:
         "n": len(dataset),
     }
     if dataset.is_view:
-        ident["rows_sha256_16"] = hashlib.sha256(dataset.source_indices.tobytes()).hexdigest()[:16]
+        ident["rows_sha256_16"] = digest_bytes(dataset.source_indices.tobytes(), 16)
     if not dataset.fingerprint:
-        ident["pixels_sha256_16"] = hashlib.sha256(dataset.images.tobytes()).hexdigest()[:16]
+        ident["pixels_sha256_16"] = digest_bytes(dataset.images.tobytes(), 16)
     return ident
 
 
@@ -381,7 +382,7 @@ def _read_init_source(path: Path, config: dict[str, Any]) -> tuple[dict[str, Any
                 f"init_from: {path} was trained with {key}={source.get(key)!r}, this run has "
                 f"{config.get(key)!r}"
             )
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = digest_file(path)
     prior = int(payload["step"]) // max(1, source["data"]["n"] // source["batch_size"])
     settings = {k: v for k, v in source.items() if k != "data"}
     return payload, {"path": str(path), "sha256": digest, "epochs": prior, "settings": settings}
@@ -676,11 +677,12 @@ def _save_checkpoint(run: _Run, path: Path) -> None:
 
 
 def _settings_diff(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    return [
-        f"{key}: checkpoint has {saved.get(key)!r}, this call has {current.get(key)!r}"
-        for key in _TRAJECTORY_KEYS
-        if saved.get(key) != current.get(key)
-    ]
+    """Every trajectory setting that differs, down to the nested key (``data.n``)."""
+    found = differences(
+        {k: saved.get(k) for k in _TRAJECTORY_KEYS}, {k: current.get(k) for k in _TRAJECTORY_KEYS}
+    )
+    found.sort(key=lambda d: _TRAJECTORY_KEYS.index(d[0].split(".")[0]))  # stable: settings order
+    return [f"{key}: checkpoint has {old!r}, this call has {new!r}" for key, old, new in found]
 
 
 def _read_resume_file(path: Path) -> dict[str, Any]:

@@ -16,8 +16,6 @@ resumable: a model already there (and readable, with the same identity) is not r
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from collections.abc import Mapping
@@ -32,7 +30,9 @@ from simattr._io import atomic_write, provenance, read_json, sidecar_path, write
 from simattr._progress import progress_bar
 from simattr.data.dataset import ImageDataset
 from simattr.errors import CheckpointError, InvalidInputError, MissingFileError
+from simattr.hashing import digest_bytes
 from simattr.models.classifiers import build_classifier
+from simattr.store import as_json, check_identity
 from simattr.training.recipes import Recipe, get_recipe, recipe_pool
 
 #: ``kind`` written in every classifier sidecar (a sidecar of another artifact is refused).
@@ -47,16 +47,8 @@ def pool_rows_fingerprint(train: ImageDataset, rows: np.ndarray) -> str:
     whichever process computed it (rows are sorted first; labels are those of the source).
     """
     rows = np.sort(np.asarray(rows, dtype=np.int64))
-    h = hashlib.sha256()
-    h.update(str(train.fingerprint).encode())
-    h.update(str(train.split).encode())
-    h.update(rows.tobytes())
-    return h.hexdigest()[:20]
-
-
-def _as_json(obj: Any) -> Any:
-    """``obj`` as it reads back from JSON (tuples become lists), for identity comparisons."""
-    return json.loads(json.dumps(obj))
+    parts = (str(train.fingerprint).encode(), str(train.split).encode(), rows.tobytes())
+    return digest_bytes(parts, 20)
 
 
 def save_classifier(
@@ -185,9 +177,9 @@ def check_compatible(meta: Mapping[str, Any], recipe: str | Recipe, path: object
     """
     recipe = get_recipe(recipe)
     saved = meta.get("recipe", {})
-    mine = _as_json(recipe.to_dict())
+    mine = as_json(recipe.to_dict())
     for key in ("arch", "mean", "std"):
-        if _as_json(saved.get(key)) != mine[key]:
+        if as_json(saved.get(key)) != mine[key]:
             raise CheckpointError(
                 f"classifier {path} was trained with {key}={saved.get(key)!r}, but recipe "
                 f"{recipe.name!r} has {key}={mine[key]!r}; use checkpoints of this recipe"
@@ -195,7 +187,8 @@ def check_compatible(meta: Mapping[str, Any], recipe: str | Recipe, path: object
 
 
 def _identity(recipe: Recipe, seed: int, fingerprint: str) -> dict[str, Any]:
-    return _as_json({"recipe": recipe.to_dict(), "seed": seed, "fingerprint": fingerprint})
+    """The sidecar fields that decide a cached model (:func:`save_classifier` writes them)."""
+    return as_json({"recipe": recipe.to_dict(), "seed": seed, "pool_rows_fingerprint": fingerprint})
 
 
 def _valid_cached(path: Path, ident: dict[str, Any]) -> bool:
@@ -210,18 +203,13 @@ def _valid_cached(path: Path, ident: dict[str, Any]) -> bool:
         _, meta = load_classifier(path)
     except CheckpointError:
         return False
-    found = _as_json(
-        {
-            "recipe": meta.get("recipe"),
-            "seed": meta.get("seed"),
-            "fingerprint": meta.get("pool_rows_fingerprint"),
-        }
+    check_identity(
+        {key: meta.get(key) for key in ident},
+        ident,
+        where=path,
+        holds="holds a classifier of other settings",
+        remedy="use another checkpoint folder or delete it",
     )
-    if found != ident:
-        raise InvalidInputError(
-            f"{path} holds a classifier of other settings (recipe, seed or training rows); "
-            "use another checkpoint folder or delete it"
-        )
     return True
 
 

@@ -14,8 +14,6 @@ looked up rather than retrained, whichever search or ranking asks for it again.
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +22,7 @@ import numpy as np
 
 from simattr.data.dataset import ImageDataset
 from simattr.errors import InvalidInputError
+from simattr.hashing import digest_json
 from simattr.training.recipes import Recipe, get_recipe, recipe_pool
 
 
@@ -59,9 +58,9 @@ class TrainJob:
             "relabel": sorted(self.relabel),
             "relabel_to": self.relabel_to if self.relabel else None,
             "predict": list(self.predict),
-            "subset": None if self.subset is None else _digest(sorted(self.subset)),
+            "subset": None if self.subset is None else digest_json(sorted(self.subset), 20),
         }
-        return _digest(ident)
+        return digest_json(ident, 20)
 
 
 @dataclass
@@ -93,11 +92,6 @@ class JobResult:
         top = others.max(axis=1, keepdims=True)
         lse = top[:, 0] + np.log(np.exp(others - top).sum(axis=1))
         return correct - lse
-
-
-def _digest(obj: Any) -> str:
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
 @functools.lru_cache(maxsize=4)
