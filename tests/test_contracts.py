@@ -272,17 +272,6 @@ REFUSALS = {
 }
 
 
-#: Known bug: ``attributor._prepared_features`` returns float features that it does not
-#: normalise without checking them, so NaN training features are accepted whenever features
-#: stay raw (a scorer with ``raw_features``, or ``normalize=False``); scores come out NaN or the
-#: ranking ignores them. Only the ESVM refuses, later, in its solver.
-_NAN_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="NaN training features are not refused when the features are not L2-normalised "
-    "(attributor._prepared_features skips its finiteness check on that path)",
-)
-
-
 def _nan_train(name, d, **kwargs):
     x = np.where(np.arange(len(d["y_train"]))[:, None] == 4, np.nan, d["x_train"])
     att = Attributor(name, **kwargs).fit(x, d["y_train"])
@@ -290,16 +279,7 @@ def _nan_train(name, d, **kwargs):
 
 
 def _refusal_params():
-    params = []
-    for name in SCORER_NAMES:
-        raw = getattr(SCORERS[name], "raw_features", False)
-        for case in sorted(REFUSALS):
-            bug = name != "esvm" and (
-                case == "nan-in-training-features-unnormalised"
-                or (case == "nan-in-training-features" and raw)
-            )
-            params.append(pytest.param(name, case, marks=_NAN_BUG if bug else ()))
-    return params
+    return [pytest.param(name, case) for name in SCORER_NAMES for case in sorted(REFUSALS)]
 
 
 @pytest.mark.parametrize(("name", "case"), _refusal_params())
@@ -524,21 +504,7 @@ def _tiny_images(size: int, n: int = 20) -> ImageDataset:
 
 
 def _smallest_image_params():
-    # Known bug: the trainer accepts images from 8 x 8 on, but the whitened networks pool
-    # 8 x 8 down to nothing and fail inside torch with a RuntimeError.
-    params = []
-    for name in RECIPE_NAMES:
-        marks = ()
-        if get_recipe(name).arch.startswith("whiten"):
-            marks = pytest.mark.xfail(
-                strict=True,
-                raises=RuntimeError,
-                reason="trainer accepts 8x8 images (trainer._check_dataset) but the whitened "
-                "networks fail on them with torch's RuntimeError 'Output size is too small' "
-                "instead of an InvalidInputError",
-            )
-        params.append(pytest.param(name, marks=marks))
-    return params
+    return [pytest.param(name) for name in RECIPE_NAMES]
 
 
 @pytest.mark.parametrize("name", _smallest_image_params())

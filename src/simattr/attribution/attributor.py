@@ -441,9 +441,10 @@ def _prepared_features(X: np.ndarray, normalize: bool, name: str) -> np.ndarray:
     instead of several full-size temporaries.
     """
     dtype = np.float64 if X.dtype == np.float64 else np.float32
-    if not normalize and X.dtype == dtype and not isinstance(X, np.memmap):
-        return X
-    out = np.empty(X.shape, dtype=dtype)
+    # Raw in-memory features of the right dtype are used as they are (no copy), but checked
+    # all the same: a raw scorer must refuse NaN rows as the normalising path does.
+    in_place = not normalize and X.dtype == dtype and not isinstance(X, np.memmap)
+    out = X if in_place else np.empty(X.shape, dtype=dtype)
     step = 65536
     for start in range(0, len(X), step):
         chunk = np.asarray(X[start : start + step], dtype=dtype)
@@ -455,7 +456,8 @@ def _prepared_features(X: np.ndarray, normalize: bool, name: str) -> np.ndarray:
                 f"column {col}; NaN or infinite features usually come from a diverged backbone "
                 "or a corrupt file"
             )
-        out[start : start + step] = l2_normalize(chunk) if normalize else chunk
+        if not in_place:
+            out[start : start + step] = l2_normalize(chunk) if normalize else chunk
     return out
 
 

@@ -21,6 +21,7 @@ The registry :data:`CLASSIFIERS` maps a recipe's ``arch`` to a constructor.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from functools import partial
 
@@ -207,3 +208,25 @@ def build_classifier(arch: str, num_classes: int) -> nn.Module:
     if int(num_classes) < 2:
         raise InvalidInputError(f"a classifier needs at least 2 classes, got {num_classes}")
     return CLASSIFIERS[arch](int(num_classes))
+
+
+@functools.cache
+def min_input_size(arch: str) -> int:
+    """The smallest square image side ``arch`` can classify (at least 8).
+
+    Found by running the untrained network on blank images of growing size, once per process:
+    the stride-2 whitened nets halve the image four times and need 16 x 16, which a formula
+    per architecture would have to repeat. The trainer refuses smaller images with this number
+    instead of letting torch fail deep inside a pooling layer.
+    """
+    net = build_classifier(arch, 2).eval()
+    with torch.no_grad():
+        for side in range(8, 257):
+            try:
+                net(torch.zeros((2, 3, side, side)))
+            except RuntimeError:
+                continue
+            return side
+    raise InvalidInputError(
+        f"classifier {arch!r} accepts no image up to 256 x 256"
+    )  # pragma: no cover

@@ -34,7 +34,7 @@ from torch.nn import functional as F
 from simattr._progress import progress_bar
 from simattr.data.dataset import ImageDataset
 from simattr.errors import InvalidInputError
-from simattr.models.classifiers import build_classifier
+from simattr.models.classifiers import build_classifier, min_input_size
 from simattr.training.recipes import Augment, Recipe, get_recipe
 from simattr.validation import check_device, check_images
 
@@ -150,7 +150,7 @@ class _Ema:
                 ema_t.copy_(t)
 
 
-def _check_dataset(dataset: ImageDataset) -> None:
+def _check_dataset(dataset: ImageDataset, recipe: Recipe) -> None:
     if not isinstance(dataset, ImageDataset):
         raise InvalidInputError(
             f"train_classifier needs an ImageDataset, got {type(dataset).__name__}"
@@ -168,6 +168,13 @@ def _check_dataset(dataset: ImageDataset) -> None:
     h, w = dataset.image_shape[:2]
     if h < 8 or w < 8:
         raise InvalidInputError(f"images must be at least 8 x 8 pixels, got {h} x {w}")
+    side = min_input_size(recipe.arch)
+    if min(h, w) < side:
+        raise InvalidInputError(
+            f"recipe {recipe.name!r} trains {recipe.arch!r}, which needs images of at least "
+            f"{side} x {side} pixels; got {h} x {w} (choose a recipe with a ResNet-9, or larger "
+            "images)"
+        )
 
 
 def train_classifier(
@@ -185,7 +192,7 @@ def train_classifier(
     weights when the recipe has ``ema``), on ``device``, with ``dataset.num_classes`` outputs.
     """
     recipe = get_recipe(recipe)
-    _check_dataset(dataset)
+    _check_dataset(dataset, recipe)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise InvalidInputError(f"seed must be an integer, got {seed!r}")
     seed = int(seed)
