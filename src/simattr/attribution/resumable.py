@@ -63,22 +63,6 @@ def block_plan(targets: np.ndarray, labels: np.ndarray | None, block_size: int) 
     return [order[i : i + block_size] for i in range(0, n, block_size)]
 
 
-def _describe_settings(attributor: Attributor) -> dict[str, Any]:
-    keys = ("method", "class_conditional", "normalize")
-    settings: dict[str, Any] = {key: getattr(attributor, key) for key in keys}
-    if attributor.method == "esvm":
-        settings.update(C=float(attributor.C), solver=attributor.solver)
-    settings["retrieval"] = getattr(attributor, "retrieval_", "exact")
-    if settings["retrieval"] == "faiss":
-        settings.update(
-            n_candidates=attributor.n_candidates,
-            index=attributor.index,
-            nlist=attributor.nlist,
-            nprobe=attributor.nprobe,
-        )
-    return settings
-
-
 def rank_resumable(
     attributor: Attributor,
     test_features: np.ndarray,
@@ -141,7 +125,7 @@ def rank_resumable(
     plan = block_plan(targets, labels, block_size)
     manifest = {
         "version": MANIFEST_VERSION,
-        "settings": _describe_settings(attributor),
+        "settings": attributor.describe(),
         "k": k,
         "block_size": block_size,
         "n_blocks": len(plan),
@@ -182,7 +166,7 @@ def rank_resumable(
         else:
             indices[positions], scores[positions] = part
     done = len(plan) - len(todo)
-    description = f"attribution ({attributor.method})"
+    description = f"attribution ({manifest['settings']['method']})"
     with progress_bar(description, len(targets), progress) as advance:
         advance(sum(len(plan[b]) for b in range(len(plan)) if b not in set(todo)))
         for b in todo:

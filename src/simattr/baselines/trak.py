@@ -55,8 +55,13 @@ from simattr.training.classifier_io import (
     train_checkpoints,
 )
 from simattr.training.recipes import Recipe, get_recipe, recipe_pool
-from simattr.training.trainer import normalise_batch, resolve_device, to_chw_tensor
-from simattr.validation import check_indices, check_positive_int, target_labels_or_true
+from simattr.training.trainer import normalise_batch, to_chw_tensor
+from simattr.validation import (
+    check_device,
+    check_indices,
+    check_positive_int,
+    target_labels_or_true,
+)
 
 #: Largest projection matrix kept whole (generated once per checkpoint); larger ones are made
 #: block by block for every batch.
@@ -185,7 +190,7 @@ def trak_scores(
     from simattr.training.jobs import load_split
 
     recipe = get_recipe(recipe)
-    dev = resolve_device(device)
+    dev = check_device(device)
     proj_dim = check_positive_int(
         default_proj_dim(dev) if proj_dim is None else proj_dim, "proj_dim"
     )

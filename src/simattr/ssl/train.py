@@ -46,6 +46,7 @@ from simattr.ssl.augment import AugmentConfig, SSLAugment
 from simattr.ssl.knn import knn_monitor
 from simattr.ssl.methods import DEFAULT_TEMPERATURE, METHODS, SSLMethod, build_method
 from simattr.store import differences
+from simattr.validation import check_device
 
 logger = logging.getLogger(__name__)
 
@@ -165,13 +166,6 @@ def _data_identity(dataset: ImageDataset) -> dict[str, Any]:
     return ident
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidInputError("device 'cuda' was asked for but CUDA is not available here")
-    return device
-
-
 def _resolve_precision(precision: str, device: torch.device) -> str:
     if precision not in ("auto", "fp32", "bf16"):
         raise InvalidInputError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
@@ -267,7 +261,7 @@ def train_ssl(
         raise InvalidInputError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     if max_steps is not None and max_steps < 0:
         raise InvalidInputError(f"max_steps must be >= 0, got {max_steps}")
-    device = _resolve_device(device)
+    device = check_device(device)
     out = Path(out_dir)
     resume_path = out / RESUME_FILE
     if resume_path.exists() and not resume:

@@ -38,8 +38,6 @@ from simattr.models.classifiers import build_classifier, min_input_size
 from simattr.training.recipes import Augment, Recipe, get_recipe
 from simattr.validation import check_device, check_images
 
-resolve_device = check_device  # TODO(layering): callers move to validation.check_device
-
 #: At most this many training images estimate the whitening stem (the covariance of 2x2 patches
 #: is settled long before; more only costs time).
 WHITEN_IMAGES = 5000
