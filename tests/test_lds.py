@@ -128,3 +128,113 @@ def test_centring_removes_a_shared_score_offset(lds_dir):
     # centring leaves a ranking whose scores already sum the same over every subset unchanged
     fitted = _fitted_ranking(data, 1.0)
     np.testing.assert_allclose(lds_score(data, fitted, centre=True).per_target, 1.0)
+
+
+# -- controls: LDS beyond the class prior, and the noise ceiling -------------------------------
+
+
+def test_partial_spearman_matches_the_textbook_formula_on_ranks():
+    from scipy.stats import spearmanr
+
+    from simattr.evaluation.lds import partial_spearman
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=200)
+    a = z + rng.normal(size=200)
+    b = z**3 + 0.5 * a + rng.normal(size=200)
+    r_ab, r_az, r_bz = (spearmanr(u, v).statistic for u, v in ((a, b), (a, z), (b, z)))
+    expected = (r_ab - r_az * r_bz) / np.sqrt((1 - r_az**2) * (1 - r_bz**2))
+    assert partial_spearman(a, b, z) == pytest.approx(expected, abs=1e-12)
+    assert partial_spearman(z * 2 + 1, b, z) == 0.0  # nothing beyond z
+
+
+def _synthetic_lds(n_subsets=60, n_pool=40, seed=0, with_replicate=True):
+    """Margins: 0.3 x count of the target's class + 1.0 x (pool image 0 is in) + noise."""
+    from simattr.evaluation.lds import LdsData
+
+    rng = np.random.default_rng(seed)
+    masks = subset_masks(n_pool, n_subsets, seed=seed)
+    pool = np.arange(n_pool) + 100
+    train_labels = np.zeros(200, dtype=np.int64)
+    train_labels[pool] = np.arange(n_pool) % 2
+    test_labels = np.array([0, 1])
+    counts = masks.astype(float) @ (train_labels[pool][:, None] == test_labels[None, :])
+
+    def margins():
+        m = 0.3 * counts + rng.normal(scale=0.5, size=counts.shape)
+        m[:, 0] += 1.0 * masks[:, 0]  # pool image 0 (class 0) matters to target 0
+        return m
+
+    data = LdsData(
+        pool=pool,
+        masks=masks,
+        targets=np.array([0, 1]),
+        margins=margins(),
+        manifest={},
+        replicate=margins() if with_replicate else None,
+    )
+    return data, train_labels, test_labels
+
+
+def test_class_prior_scores_nothing_beyond_the_class_and_a_real_signal_does():
+    from simattr.evaluation.lds import class_counts
+
+    lds, train_labels, test_labels = _synthetic_lds()
+    counts = class_counts(lds, train_labels, test_labels)
+    same = lds.masks.astype(float) @ (train_labels[lds.pool][:, None] == test_labels[None, :])
+    np.testing.assert_array_equal(counts, same)
+    pool_labels = train_labels[lds.pool]
+    prior_rows = [lds.pool[pool_labels == c] for c in test_labels]
+    prior = Ranking([0, 1], np.stack(prior_rows), np.ones((2, 20)))
+    raw = lds_score(lds, prior)
+    beyond = lds_score(lds, prior, control=counts)
+    assert raw.mean > 0.3  # the class count alone predicts the margins
+    np.testing.assert_array_equal(beyond.per_target, [0.0, 0.0])
+    signal = Ranking([0], [[lds.pool[0]]], [[1.0]])  # the image that matters, for target 0
+    assert lds_score(lds, signal, control=counts).per_target[0] > 0.3
+
+
+def test_noise_ceiling_correlates_two_seeds_and_needs_replicates():
+    from simattr.evaluation.lds import class_counts, noise_ceiling
+
+    lds, train_labels, test_labels = _synthetic_lds()
+    ceiling = noise_ceiling(lds)
+    assert ceiling.subsets_used == 60 and 0.3 < ceiling.mean < 1.0
+    beyond = noise_ceiling(lds, class_counts(lds, train_labels, test_labels))
+    assert beyond.mean < ceiling.mean
+    lds.replicate[3:] = np.nan
+    assert noise_ceiling(lds).subsets_used == 3
+    lds.replicate[2] = np.nan
+    with pytest.raises(InvalidInputError, match="replicates 20"):
+        noise_ceiling(lds)
+
+
+def test_run_lds_trains_replicates_with_other_seeds(lds_dir, data_root):
+    from simattr.evaluation.lds import noise_ceiling
+
+    data = str(data_root / "cifar10")
+    before = load_lds(lds_dir)
+    assert not before.replicated.any()
+    result = run_lds(data, "tiny", lds_dir, subsets=SUBSETS, targets=TARGETS, threads=1,
+                     replicates=3)  # fmt: skip
+    assert result.replicated.tolist() == [True, True, True, False]
+    np.testing.assert_array_equal(result.margins, before.margins)  # first models untouched
+    assert not np.allclose(result.replicate[:3], result.margins[:3])  # another seed
+    assert noise_ceiling(result).subsets_used == 3
+    with pytest.raises(InvalidInputError, match="replicates"):
+        run_lds(data, "tiny", lds_dir, subsets=SUBSETS, targets=TARGETS, replicates=5)
+    from typer.testing import CliRunner
+
+    from simattr._io import read_json
+    from simattr.cli import app
+
+    path = save_ranking(lds_dir.parent / "fit-r.npz", _fitted_ranking(result, 1.0, k=None))
+    out = lds_dir.parent / "lds-r.json"
+    res = CliRunner().invoke(
+        app, ["lds-score", str(lds_dir), str(path), "--data", data, "--out", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    assert "noise ceiling (two seeds on 3 subsets)" in res.output
+    report = read_json(out)
+    assert report["noise_ceiling"] == pytest.approx(noise_ceiling(result).mean)
+    assert -1.0 <= report["rankings"][str(path)]["beyond_class_prior"]["mean"] <= 1.0 + 1e-9

@@ -305,6 +305,10 @@ def lds(
     address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
     threads: Annotated[int | None, typer.Option(help="Torch threads per model.")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    replicates: Annotated[
+        int,
+        typer.Option(help="Second-seed models on the first N subsets: the noise ceiling (>= 20)."),
+    ] = 0,
 ) -> None:
     """Train the LDS subset models of a recipe and store their target margins (resumable)."""
     from simattr.evaluation.lds import run_lds
@@ -326,9 +330,11 @@ def lds(
         device=device,
         threads=threads,
         progress=sys.stderr.isatty(),
+        replicates=replicates,
     )
     console.print(
-        f"{int(result.trained.sum())}/{subsets} subset models trained; margins of "
+        f"{int(result.trained.sum())}/{subsets} subset models trained"
+        f" ({int(result.replicated.sum())} with a second seed); margins of "
         f"{len(result.targets)} targets in {out}"
     )
 
@@ -341,28 +347,70 @@ def lds_score_command(
     out: Annotated[
         Path | None, typer.Option(help="Also write per-target LDS of every ranking as JSON.")
     ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(help="The LDS run's dataset: adds LDS beyond the class prior (its labels)."),
+    ] = None,
 ) -> None:
-    """Per-target and mean LDS of rankings (a training image without a score counts 0)."""
+    """Per-target and mean LDS of rankings, with the noise ceiling and, with --data, LDS beyond
+    the class prior (a training image without a score counts 0)."""
     from simattr._io import provenance, write_json
     from simattr.attribution import load_ranking
-    from simattr.evaluation.lds import lds_score, load_lds
+    from simattr.evaluation.lds import class_counts, lds_score, load_lds, noise_ceiling
+    from simattr.training.jobs import load_split
 
-    data = load_lds(lds_dir)
-    table = Table("ranking", "targets", "subsets", "mean LDS")
-    report = {}
+    lds_data = load_lds(lds_dir)
+    counts = None
+    if data is not None:
+        counts = class_counts(
+            lds_data, load_split(data, "train").labels, load_split(data, "test").labels
+        )
+    ceiling = ceiling_beyond = None
+    if lds_data.replicated.sum() >= 3:
+        ceiling = noise_ceiling(lds_data)
+        ceiling_beyond = None if counts is None else noise_ceiling(lds_data, counts)
+    table = Table("ranking", "targets", "subsets", "LDS", "beyond class prior", "of ceiling")
+    report: dict = {}
     for path in rankings:
-        result = lds_score(data, load_ranking(path))
-        table.add_row(str(path), str(len(result.targets)), str(result.subsets_used),
-                      f"{result.mean:.4f}")  # fmt: skip
+        ranking = load_ranking(path)
+        result = lds_score(lds_data, ranking)
+        beyond = None if counts is None else lds_score(lds_data, ranking, control=counts)
+        share = None if ceiling is None else result.mean / ceiling.mean
+        table.add_row(
+            str(path),
+            str(len(result.targets)),
+            str(result.subsets_used),
+            f"{result.mean:.4f} +- {result.standard_error:.4f}",
+            "" if beyond is None else f"{beyond.mean:.4f} +- {beyond.standard_error:.4f}",
+            "" if share is None else f"{share:.2f}",
+        )
         report[str(path)] = {
             "mean": result.mean,
+            "standard_error": result.standard_error,
             "subsets": result.subsets_used,
             "targets": result.targets.tolist(),
             "lds": result.per_target.tolist(),
+            "beyond_class_prior": None
+            if beyond is None
+            else {"mean": beyond.mean, "standard_error": beyond.standard_error},
+            "fraction_of_ceiling": share,
         }
     console.print(table)
+    if ceiling is not None:
+        line = f"noise ceiling (two seeds on {ceiling.subsets_used} subsets): {ceiling.mean:.4f}"
+        if ceiling_beyond is not None:
+            line += f"; beyond the class prior {ceiling_beyond.mean:.4f}"
+        console.print(line)
     if out is not None:
-        write_json(out, provenance(kind="lds-score", lds_dir=str(lds_dir), rankings=report))
+        ceilings = {
+            "noise_ceiling": None if ceiling is None else ceiling.mean,
+            "noise_ceiling_beyond_class_prior": None
+            if ceiling_beyond is None
+            else ceiling_beyond.mean,
+        }
+        write_json(
+            out, provenance(kind="lds-score", lds_dir=str(lds_dir), rankings=report, **ceilings)
+        )
         console.print(f"wrote {out}")
 
 

@@ -12,9 +12,23 @@ models once, through the same jobs and executors as the support search, and stor
 * ``manifest.json``: recipe, data fingerprints, seed, fraction, number of subsets;
 * ``pool.npy`` (training rows of the pool), ``masks.npy`` (S x pool, bool), ``targets.npy``;
 * ``margins/subset-<s>.npy``: the margins of all targets under model s, one file per model,
-  written atomically as each model finishes, so a killed run resumes losing only models in flight.
+  written atomically as each model finishes, so a killed run resumes losing only models in flight;
+* ``replicate/subset-<s>.npy``: with ``replicates=R``, a second model (another seed) on each of
+  the first R subsets: the noise ceiling (:func:`noise_ceiling`).
 
 The cheap half (:func:`lds_score`) scores any number of rankings against it.
+
+**Controls** (DESIGN.md section 2). A random half changes how many images of the target's class
+are trained on, and that alone moves the margin: a ranking that knows only the class scores
+LDS 0.10 on the CPU benchmark, as much as the methods. So LDS is also reported *beyond the class
+prior* (``control=class_counts(...)``): the partial Spearman correlation of predicted and actual
+margins with the subset's count of the target's class held out, i.e. the Pearson correlation of
+their ranks after each is regressed linearly on the count's rank. We chose the partial rank
+correlation over regressing margins on the count before LDS because it treats prediction and
+margin alike, stays a rank statistic like LDS itself, and gives the class-prior ranking exactly
+0 (its prediction *is* the count). And LDS is read against the *noise ceiling*: two models
+trained on the same subset with different seeds disagree, and the Spearman correlation of their
+margins over the subsets bounds what any attribution can reach.
 """
 
 from __future__ import annotations
@@ -62,11 +76,20 @@ class LdsData:
     targets: np.ndarray  # (n_targets,) test rows
     margins: np.ndarray  # (S, n_targets) float64, NaN where the model is not trained yet
     manifest: dict[str, Any]
+    #: (S, n_targets) margins of the second-seed models; NaN rows where there is none
+    replicate: np.ndarray | None = None
 
     @property
     def trained(self) -> np.ndarray:
         """Which subsets have a model."""
         return ~np.isnan(self.margins).any(axis=1)
+
+    @property
+    def replicated(self) -> np.ndarray:
+        """Which subsets have both a model and a second-seed model."""
+        if self.replicate is None:
+            return np.zeros(len(self.masks), dtype=bool)
+        return self.trained & ~np.isnan(self.replicate).any(axis=1)
 
 
 def _store(out: Path, data: str, recipe: Recipe, subsets: int, seed: int, fraction: float) -> Store:
@@ -106,14 +129,21 @@ def run_lds(
     device: str = "cpu",
     threads: int | None = None,
     progress: bool = False,
+    replicates: int = 0,
 ) -> LdsData:
     """Train the subset models that are not trained yet in ``out_dir``; return all margins.
 
     ``targets`` defaults to the whole test split (margins are cheap next to training). Calling
     again with more ``subsets`` extends the run; other settings must stay the same.
+    ``replicates=R`` also trains a second model, with another seed, on each of the first R
+    subsets (the noise ceiling; DESIGN.md asks for at least 20).
     """
     if subsets < 2:
         raise InvalidInputError(f"LDS needs at least 2 subsets, got {subsets}")
+    if not isinstance(replicates, int) or not 0 <= replicates <= subsets:
+        raise InvalidInputError(
+            f"replicates must be an integer from 0 to subsets ({subsets}), got {replicates!r}"
+        )
     recipe = get_recipe(recipe)
     out = Path(out_dir)
     test = load_split(data, "test")
@@ -133,7 +163,8 @@ def run_lds(
     store.write_array("masks.npy", masks)
     store.write_array("targets.npy", tgt)
     store.save()  # last: a folder with a manifest has its arrays
-    todo = [s for s in range(subsets) if not store.path(_margin_path(s)).exists()]
+    todo = [(s, 0) for s in range(subsets) if not store.path(_margin_path(s)).exists()]
+    todo += [(s, 1) for s in range(replicates) if not store.path(_margin_path(s, 1)).exists()]
     if isinstance(executor, str):
         pool_exec, _ = make_executor(executor, workers=workers, address=address)
         owned = True
@@ -143,21 +174,21 @@ def run_lds(
     try:
         with progress_bar(f"LDS models ({recipe.name})", len(todo), enabled=progress) as advance:
 
-            def save(s: int, result: JobResult) -> None:
-                store.write_array(_margin_path(s), result.margins(labels))
+            def save(key: tuple[int, int], result: JobResult) -> None:
+                store.write_array(_margin_path(*key), result.margins(labels))
                 advance(1)
 
             jobs = {
-                s: TrainJob(
+                (s, r): TrainJob(
                     data=data,
                     recipe=recipe,
-                    seed=seed * 100_003 + s,
+                    seed=seed * 100_003 + s + r * REPLICATE_SEED_OFFSET,
                     subset=tuple(int(r) for r in pool[masks[s]]),
                     predict=tuple(int(t) for t in tgt),
                     device=device,
                     threads=threads,
                 )
-                for s in todo
+                for s, r in todo
             }
             run_jobs(pool_exec, jobs, save)
     finally:
@@ -166,8 +197,13 @@ def run_lds(
     return load_lds(out)
 
 
-def _margin_path(s: int) -> str:
-    return f"margins/subset-{s:05d}.npy"
+#: Added to a subset model's seed for its replicate: far from every seed ``seed * 100_003 + s``
+#: of the first models for any realistic number of subsets.
+REPLICATE_SEED_OFFSET = 50_000_017
+
+
+def _margin_path(s: int, replicate: int = 0) -> str:
+    return f"{'replicate' if replicate else 'margins'}/subset-{s:05d}.npy"
 
 
 def load_lds(out_dir: str | os.PathLike[str]) -> LdsData:
@@ -180,11 +216,20 @@ def load_lds(out_dir: str | os.PathLike[str]) -> LdsData:
     masks = np.load(out / "masks.npy", allow_pickle=False)
     targets = np.load(out / "targets.npy", allow_pickle=False)
     margins = np.full((len(masks), len(targets)), np.nan)
+    replicate = np.full((len(masks), len(targets)), np.nan)
     for s in range(len(masks)):
-        path = out / _margin_path(s)
-        if path.exists():
-            margins[s] = np.load(path, allow_pickle=False)
-    return LdsData(pool=pool, masks=masks, targets=targets, margins=margins, manifest=manifest)
+        for r, into in ((0, margins), (1, replicate)):
+            path = out / _margin_path(s, r)
+            if path.exists():
+                into[s] = np.load(path, allow_pickle=False)
+    return LdsData(
+        pool=pool,
+        masks=masks,
+        targets=targets,
+        margins=margins,
+        manifest=manifest,
+        replicate=replicate,
+    )
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -193,6 +238,67 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     if np.ptp(a) == 0 or np.ptp(b) == 0:
         return 0.0  # a constant prediction carries no ranking information
     return float(spearmanr(a, b).statistic)
+
+
+def partial_spearman(a: np.ndarray, b: np.ndarray, z: np.ndarray) -> float:
+    """Spearman correlation of ``a`` and ``b`` with ``z`` held out.
+
+    The ranks of ``a`` and ``b`` are each regressed (least squares, with an intercept) on the
+    ranks of ``z``; the result is the Pearson correlation of the residuals. 0 when either
+    residual is constant: ``a`` carries no ranking information beyond ``z``.
+    """
+    from scipy.stats import rankdata
+
+    design = np.column_stack([np.ones(len(z)), rankdata(z)])
+    residuals = []
+    for v in (a, b):
+        rv = rankdata(v)
+        coef, *_ = np.linalg.lstsq(design, rv, rcond=None)
+        residuals.append(rv - design @ coef)
+    ra, rb = residuals
+    scale = np.linalg.norm(ra) * np.linalg.norm(rb)
+    if scale <= 1e-9 * len(a):
+        return 0.0
+    return float(ra @ rb / scale)
+
+
+def class_counts(lds: LdsData, train_labels: np.ndarray, test_labels: np.ndarray) -> np.ndarray:
+    """``(S, n_targets)``: how many images of each target's class each subset trains on.
+
+    ``train_labels`` and ``test_labels`` are the labels of the whole splits (the pool and the
+    targets are rows of them); this is the class prior's prediction, the control of LDS.
+    """
+    pool_labels = np.asarray(train_labels)[lds.pool]
+    n_classes = int(max(pool_labels.max(), np.asarray(test_labels)[lds.targets].max())) + 1
+    onehot = np.zeros((len(lds.pool), n_classes))
+    onehot[np.arange(len(lds.pool)), pool_labels] = 1.0
+    per_class = lds.masks.astype(np.float64) @ onehot  # (S, n_classes)
+    return per_class[:, np.asarray(test_labels)[lds.targets]]
+
+
+def noise_ceiling(lds: LdsData, control: np.ndarray | None = None) -> LdsResult:
+    """Per target, the correlation of two seeds' margins over the replicated subsets.
+
+    No ranking can predict a model's margins better than another training run of the same
+    subset does, so this bounds LDS; with ``control`` (:func:`class_counts`) it is the partial
+    correlation, the bound of LDS beyond the class prior.
+    """
+    both = lds.replicated
+    if both.sum() < 3 or lds.replicate is None:
+        raise InvalidInputError(
+            f"only {int(both.sum())} subsets have a second-seed model; the noise ceiling needs "
+            "at least 3 (`simattr lds --replicates 20`)"
+        )
+    a, b = lds.margins[both], lds.replicate[both]
+    values = np.array(
+        [
+            _spearman(a[:, j], b[:, j])
+            if control is None
+            else partial_spearman(a[:, j], b[:, j], control[both][:, j])
+            for j in range(len(lds.targets))
+        ]
+    )
+    return LdsResult(targets=lds.targets.copy(), per_target=values, subsets_used=int(both.sum()))
 
 
 @dataclass
@@ -214,13 +320,18 @@ class LdsResult:
         return float(np.std(self.per_target, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
 
 
-def lds_score(lds: LdsData, ranking: Ranking, *, centre: bool = False) -> LdsResult:
+def lds_score(
+    lds: LdsData, ranking: Ranking, *, centre: bool = False, control: np.ndarray | None = None
+) -> LdsResult:
     """LDS of ``ranking`` on the targets it shares with ``lds`` (unscored images count 0).
 
     LDS sums scores over each subset, so a score offset shared by a target's ranked images (an
     SVM's intercept, negative distances) enters the prediction as offset x number of ranked
     images in the subset and can dominate it. ``centre=True`` subtracts each target's mean
     score over its ranked images first; the plain definition is the default.
+
+    ``control``: the ``(S, n_targets)`` counts of :func:`class_counts`; the LDS is then the
+    partial Spearman correlation with the count held out (LDS beyond the class prior).
     """
     trained = lds.trained
     if trained.sum() < 3:
@@ -243,7 +354,12 @@ def lds_score(lds: LdsData, ranking: Ranking, *, centre: bool = False) -> LdsRes
             if p is not None:
                 dense[p] = score
         predicted = masks @ dense
-        values[out_i] = _spearman(predicted, margins[:, column[int(ranking.targets[row])]])
+        col = column[int(ranking.targets[row])]
+        values[out_i] = (
+            _spearman(predicted, margins[:, col])
+            if control is None
+            else partial_spearman(predicted, margins[:, col], control[trained][:, col])
+        )
     return LdsResult(
         targets=ranking.targets[shared].copy(), per_target=values, subsets_used=int(trained.sum())
     )
