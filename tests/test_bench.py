@@ -69,7 +69,7 @@ def test_bench_tiny_profile_runs_and_resumes(data_root, tmp_path, cifar_train):
     from simattr.bench import run_bench
 
     data = str(data_root / "cifar10")
-    methods = ["esvm", "l2", "random"]
+    methods = ["esvm", "l2", "random", "class-prior"]
     logs: list[str] = []
     summary = run_bench(data, "tiny", tmp_path, methods=methods, stages=["remove", "lds"],
                         threads=1, log=logs.append)  # fmt: skip
@@ -84,12 +84,20 @@ def test_bench_tiny_profile_runs_and_resumes(data_root, tmp_path, cifar_train):
         ranking = load_ranking(tmp_path / "rankings" / f"{name}.npz")
         assert np.isin(ranking.indices, recipe_pool("tiny", cifar_train)).all()
     assert rows["esvm"]["attribution_seconds"] > 0  # feature extraction is part of the cost
+    # LDS controls: the class prior's own ranking has nothing beyond the class prior, and the
+    # noise ceiling comes from the tiny profile's 3 second-seed models
+    assert rows["class-prior"]["lds"]["beyond_class_prior"]["mean"] == 0.0
+    controls = summary["lds_controls"]
+    assert controls["noise_ceiling_subsets"] == 3
+    assert -1.0 <= controls["noise_ceiling"]["mean"] <= 1.0
+    assert "beyond_class_prior_of_ceiling" in rows["esvm"]["lds"]
     table = (tmp_path / "bench_table.md").read_text()
     assert table == summary["table"] and "| esvm |" in table and "| random |" in table
+    assert "Controls: class-prior LDS" in table and "noise ceiling" in table
     # every other method is paired with the ESVM on the same two targets
     assert "Target by target against `esvm`" in table and "| l2 | remove | 2 |" in table
     assert "against_esvm" not in rows["esvm"]["remove"]
-    for name in ("l2", "random"):
+    for name in ("l2", "random", "class-prior"):
         pair = rows[name]["remove"]["against_esvm"]
         assert pair["targets"] == 2 and pair["fewer"] + pair["ties"] + pair["more"] == 2
     assert read_json(tmp_path / "bench.json")["targets"] == summary["targets"]

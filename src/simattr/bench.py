@@ -58,6 +58,8 @@ class Profile:
     trak_checkpoints: int
     backbone: str = "default"
     device: str = "cpu"
+    #: second-seed LDS models on the first subsets: the noise ceiling of LDS
+    lds_replicates: int = 0
 
 
 PROFILES: dict[str, Profile] = {
@@ -75,6 +77,7 @@ PROFILES: dict[str, Profile] = {
         trak_checkpoints=2,
         # pinned: the committed results were made with these weights, whatever the default is
         backbone="shipped:cifar10-moco-resnet18-w16-e40",
+        lds_replicates=20,
     ),
     # The paper's sizes (DESIGN.md section 2) with the fast recipe, for a GPU.
     "gpu": Profile(
@@ -89,6 +92,7 @@ PROFILES: dict[str, Profile] = {
         lds_targets=1000,
         trak_checkpoints=10,
         device="cuda",
+        lds_replicates=20,
     ),
     # Seconds, for tests.
     "tiny": Profile(
@@ -102,6 +106,7 @@ PROFILES: dict[str, Profile] = {
         lds_subsets=4,
         lds_targets=6,
         trak_checkpoints=1,
+        lds_replicates=3,
     ),
 }
 
@@ -199,7 +204,10 @@ METHODS: dict[str, Callable[[BenchContext], Ranking]] = {
     "esvm-all-classes": _rank_features("esvm", False, PROFILE_BACKBONE),
     "esvm-random-backbone": _rank_features("esvm", True, "random"),
     "l2": _rank_features("l2", True, PROFILE_BACKBONE),
+    "l2-raw": _rank_features("l2-raw", True, PROFILE_BACKBONE),
+    "cosine": _rank_features("cosine", True, PROFILE_BACKBONE),
     "random": _rank_random,
+    "class-prior": _rank_features("class-prior", True, PROFILE_BACKBONE),
     "supervised-cosine": _rank_supervised("cosine"),
     "supervised-l2": _rank_supervised("l2"),
     "trak": _rank_trak,
@@ -403,18 +411,27 @@ def run_bench(
                     device=prof.device,
                     threads=threads,
                     progress=progress,
+                    replicates=prof.lds_replicates,
                 )
             # a report after every stage: an interrupted run still shows what it finished
-            write_bench_report(out, prof, rankings, targets)
+            write_bench_report(out, prof, rankings, targets, data=data)
     finally:
         pool_exec.shutdown(wait=True, cancel_futures=True)
-    return write_bench_report(out, prof, rankings, targets)
+    return write_bench_report(out, prof, rankings, targets, data=data)
 
 
 def write_bench_report(
-    out: Path, prof: Profile, rankings: dict[str, Ranking], targets: np.ndarray
+    out: Path,
+    prof: Profile,
+    rankings: dict[str, Ranking],
+    targets: np.ndarray,
+    *,
+    data: str | None = None,
 ) -> dict[str, Any]:
-    """Table, curves and JSON of whatever stages are done so far."""
+    """Table, curves and JSON of whatever stages are done so far.
+
+    ``data`` (the dataset the bench ran on) adds LDS beyond the class prior, which needs labels.
+    """
     from simattr.report.support import (
         head_to_head,
         head_to_head_table,
@@ -444,10 +461,22 @@ def write_bench_report(
                 "models_trained": s.models_trained,
                 "training_seconds": round(s.seconds, 1),
             }
+    ceilings: dict[str, Any] = {}
     if (out / "lds" / "manifest.json").exists():
-        from simattr.evaluation.lds import lds_score, load_lds
+        from simattr.evaluation.lds import class_counts, lds_score, load_lds, noise_ceiling
 
         lds = load_lds(out / "lds")
+        counts = None
+        if data is not None:
+            counts = class_counts(
+                lds, load_split(data, "train").labels, load_split(data, "test").labels
+            )
+        if lds.replicated.sum() >= 3:
+            ceiling = noise_ceiling(lds)
+            ceilings["noise_ceiling"] = _mean_se(ceiling)
+            ceilings["noise_ceiling_subsets"] = ceiling.subsets_used
+            if counts is not None:
+                ceilings["noise_ceiling_beyond_class_prior"] = _mean_se(noise_ceiling(lds, counts))
         for name in rankings:
             path = out / LDS_RANKINGS / f"{name}.npz"
             if lds.trained.sum() < 3 or not path.exists():
@@ -462,7 +491,14 @@ def write_bench_report(
                 "targets": len(raw.targets),
                 "subsets": raw.subsets_used,
             }
-    table = _bench_table(prof, rows)
+            if counts is not None:
+                beyond = lds_score(lds, ranking, centre=True, control=counts)
+                rows[name]["lds"]["beyond_class_prior"] = _mean_se(beyond)
+            if counts is not None and "noise_ceiling_beyond_class_prior" in ceilings:
+                rows[name]["lds"]["beyond_class_prior_of_ceiling"] = (
+                    beyond.mean / ceilings["noise_ceiling_beyond_class_prior"]["mean"]
+                )
+    table = _bench_table(prof, rows, ceilings)
     if pairs:
         table += (
             f"\nTarget by target against `{REFERENCE_METHOD}` (a target not flipped within k "
@@ -481,6 +517,7 @@ def write_bench_report(
     summary = provenance(
         kind="bench",
         profile=asdict(prof),
+        lds_controls=ceilings,
         recipe=get_recipe(prof.recipe).to_dict(),
         targets=targets.tolist(),
         methods=rows,
@@ -497,27 +534,65 @@ def _fmt_support(cell: dict[str, Any] | None, k: int) -> str:
     return f"{cell['found']}/{cell['targets']} (median {median})"
 
 
-def _bench_table(prof: Profile, rows: dict[str, dict[str, Any]]) -> str:
-    lines = [
+def _mean_se(result: Any) -> dict[str, float]:
+    return {"mean": result.mean, "standard_error": result.standard_error}
+
+
+def _pm(cell: dict[str, float] | None) -> str:
+    return "-" if not cell else f"{cell['mean']:.3f} +- {cell['standard_error']:.3f}"
+
+
+def _bench_table(
+    prof: Profile, rows: dict[str, dict[str, Any]], ceilings: dict[str, Any] | None = None
+) -> str:
+    ceilings = ceilings or {}
+    prior = rows.get("class-prior", {}).get("lds")
+    header = [
         f"Profile `{prof.name}`: recipe `{prof.recipe}`, {prof.targets} targets, M = "
         f"{prof.models}, B = {prof.budget}, k = {prof.k}; LDS over {prof.lds_subsets} subsets "
         f"and {prof.lds_targets} random test images (mean +- standard error; 'centred': each "
-        "target's scores minus their mean, which removes an offset such as an SVM's intercept).",
+        "target's scores minus their mean, which removes an offset such as an SVM's intercept; "
+        "'beyond class prior': the centred LDS as a partial Spearman correlation with the "
+        "subset's count of the target's class held out; 'of its ceiling': that over the noise "
+        "ceiling beyond the class prior).",
+    ]
+    if prior or ceilings:
+        notes = []
+        if prior:
+            cell = {"mean": prior["mean"], "standard_error": prior["standard_error"]}
+            notes.append(f"class-prior LDS {_pm(cell)}")
+        if "noise_ceiling" in ceilings:
+            notes.append(
+                f"noise ceiling {_pm(ceilings['noise_ceiling'])} (two seeds on "
+                f"{ceilings['noise_ceiling_subsets']} subsets)"
+            )
+        if "noise_ceiling_beyond_class_prior" in ceilings:
+            notes.append(
+                f"ceiling beyond class prior {_pm(ceilings['noise_ceiling_beyond_class_prior'])}"
+            )
+        header.append("")
+        header.append("Controls: " + "; ".join(notes) + ".")
+    lines = [
+        *header,
         "",
         "| method | removal: flipped (median support) | mislabel: flipped (median support) "
-        "| LDS | LDS, centred | attribution s (from scratch) | support models trained |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
+        "| LDS | LDS, centred | beyond class prior | of its ceiling | attribution s (from scratch) "
+        "| support models trained |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, row in rows.items():
         lds = row.get("lds")
         models = sum(row.get(m, {}).get("models_trained", 0) for m in ("remove", "mislabel"))
-        raw = cen = "-"
+        raw = cen = beyond = share = "-"
         if lds:
             raw = f"{lds['mean']:.3f} +- {lds['standard_error']:.3f}"
             cen = f"{lds['centred_mean']:.3f} +- {lds['centred_standard_error']:.3f}"
+            beyond = _pm(lds.get("beyond_class_prior"))
+            if lds.get("beyond_class_prior_of_ceiling") is not None:
+                share = f"{lds['beyond_class_prior_of_ceiling']:.2f}"
         lines.append(
             f"| {name} | {_fmt_support(row.get('remove'), prof.k)} | "
-            f"{_fmt_support(row.get('mislabel'), prof.k)} | {raw} | {cen} | "
+            f"{_fmt_support(row.get('mislabel'), prof.k)} | {raw} | {cen} | {beyond} | {share} | "
             f"{row['attribution_seconds']:.1f} | {models} |"
         )
     return "\n".join(lines) + "\n"
