@@ -45,6 +45,7 @@ from simattr._io import append_jsonl, read_jsonl
 from simattr._progress import progress_bar
 from simattr.errors import InvalidInputError
 from simattr.ranking import Ranking
+from simattr.store import check_identity
 from simattr.training.executors import make_executor, run_jobs
 from simattr.training.jobs import JobResult, TrainJob, load_split
 from simattr.training.recipes import Recipe, get_recipe, recipe_pool
@@ -275,11 +276,13 @@ def run_margins(
     summary = settings.summary()
     done: dict[str, dict[str, Any]] = {}
     for rec in read_jsonl(out):
-        if rec.get("settings") != summary:
-            raise InvalidInputError(
-                f"{out} holds results of other settings ({rec.get('settings')}); this run has "
-                f"{summary}. Use another --out, or the same settings to resume"
-            )
+        check_identity(
+            rec.get("settings"),
+            summary,
+            where=out,
+            holds="holds results of other settings",
+            remedy="use another --out, or the same settings to resume",
+        )
         done[rec["key"]] = rec
     keyed = {cell.job.key(): cell for cell in cells}
     todo = {key: cell.job for key, cell in keyed.items() if key not in done}

@@ -38,6 +38,7 @@ from simattr._progress import progress_bar
 from simattr.errors import InvalidInputError
 from simattr.evaluation.ensemble import Ensemble, train_ensemble
 from simattr.ranking import Ranking
+from simattr.store import check_identity
 from simattr.training.executors import make_executor
 from simattr.training.jobs import JobResult, TrainJob, load_split, run_job
 from simattr.training.recipes import Recipe, get_recipe, recipe_pool
@@ -307,11 +308,13 @@ def _check_ranking(name: str, ranking: Ranking, pool: np.ndarray, recipe: str, k
 def _existing(out: Path, summary: dict[str, Any]) -> set[tuple[int, str, str]]:
     done = set()
     for rec in read_jsonl(out):
-        if rec.get("settings") != summary:
-            raise InvalidInputError(
-                f"{out} holds results of other settings ({rec.get('settings')}); this run has "
-                f"{summary}. Use another --out, or the same settings to resume"
-            )
+        check_identity(
+            rec.get("settings"),
+            summary,
+            where=out,
+            holds="holds results of other settings",
+            remedy="use another --out, or the same settings to resume",
+        )
         done.add((int(rec["target"]), str(rec["ranking"]), str(rec["mode"])))
     return done
 
