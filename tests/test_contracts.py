@@ -609,3 +609,20 @@ def test_every_bench_method_ranks_the_pool_for_the_support_search(method, bench_
         np.testing.assert_array_equal(
             ctx.train.labels[ranking.indices], np.repeat(target_labels[:, None], k, axis=1)
         )
+
+
+def test_executor_for_owns_only_what_it_builds():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from simattr.training.executors import InlineExecutor, executor_for
+
+    with executor_for("local") as (built, slots):
+        assert isinstance(built, InlineExecutor) and slots == 1
+    mine = ThreadPoolExecutor(max_workers=1)
+    with executor_for(mine, workers=3) as (given, slots):
+        assert given is mine and slots == 3
+    assert mine.submit(lambda: 7).result() == 7  # the caller's executor is left running
+    mine.shutdown()
+    with pytest.raises(InvalidInputError, match="unknown executor"):
+        with executor_for("cluster"):
+            pass

@@ -33,7 +33,7 @@ from simattr.attribution import Attributor, Ranking, load_ranking, save_ranking
 from simattr.errors import InvalidInputError
 from simattr.evaluation import SupportSettings, get_recipe, recipe_pool, run_support
 from simattr.evaluation.ensemble import Ensemble, train_ensemble
-from simattr.training.executors import make_executor
+from simattr.training.executors import executor_for
 from simattr.training.jobs import load_split
 
 
@@ -353,8 +353,7 @@ def run_bench(
     if bad:
         raise InvalidInputError(f"unknown stage(s) {bad}; choose from {list(STAGES)}")
     out = Path(out_dir)
-    pool_exec, slots = make_executor(executor, workers=workers)
-    try:
+    with executor_for(executor, workers=workers) as (pool_exec, slots):
         ensemble = train_ensemble(
             data,
             prof.recipe,
@@ -415,8 +414,6 @@ def run_bench(
                 )
             # a report after every stage: an interrupted run still shows what it finished
             write_bench_report(out, prof, rankings, targets, data=data)
-    finally:
-        pool_exec.shutdown(wait=True, cancel_futures=True)
     return write_bench_report(out, prof, rankings, targets, data=data)
 
 

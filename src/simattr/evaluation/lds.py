@@ -47,7 +47,7 @@ from simattr._progress import progress_bar
 from simattr.errors import InvalidInputError, MissingFileError
 from simattr.ranking import Ranking
 from simattr.store import MANIFEST, Store
-from simattr.training.executors import make_executor, run_jobs
+from simattr.training.executors import executor_for, run_jobs
 from simattr.training.jobs import JobResult, TrainJob, load_split
 from simattr.training.recipes import Recipe, get_recipe, recipe_pool
 from simattr.validation import check_indices
@@ -165,13 +165,8 @@ def run_lds(
     store.save()  # last: a folder with a manifest has its arrays
     todo = [(s, 0) for s in range(subsets) if not store.path(_margin_path(s)).exists()]
     todo += [(s, 1) for s in range(replicates) if not store.path(_margin_path(s, 1)).exists()]
-    if isinstance(executor, str):
-        pool_exec, _ = make_executor(executor, workers=workers, address=address)
-        owned = True
-    else:
-        pool_exec, owned = executor, False
     labels = test.labels[tgt]
-    try:
+    with executor_for(executor, workers=workers, address=address) as (pool_exec, _):
         with progress_bar(f"LDS models ({recipe.name})", len(todo), enabled=progress) as advance:
 
             def save(key: tuple[int, int], result: JobResult) -> None:
@@ -191,9 +186,6 @@ def run_lds(
                 for s, r in todo
             }
             run_jobs(pool_exec, jobs, save)
-    finally:
-        if owned:
-            pool_exec.shutdown(wait=True, cancel_futures=True)
     return load_lds(out)
 
 

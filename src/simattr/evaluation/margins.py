@@ -46,7 +46,7 @@ from simattr._progress import progress_bar
 from simattr.errors import InvalidInputError
 from simattr.ranking import Ranking
 from simattr.store import check_identity
-from simattr.training.executors import make_executor, run_jobs
+from simattr.training.executors import executor_for, run_jobs
 from simattr.training.jobs import JobResult, TrainJob, load_split
 from simattr.training.recipes import Recipe, get_recipe, recipe_pool
 
@@ -286,12 +286,7 @@ def run_margins(
         done[rec["key"]] = rec
     keyed = {cell.job.key(): cell for cell in cells}
     todo = {key: cell.job for key, cell in keyed.items() if key not in done}
-    if isinstance(executor, str):
-        pool_exec, _ = make_executor(executor, workers=workers, address=address)
-        owned = True
-    else:
-        pool_exec, owned = executor, False
-    try:
+    with executor_for(executor, workers=workers, address=address) as (pool_exec, _):
         with progress_bar("margin models", len(todo), enabled=progress) as advance:
 
             def save(key: str, result: JobResult) -> None:
@@ -326,9 +321,6 @@ def run_margins(
                     )
 
             run_jobs(pool_exec, todo, save)
-    finally:
-        if owned:
-            pool_exec.shutdown(wait=True, cancel_futures=True)
     return [done[key] for key in keyed]
 
 

@@ -39,7 +39,7 @@ from simattr.errors import InvalidInputError
 from simattr.evaluation.ensemble import Ensemble, train_ensemble
 from simattr.ranking import Ranking
 from simattr.store import check_identity
-from simattr.training.executors import make_executor
+from simattr.training.executors import executor_for
 from simattr.training.jobs import JobResult, TrainJob, load_split, run_job
 from simattr.training.recipes import Recipe, get_recipe, recipe_pool
 
@@ -401,12 +401,7 @@ def run_support(
             )
     summary = settings.summary()
     done = _existing(out, summary)
-    if isinstance(executor, str):
-        pool_exec, slots = make_executor(executor, workers=workers, address=address)
-        owned = True
-    else:
-        pool_exec, slots, owned = executor, workers or 1, False
-    try:
+    with executor_for(executor, workers=workers, address=address) as (pool_exec, slots):
         ensemble = train_ensemble(
             settings.data,
             recipe,
@@ -454,9 +449,6 @@ def run_support(
                 searches.append((header, search))
         journal = _Journal(journal_path(out))
         return skipped + _run_searches(searches, pool_exec, slots, journal, out, progress, log)
-    finally:
-        if owned:
-            pool_exec.shutdown(wait=True, cancel_futures=True)
 
 
 __all__ = [

@@ -15,9 +15,10 @@ seeds and thread counts, the results are the same whichever executor ran them.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, wait
 from typing import Any, TypeVar
 
@@ -141,3 +142,24 @@ def make_executor(
     if workers is None:
         workers = int(executor._ray.cluster_resources().get("CPU", 1))
     return executor, workers
+
+
+@contextlib.contextmanager
+def executor_for(
+    executor: str | Executor, *, workers: int | None = None, address: str | None = None
+) -> Iterator[tuple[Executor, int]]:
+    """An executor and how many jobs it runs at once, for the length of a ``with`` block.
+
+    A kind name (``"local"``, ``"process"``, ``"ray"``) builds one with :func:`make_executor`
+    and shuts it down at the end, cancelling what has not started (an interrupted run then
+    stops at once; finished results are already saved). An :class:`Executor` passed in is the
+    caller's: it is used as it is and left running, with ``workers`` (default 1) as its slots.
+    """
+    if not isinstance(executor, str):
+        yield executor, workers or 1
+        return
+    pool, slots = make_executor(executor, workers=workers, address=address)
+    try:
+        yield pool, slots
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
