@@ -229,3 +229,27 @@ def test_a_real_tiny_run_records_paired_models_and_resumes(
     bad = Ranking(targets=targets, indices=np.full((3, 40), pool[0]), scores=np.zeros((3, 40)))
     with pytest.raises(InvalidInputError, match="repeats a training row"):
         run_margins(settings, {"bad": bad}, targets, tmp_path / "other.jsonl")
+
+
+def test_margin_report_writes_curve_table_and_json_without_data(tmp_path):
+    from simattr._io import append_jsonl, read_json
+    from simattr.report.margins import margin_report
+
+    full = {0: {t: 1.0 for t in range(8)}}
+    removed = {
+        (name, f): {(t, 0): 1.0 + shift * (1 + f) + 0.05 * ((t * 7) % 3) for t in range(8)}
+        for name, shift in (("esvm", -1.5), ("random", -0.2))
+        for f in (0.1, 0.2)
+    }
+    path = tmp_path / "m.jsonl"
+    for rec in _records(full, removed):
+        append_jsonl(path, rec)
+    png, md, js = margin_report([path], tmp_path / "rep", pairs=[("esvm", "random")])
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    table = md.read_text()
+    assert "minus random" in table and "| esvm | 8 |" in table and "esvm - random" in table
+    summary = read_json(js)["summary"]
+    cell = summary["fractions"]["0.1"]["rankings"]["esvm"]
+    assert cell["vs_reference"]["a_lower"] == 8 and cell["effect"]["mean"] < -1.5
+    with pytest.raises(InvalidInputError, match="no ranking 'cosine'"):
+        margin_report([path], tmp_path / "r2", pairs=[("esvm", "cosine")])
