@@ -253,3 +253,21 @@ def test_margin_report_writes_curve_table_and_json_without_data(tmp_path):
     assert cell["vs_reference"]["a_lower"] == 8 and cell["effect"]["mean"] < -1.5
     with pytest.raises(InvalidInputError, match="no ranking 'cosine'"):
         margin_report([path], tmp_path / "r2", pairs=[("esvm", "cosine")])
+
+
+def test_balanced_bench_targets_are_the_first_half_of_the_margin_draw():
+    from simattr.bench import PROFILES, choose_bench_targets
+    from simattr.evaluation.ensemble import Ensemble
+
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(10), 60)
+    probs = rng.dirichlet(np.ones(10), size=(2, 600)).astype(np.float32)
+    probs[:, np.arange(600), labels] += 0.5 * (np.arange(600) % 4 != 0)  # 3/4 correct
+    ensemble = Ensemble(probs=probs, labels=labels, seeds=(0, 1))
+    eligible = np.flatnonzero(ensemble.correct)
+    margins_draw = choose_balanced_targets(eligible, labels, 100, seed=0)
+    support_draw = choose_bench_targets(ensemble, 50, 0, balanced=True)
+    assert np.isin(support_draw, margins_draw).all()
+    assert np.bincount(labels[support_draw]).tolist() == [5] * 10
+    prof = PROFILES["cpu-k250"]
+    assert prof.balanced_targets and prof.k * 4 == 1000 and prof.k / 2**prof.budget <= 20

@@ -33,6 +33,7 @@ from simattr.attribution import Attributor, Ranking, load_ranking, save_ranking
 from simattr.errors import InvalidInputError
 from simattr.evaluation import SupportSettings, get_recipe, recipe_pool, run_support
 from simattr.evaluation.ensemble import Ensemble, train_ensemble
+from simattr.evaluation.margins import choose_balanced_targets
 from simattr.training.executors import executor_for
 from simattr.training.jobs import load_split
 
@@ -60,6 +61,9 @@ class Profile:
     device: str = "cpu"
     #: second-seed LDS models on the first subsets: the noise ceiling of LDS
     lds_replicates: int = 0
+    #: draw the targets evenly over classes (the margin benchmark's draw, so that the support
+    #: searches of this profile run on a subset of its targets and pair with them)
+    balanced_targets: bool = False
 
 
 PROFILES: dict[str, Profile] = {
@@ -78,6 +82,25 @@ PROFILES: dict[str, Profile] = {
         # pinned: the committed results were made with these weights, whatever the default is
         backbone="shipped:cifar10-moco-resnet18-w16-e40",
         lds_replicates=20,
+    ),
+    # The evidence profile: k = a quarter of a 1,000-image class pool, B = 4 resolves the support
+    # to 250 / 16 = 16 images (1.6 % of the class), 50 balanced targets (the first half of the
+    # margin benchmark's 100). About 12 models per search: 12.5 CPU-hours for esvm, l2-raw and
+    # random, so it is run over several sessions (it resumes).
+    "cpu-k250": Profile(
+        "cpu-k250",
+        "cpu-mini",
+        targets=50,
+        models=3,
+        budget=4,
+        k=250,
+        ensemble=5,
+        lds_subsets=40,
+        lds_targets=500,
+        trak_checkpoints=2,
+        backbone="shipped:cifar10-moco-resnet18-w16-e40",
+        lds_replicates=20,
+        balanced_targets=True,
     ),
     # The paper's sizes (DESIGN.md section 2) with the fast recipe, for a GPU.
     "gpu": Profile(
@@ -319,9 +342,14 @@ def choose_lds_targets(n_test: int, n: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng([seed, 777]).choice(n_test, min(n, n_test), False))
 
 
-def choose_bench_targets(ensemble: Ensemble, n: int, seed: int = 0) -> np.ndarray:
-    """``n`` test rows the ensemble classifies correctly, drawn with ``seed`` (sorted)."""
+def choose_bench_targets(
+    ensemble: Ensemble, n: int, seed: int = 0, balanced: bool = False
+) -> np.ndarray:
+    """``n`` test rows the ensemble classifies correctly, drawn with ``seed`` (sorted);
+    ``balanced``: as evenly over classes as possible (:func:`choose_balanced_targets`)."""
     correct = np.flatnonzero(ensemble.correct)
+    if balanced:
+        return choose_balanced_targets(correct, ensemble.labels, n, seed)
     if len(correct) < n:
         raise InvalidInputError(f"only {len(correct)} correctly classified targets; asked {n}")
     return np.sort(np.random.default_rng([seed, 4242]).choice(correct, n, replace=False))
@@ -364,7 +392,7 @@ def run_bench(
             threads=threads,
             progress=progress,
         )
-        targets = choose_bench_targets(ensemble, prof.targets, seed)
+        targets = choose_bench_targets(ensemble, prof.targets, seed, prof.balanced_targets)
         ctx = BenchContext(data, prof, out, targets)
         rankings = _rankings(ctx, methods, log)
         for stage in stages:
