@@ -91,9 +91,12 @@ def test_bench_tiny_profile_runs_and_resumes(data_root, tmp_path, cifar_train):
     assert controls["noise_ceiling_subsets"] == 3
     assert -1.0 <= controls["noise_ceiling"]["mean"] <= 1.0
     assert "beyond_class_prior_of_ceiling" in rows["esvm"]["lds"]
+    paired = rows["l2"]["lds"]["beyond_class_prior_minus_esvm"]
+    assert paired["n"] == 6 and paired["low"] <= paired["mean"] <= paired["high"]
     table = (tmp_path / "bench_table.md").read_text()
     assert table == summary["table"] and "| esvm |" in table and "| random |" in table
     assert "Controls: class-prior LDS" in table and "noise ceiling" in table
+    assert "each method minus `esvm` target by target" in table
     # every other method is paired with the ESVM on the same two targets
     assert "Target by target against `esvm`" in table and "| l2 | remove | 2 |" in table
     assert "against_esvm" not in rows["esvm"]["remove"]

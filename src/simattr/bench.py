@@ -487,6 +487,7 @@ def write_bench_report(
                 "training_seconds": round(s.seconds, 1),
             }
     ceilings: dict[str, Any] = {}
+    per_target: dict[str, dict[int, float]] = {}  # LDS beyond the class prior, per target
     if (out / "lds" / "manifest.json").exists():
         from simattr.evaluation.lds import class_counts, lds_score, load_lds, noise_ceiling
 
@@ -519,11 +520,33 @@ def write_bench_report(
             if counts is not None:
                 beyond = lds_score(lds, ranking, centre=True, control=counts)
                 rows[name]["lds"]["beyond_class_prior"] = _mean_se(beyond)
+                per_target[name] = dict(
+                    zip(beyond.targets.tolist(), beyond.per_target.tolist(), strict=True)
+                )
             if counts is not None and "noise_ceiling_beyond_class_prior" in ceilings:
                 rows[name]["lds"]["beyond_class_prior_of_ceiling"] = (
                     beyond.mean / ceilings["noise_ceiling_beyond_class_prior"]["mean"]
                 )
     table = _bench_table(prof, rows, ceilings)
+    if REFERENCE_METHOD in per_target and len(per_target) > 1:
+        from simattr.evaluation.margins import paired
+
+        lines = [
+            f"\nLDS beyond the class prior, each method minus `{REFERENCE_METHOD}` target by "
+            "target (95 % t-interval; paired t-test and Wilcoxon signed-rank test):\n",
+            "| method | targets | difference | method higher | t-test p | Wilcoxon p |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for name, values in per_target.items():
+            if name == REFERENCE_METHOD:
+                continue
+            d = paired(values, per_target[REFERENCE_METHOD])
+            rows[name]["lds"]["beyond_class_prior_minus_" + REFERENCE_METHOD] = d
+            lines.append(
+                f"| {name} | {d['n']} | {d['mean']:+.3f} ({d['low']:+.3f}, {d['high']:+.3f}) | "
+                f"{d['b_lower']}/{d['n']} | {d['t_p']:.2g} | {d['wilcoxon_p']:.2g} |"
+            )
+        table += "\n".join(lines) + "\n"
     if pairs:
         table += (
             f"\nTarget by target against `{REFERENCE_METHOD}` (a target not flipped within k "
