@@ -159,7 +159,8 @@ def test_custom_registered_scorer_runs_end_to_end(clusters, monkeypatch):
     np.testing.assert_array_equal(by_instance.topk(tests, test_labels, k=5)[0], indices)
     assert att.describe()["method"] == by_instance.describe()["method"] == "manhattan"
     # it did not opt in to FAISS candidates, and the refusal says which methods did
-    with pytest.raises(InvalidInputError, match=r"supports the esvm, l2, l2-raw and cosine methods"):
+    refusal = r"supports the esvm, l2, l2-raw and cosine methods"
+    with pytest.raises(InvalidInputError, match=refusal):
         Attributor("manhattan", class_conditional=False, retrieval="faiss").fit(train)
 
 
