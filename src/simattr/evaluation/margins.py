@@ -375,7 +375,10 @@ def paired(a: Mapping[int, float], b: Mapping[int, float]) -> dict[str, Any]:
         "b_lower": int((d > 0).sum()),
     }
     # Degenerate samples (fewer than two, all zero, or all equal) have no defined test.
-    varied, nonzero = len(d) >= 2 and d.max() > d.min(), len(d) >= 2 and np.any(d != 0)
+    # (differences equal up to rounding count as equal: the t statistic would be noise)
+    scale = float(np.abs(d).max()) if len(d) else 0.0
+    varied = len(d) >= 2 and float(np.ptp(d)) > 1e-9 * max(1.0, scale)
+    nonzero = len(d) >= 2 and np.any(d != 0)
     out["t_p"] = float(stats.ttest_1samp(d, 0.0).pvalue) if varied else math.nan
     out["wilcoxon_p"] = float(stats.wilcoxon(d).pvalue) if nonzero else math.nan
     return out
