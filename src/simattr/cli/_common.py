@@ -79,6 +79,19 @@ Mode = choice_enum("Mode", MODES)
 ExecutorKind = choice_enum("ExecutorKind", EXECUTORS)
 SSLMethodName = choice_enum("SSLMethodName", SSL_METHODS)
 
+# Options every retraining command takes, declared once so their names and help stay alike.
+DataOption = Annotated[str, typer.Option(help="Dataset: a path or 'cifar10'.")]
+RecipeOption = Annotated[str, typer.Option(help="Training recipe (see `simattr recipes`).")]
+ExecutorOption = Annotated[ExecutorKind, typer.Option(help="Where models train.")]
+WorkersOption = Annotated[int | None, typer.Option(help="Models trained at once.")]
+AddressOption = Annotated[
+    str | None, typer.Option(help="Ray cluster address (default: a local Ray).")
+]
+ThreadsOption = Annotated[
+    int | None, typer.Option(help="Torch threads per model (fix it for reproducibility).")
+]
+DeviceOption = Annotated[str, typer.Option(help="cpu or cuda.")]
+
 
 def _version(value: bool) -> None:
     if value:

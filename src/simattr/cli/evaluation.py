@@ -16,8 +16,15 @@ import typer
 from rich.table import Table
 
 from simattr.cli._common import (
+    AddressOption,
+    DataOption,
+    DeviceOption,
     ExecutorKind,
+    ExecutorOption,
     Mode,
+    RecipeOption,
+    ThreadsOption,
+    WorkersOption,
     app,
     console,
     err_console,
@@ -40,7 +47,7 @@ def _ranking_arg(spec: str) -> tuple[str, Path]:
 @app.command()
 @friendly_errors
 def support(
-    data: Annotated[str, typer.Option(help="Dataset: a path or 'cifar10'.")],
+    data: DataOption,
     ranking: Annotated[
         list[str],
         typer.Option(help="Ranking .npz, as PATH or NAME=PATH; repeat to compare rankings."),
@@ -49,9 +56,7 @@ def support(
     mode: Annotated[Mode, typer.Option(help="Remove the top-m images, or relabel them.")] = (
         Mode.remove
     ),
-    recipe: Annotated[str, typer.Option(help="Training recipe (see `simattr recipes`).")] = (
-        "cpu-mini"
-    ),
+    recipe: RecipeOption = ("cpu-mini"),
     models: Annotated[int, typer.Option(help="M: models per tested m (flip = half of them).")] = 5,
     budget: Annotated[int, typer.Option(help="B: bisection steps after m = k.")] = 7,
     k: Annotated[int, typer.Option("--k", help="Largest m tested (not found beyond it).")] = 1280,
@@ -66,18 +71,12 @@ def support(
     ensemble_dir: Annotated[
         Path | None, typer.Option(help="Cache of the ensemble (default: next to --out).")
     ] = None,
-    executor: Annotated[ExecutorKind, typer.Option(help="Where models train.")] = (
-        ExecutorKind.local
-    ),
-    workers: Annotated[int | None, typer.Option(help="Models trained at once.")] = None,
-    address: Annotated[
-        str | None, typer.Option(help="Ray cluster address (default: a local Ray).")
-    ] = None,
-    threads: Annotated[
-        int | None, typer.Option(help="Torch threads per model (fix it for reproducibility).")
-    ] = None,
+    executor: ExecutorOption = ExecutorKind.local,
+    workers: WorkersOption = None,
+    address: AddressOption = None,
+    threads: ThreadsOption = None,
     seed: Annotated[int, typer.Option(help="First seed of the models at each m.")] = 0,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: DeviceOption = "cpu",
 ) -> None:
     """Removal or mislabel support of targets along rankings, by retraining (resumable)."""
     from simattr.attribution import load_ranking
@@ -155,15 +154,13 @@ def _floats(spec: str, option: str) -> tuple[float, ...]:
 @app.command()
 @friendly_errors
 def margins(
-    data: Annotated[str, typer.Option(help="Dataset: a path or 'cifar10'.")],
+    data: DataOption,
     ranking: Annotated[
         list[str],
         typer.Option(help="Ranking .npz, as PATH or NAME=PATH; include a random one."),
     ],
     out: Annotated[Path, typer.Option(help="Results JSON Lines file (appended; resumable).")],
-    recipe: Annotated[str, typer.Option(help="Training recipe (see `simattr recipes`).")] = (
-        "cpu-mini"
-    ),
+    recipe: RecipeOption = ("cpu-mini"),
     fractions: Annotated[
         str, typer.Option(help="Removal sizes as fractions of the smallest class pool.")
     ] = "0.05,0.1,0.2",
@@ -183,16 +180,12 @@ def margins(
     ensemble_dir: Annotated[
         Path | None, typer.Option(help="Cache of the ensemble (default: next to --out).")
     ] = None,
-    executor: Annotated[ExecutorKind, typer.Option(help="Where models train.")] = (
-        ExecutorKind.local
-    ),
-    workers: Annotated[int | None, typer.Option(help="Models trained at once.")] = None,
-    address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
-    threads: Annotated[
-        int | None, typer.Option(help="Torch threads per model (fix it for reproducibility).")
-    ] = None,
+    executor: ExecutorOption = ExecutorKind.local,
+    workers: WorkersOption = None,
+    address: AddressOption = None,
+    threads: ThreadsOption = None,
     seed: Annotated[int, typer.Option(help="First seed of the models.")] = 0,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: DeviceOption = "cpu",
 ) -> None:
     """Margin change of each target after removing each ranking's top m (resumable)."""
     import numpy as np
@@ -288,23 +281,19 @@ def margins_report_command(
 @app.command()
 @friendly_errors
 def lds(
-    data: Annotated[str, typer.Option(help="Dataset: a path or 'cifar10'.")],
+    data: DataOption,
     out: Annotated[Path, typer.Option(help="LDS folder (masks, margins; resumable).")],
     subsets: Annotated[int, typer.Option(help="S: subset models (half the pool each).")] = 50,
-    recipe: Annotated[str, typer.Option(help="Training recipe (see `simattr recipes`).")] = (
-        "cpu-mini"
-    ),
+    recipe: RecipeOption = ("cpu-mini"),
     targets: Annotated[
         str | None, typer.Option(help="Comma-separated test rows (default: the whole test split).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the subsets and models.")] = 0,
-    executor: Annotated[ExecutorKind, typer.Option(help="Where models train.")] = (
-        ExecutorKind.local
-    ),
-    workers: Annotated[int | None, typer.Option(help="Models trained at once.")] = None,
-    address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
-    threads: Annotated[int | None, typer.Option(help="Torch threads per model.")] = None,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    executor: ExecutorOption = ExecutorKind.local,
+    workers: WorkersOption = None,
+    address: AddressOption = None,
+    threads: ThreadsOption = None,
+    device: DeviceOption = "cpu",
     replicates: Annotated[
         int,
         typer.Option(help="Second-seed models on the first N subsets: the noise ceiling (>= 20)."),
@@ -418,7 +407,7 @@ def lds_score_command(
 @friendly_errors
 def bench(
     profile: Annotated[str, typer.Option(help="cpu, gpu or tiny (sizes of the run).")] = "cpu",
-    data: Annotated[str, typer.Option(help="Dataset: a path or 'cifar10'.")] = "cifar10",
+    data: DataOption = "cifar10",
     out: Annotated[
         Path | None, typer.Option(help="Output folder (default benchmarks/results/bench-PROFILE).")
     ] = None,
@@ -428,11 +417,9 @@ def bench(
     stages: Annotated[
         str, typer.Option(help="Comma-separated stages, in order: remove, lds, mislabel.")
     ] = "remove,lds,mislabel",
-    executor: Annotated[ExecutorKind, typer.Option(help="Where models train.")] = (
-        ExecutorKind.local
-    ),
-    workers: Annotated[int | None, typer.Option(help="Models trained at once.")] = None,
-    threads: Annotated[int | None, typer.Option(help="Torch threads per model.")] = None,
+    executor: ExecutorOption = ExecutorKind.local,
+    workers: WorkersOption = None,
+    threads: ThreadsOption = None,
     seed: Annotated[int, typer.Option(help="Seed of targets, subsets and models.")] = 0,
 ) -> None:
     """Every method on the same targets: support curves, LDS and cost (resumable)."""
