@@ -122,6 +122,13 @@ def test_summary_reads_every_ranking_against_the_reference_and_named_pairs():
     assert math.isclose(cell["pairs"]["esvm - l2"]["mean"], -1.0)
     control = compare_designs(_records(full, removed), _records(full, removed))
     assert control["esvm @ 0.1"]["mean"] == 0.0
+    assert control["esvm - random @ 0.1"]["mean"] == 0.0 and "random - random @ 0.1" not in control
+    # a shift shared by every ranking (a class-size effect of single-target models) moves the
+    # raw effects but not the comparison with the reference
+    shifted = {k: {tk: v - 0.3 for tk, v in cell.items()} for k, cell in removed.items()}
+    moved = compare_designs(_records(full, removed), _records(full, shifted))
+    assert moved["esvm @ 0.1"]["mean"] == pytest.approx(0.3)
+    assert moved["esvm - random @ 0.1"]["mean"] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_settings_are_validated():

@@ -421,17 +421,32 @@ def summarise(
 
 
 def compare_designs(
-    multiplexed: Sequence[dict[str, Any]], single: Sequence[dict[str, Any]]
+    multiplexed: Sequence[dict[str, Any]],
+    single: Sequence[dict[str, Any]],
+    reference: str | None = "random",
 ) -> dict[str, Any]:
     """The multiplexing control: effects from shared models minus one-target models, paired.
 
-    Run on the same targets, rankings, fractions and seeds; an interval around 0 says that
-    carrying other targets' removals in the same model does not bias a target's effect.
+    Run on the same targets, rankings, fractions and seeds. Two readings per ranking and
+    fraction: ``"<ranking> @ <fraction>"``, the shift of the effect itself (a single-target
+    model shrinks only the target's class, so its effect also holds a class-size change that
+    multiplexing removes), and ``"<ranking> - <reference> @ <fraction>"``, the shift of the
+    effect *relative to the reference ranking*, which is what the comparisons read: an
+    interval around 0 there says that sharing a model does not bias them.
     """
     a, b = effects(multiplexed), effects(single)
     out: dict[str, Any] = {}
     for key in sorted(set(a) & set(b)):
         out[f"{key[0]} @ {key[1]}"] = paired(a[key], b[key])
+    if reference is not None:
+        for name, f in sorted(set(a) & set(b)):
+            ref = (reference, f)
+            if name == reference or ref not in a or ref not in b:
+                continue
+            common = set(a[(name, f)]) & set(b[(name, f)]) & set(a[ref]) & set(b[ref])
+            rel_a = {t: a[(name, f)][t] - a[ref][t] for t in common}
+            rel_b = {t: b[(name, f)][t] - b[ref][t] for t in common}
+            out[f"{name} - {reference} @ {f}"] = paired(rel_a, rel_b)
     return out
 
 

@@ -58,7 +58,10 @@ def margin_table(summary: dict[str, Any], control: dict[str, Any] | None = None)
                 )
     if control:
         lines.append(
-            "\n### Multiplexing control: effect in shared models minus single-target models\n"
+            "\n### Multiplexing control: effect in shared models minus single-target models\n\n"
+            "A single-target model shrinks only the target's class, so its raw effect also holds "
+            "a class-size change that shared models remove; the rows 'A - B' compare the effect "
+            "relative to the control ranking, which is what the comparisons above read.\n"
         )
         lines.append("| ranking @ fraction | targets | difference | t-test p |")
         lines.append("| --- | ---: | ---: | ---: |")
@@ -134,7 +137,7 @@ def margin_report(
     if control is not None:
         if not Path(control).exists():
             raise MissingFileError(f"no such control file: {control}")
-        design = compare_designs(records, read_jsonl(control))
+        design = compare_designs(records, read_jsonl(control), reference=reference)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     png = plot_curve(summary, out / "margins_curve.png")
