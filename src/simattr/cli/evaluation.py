@@ -34,6 +34,16 @@ from simattr.cli._common import (
 from simattr.errors import InvalidInputError
 
 
+def _load_rankings(specs: list[str]) -> dict:
+    """``--ranking`` options (``NAME=PATH`` or ``PATH``) as name -> loaded ranking."""
+    from simattr.attribution import load_ranking
+
+    named = dict(_ranking_arg(r) for r in specs)
+    if len(named) != len(specs):
+        raise InvalidInputError("two --ranking options have the same name; use NAME=PATH")
+    return {name: load_ranking(path) for name, path in named.items()}
+
+
 def _ranking_arg(spec: str) -> tuple[str, Path]:
     """``NAME=PATH`` or ``PATH`` (named after the file)."""
     if "=" in spec:
@@ -79,16 +89,12 @@ def support(
     device: DeviceOption = "cpu",
 ) -> None:
     """Removal or mislabel support of targets along rankings, by retraining (resumable)."""
-    from simattr.attribution import load_ranking
     from simattr.evaluation import SupportSettings, run_support
     from simattr.training.jobs import load_split
 
     if out.suffix != ".jsonl":
         raise InvalidInputError(f"--out must end with .jsonl, got {out}")
-    named = dict(_ranking_arg(r) for r in ranking)
-    if len(named) != len(ranking):
-        raise InvalidInputError("two --ranking options have the same name; use NAME=PATH")
-    rankings = {name: load_ranking(path) for name, path in named.items()}
+    rankings = _load_rankings(ranking)
     chosen = None
     if targets is not None:
         chosen = parse_targets(targets, None, len(load_split(data, "test")))
@@ -188,21 +194,17 @@ def margins(
     device: DeviceOption = "cpu",
 ) -> None:
     """Margin change of each target after removing each ranking's top m (resumable)."""
-    import numpy as np
 
-    from simattr.attribution import load_ranking
     from simattr.evaluation.ensemble import train_ensemble
     from simattr.evaluation.margins import MarginSettings, choose_balanced_targets, run_margins
+    from simattr.evaluation.support import common_targets
     from simattr.training.jobs import load_split
 
     if out.suffix != ".jsonl":
         raise InvalidInputError(f"--out must end with .jsonl, got {out}")
     if targets is not None and n_targets is not None:
         raise InvalidInputError("give either --targets or --n-targets, not both")
-    named = dict(_ranking_arg(r) for r in ranking)
-    if len(named) != len(ranking):
-        raise InvalidInputError("two --ranking options have the same name; use NAME=PATH")
-    rankings = {name: load_ranking(path) for name, path in named.items()}
+    rankings = _load_rankings(ranking)
     settings = MarginSettings(
         data=data,
         recipe=recipe,
@@ -217,10 +219,7 @@ def margins(
     if targets is not None:
         chosen = parse_targets(targets, None, len(test))
     else:
-        common = None
-        for r in rankings.values():
-            common = r.targets if common is None else common[np.isin(common, r.targets)]
-        chosen = np.asarray(common)
+        chosen = common_targets(rankings)
         if n_targets is not None:
             ens = train_ensemble(
                 data,

@@ -319,6 +319,16 @@ def _existing(out: Path, summary: dict[str, Any]) -> set[tuple[int, str, str]]:
     return done
 
 
+def common_targets(rankings: Mapping[str, Ranking]) -> np.ndarray:
+    """The targets every ranking ranks, in the first ranking's order."""
+    common: np.ndarray | None = None
+    for ranking in rankings.values():
+        common = ranking.targets if common is None else common[np.isin(common, ranking.targets)]
+    if common is None:
+        raise InvalidInputError("give at least one ranking")
+    return common
+
+
 def choose_targets(
     rankings: Mapping[str, Ranking],
     ensemble: Ensemble,
@@ -330,10 +340,7 @@ def choose_targets(
 
     With ``n_targets``, draw that many (seeded) among them that the ensemble gets right.
     """
-    common: np.ndarray | None = None
-    for ranking in rankings.values():
-        common = ranking.targets if common is None else common[np.isin(common, ranking.targets)]
-    assert common is not None
+    common = common_targets(rankings)
     if targets is not None:
         chosen = np.asarray(targets, dtype=np.int64)
         missing = chosen[~np.isin(chosen, common)]
@@ -455,6 +462,7 @@ __all__ = [
     "MODES",
     "SupportSettings",
     "choose_targets",
+    "common_targets",
     "journal_path",
     "run_support",
     "search_support",
