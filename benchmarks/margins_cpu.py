@@ -25,6 +25,7 @@ finishes; run the same command again to continue. ``--report`` only rewrites the
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -88,8 +89,8 @@ def _class_prior(ctx):
     return Ranking(ctx.targets, idx, np.ones(idx.shape), meta)
 
 
-def make_rankings(ctx, folder: Path) -> dict:
-    """Each ranking of :data:`RANKINGS`, computed once and read back from ``folder``."""
+def make_rankings(ctx, folder: Path, names: tuple[str, ...] = RANKINGS) -> dict:
+    """Each ranking of ``names``, computed once and read back from ``folder``."""
     from simattr.bench import METHODS, PROFILE_BACKBONE
     from simattr.ranking import load_ranking, save_ranking
 
@@ -99,7 +100,7 @@ def make_rankings(ctx, folder: Path) -> dict:
         "class-prior": _class_prior,
     }
     out = {}
-    for name in RANKINGS:
+    for name in names:
         path = folder / f"{name}.npz"
         if not path.exists():
             _log(f"ranking {name}")
@@ -140,14 +141,21 @@ def _table(summary: dict, control: dict, claims: dict) -> str:
                 f"| {ref} |"
             )
     lines.append("\n### The paper's claims (first minus second; negative favours the first)\n")
-    lines.append("| claim | m | targets | difference (95 % CI) | first lower | t p | Wilcoxon p |")
-    lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    lines.append(
+        "Verdict: *shown* at paired t p < 0.01; *honest null* when the 95 % interval is narrower "
+        "than +-10 % of the first ranking's effect beyond random removal (the bound column).\n"
+    )
+    lines.append(
+        "| claim | m | targets | difference (95 % CI) | first lower | t p | Wilcoxon p | bound "
+        "| verdict |"
+    )
+    lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for claim, per_f in claims.items():
-        for d in per_f.values():
+        for d in sorted(per_f.values(), key=lambda d: d["m"]):
             lines.append(
                 f"| {claim} | {d['m']} | {d['n']} | {d['mean']:+.3f} ({d['low']:+.3f}, "
                 f"{d['high']:+.3f}) | {d['a_lower']}/{d['n']} | {d['t_p']:.2g} | "
-                f"{d['wilcoxon_p']:.2g} |"
+                f"{d['wilcoxon_p']:.2g} | +-{d['null_bound']:.3f} | {d['verdict']} |"
             )
     if control:
         lines.append("\n### Multiplexing control (shared-model effect minus single-target)\n")
@@ -161,12 +169,39 @@ def _table(summary: dict, control: dict, claims: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def report(out_dir: Path, started: float | None = None) -> dict:
+def _verdicts(summary: dict, claims: dict) -> None:
+    """Mark each claim cell shown, an honest null, or unresolved (the issue's criterion).
+
+    Shown: the paired difference has p < 0.01. Honest null: otherwise, its 95 % interval is
+    narrower than +-10 % of the first ranking's effect beyond random removal at the same m.
+    """
+    for (a, _), per_f in zip(CLAIMS.values(), claims.values(), strict=True):
+        for f, d in per_f.items():
+            beyond = summary["fractions"][f]["rankings"].get(a, {}).get("vs_reference")
+            bound = 0.1 * abs(beyond["mean"]) if beyond else math.nan
+            half = (d["high"] - d["low"]) / 2
+            d["null_bound"] = bound
+            if d["t_p"] < 0.01:
+                d["verdict"] = "shown" if d["mean"] < 0 else "reversed"
+            elif half < bound:
+                d["verdict"] = "honest null"
+            else:
+                d["verdict"] = "unresolved"
+
+
+def report(out_dir: Path, started: float | None = None, sources: tuple[Path, ...] = ()) -> dict:
+    """Summarise the models recorded in ``sources`` (default ``out_dir``) into ``out_dir``.
+
+    Several sources pool disjoint target batches of the same protocol (each batch has its own
+    baseline models, paired by target and seed), so a later batch that adds targets to some
+    rankings tightens those rankings' intervals without retraining the first.
+    """
     from simattr._io import read_jsonl
     from simattr.evaluation.margins import compare_designs, summarise
 
-    records = read_jsonl(out_dir / "margins.jsonl")
-    control_records = read_jsonl(out_dir / "control.jsonl")
+    sources = sources or (out_dir,)
+    records = [r for d in sources for r in read_jsonl(d / "margins.jsonl")]
+    control_records = [r for d in sources for r in read_jsonl(d / "control.jsonl")]
     pairs = [*CLAIMS.values(), *EXTRA_PAIRS]
     summary = summarise(records, reference="random", pairs=pairs)
     claims = {
@@ -177,6 +212,7 @@ def report(out_dir: Path, started: float | None = None) -> dict:
         }
         for claim, (a, b) in CLAIMS.items()
     }
+    _verdicts(summary, claims)
     shared = [
         r
         for r in records
@@ -191,6 +227,7 @@ def report(out_dir: Path, started: float | None = None) -> dict:
     payload = {
         "protocol": "margin change after removing the top m (seed-paired with full-pool models)",
         "recipe": "cpu-mini",
+        "sources": [d.resolve().name for d in sources],
         "models_trained": len(models),
         "training_cpu_hours": round(cpu_hours, 2),
         "summary": summary,
@@ -212,12 +249,40 @@ def main() -> None:
     parser.add_argument("--executor", default="local", choices=["local", "process", "ray"])
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch threads per model")
+    parser.add_argument(
+        "--rankings", default=",".join(RANKINGS), help="comma-separated subset of the rankings"
+    )
+    parser.add_argument(
+        "--fractions",
+        default=",".join(str(f) for f in FRACTIONS),
+        help="comma-separated removal sizes as fractions of a class pool",
+    )
+    parser.add_argument(
+        "--skip-first",
+        type=int,
+        default=0,
+        help="leave out the targets a draw of this many would choose (a disjoint later batch)",
+    )
+    parser.add_argument("--no-control", action="store_true", help="skip the multiplexing control")
     parser.add_argument("--report", action="store_true", help="only rewrite the summary")
+    parser.add_argument(
+        "--sources",
+        type=Path,
+        nargs="+",
+        default=(),
+        help="with --report: pool the models of these result folders into --out-dir",
+    )
     args = parser.parse_args()
     out_dir: Path = args.out_dir
     if args.report:
-        print(report(out_dir)["table"])
+        out_dir.mkdir(parents=True, exist_ok=True)
+        print(report(out_dir, sources=tuple(args.sources))["table"])
         return
+    names = tuple(args.rankings.split(","))
+    unknown = sorted(set(names) - set(RANKINGS))
+    if unknown:
+        parser.error(f"unknown ranking(s) {', '.join(unknown)}; choose from {', '.join(RANKINGS)}")
+    fractions = tuple(float(f) for f in args.fractions.split(","))
 
     from simattr.bench import PROFILES, BenchContext
     from simattr.evaluation.ensemble import train_ensemble
@@ -236,15 +301,19 @@ def main() -> None:
         threads=args.threads,
     )
     test = load_split(args.data, "test")
-    targets = choose_balanced_targets(
-        np.flatnonzero(ensemble.correct), test.labels, args.targets, seed=0
-    )
+    eligible = np.flatnonzero(ensemble.correct)
+    targets = choose_balanced_targets(eligible, test.labels, args.targets, seed=0)
+    if args.skip_first:
+        # the draw is prefix-stable (round by round over classes), so a larger draw contains the
+        # smaller one and the difference is a disjoint, still balanced, batch
+        first = choose_balanced_targets(eligible, test.labels, args.skip_first, seed=0)
+        targets = np.setdiff1d(targets, first)
     ctx = BenchContext(args.data, profile, bench_dir, targets)
-    rankings = make_rankings(ctx, out_dir / "rankings")
+    rankings = make_rankings(ctx, out_dir / "rankings", names)
     common = dict(data=args.data, recipe=profile.recipe, models=1, seed=0, threads=args.threads)
     _log(f"{len(targets)} targets, {len(rankings)} rankings; training the multiplexed models")
     run_margins(
-        MarginSettings(fractions=FRACTIONS, multiplex=True, **common),
+        MarginSettings(fractions=fractions, multiplex=True, **common),
         rankings,
         targets,
         out_dir / "margins.jsonl",
@@ -253,6 +322,8 @@ def main() -> None:
         log=_log,
     )
     report(out_dir, started)
+    if args.no_control:
+        return
     control_targets = choose_balanced_targets(targets, test.labels, CONTROL_TARGETS, seed=1)
     _log(f"multiplexing control: {len(control_targets)} single-target models per ranking")
     run_margins(
