@@ -142,8 +142,8 @@ def _table(summary: dict, control: dict, claims: dict) -> str:
             )
     lines.append("\n### The paper's claims (first minus second; negative favours the first)\n")
     lines.append(
-        "Verdict: *shown* at paired t p < 0.01; *honest null* when the 95 % interval is narrower "
-        "than +-10 % of the first ranking's effect beyond random removal (the bound column).\n"
+        "Verdict: *shown* at paired t p < 0.01; *honest null* when the whole 95 % interval lies "
+        "within +-10 % of the first ranking's effect beyond random removal (the bound column).\n"
     )
     lines.append(
         "| claim | m | targets | difference (95 % CI) | first lower | t p | Wilcoxon p | bound "
@@ -172,21 +172,34 @@ def _table(summary: dict, control: dict, claims: dict) -> str:
 def _verdicts(summary: dict, claims: dict) -> None:
     """Mark each claim cell shown, an honest null, or unresolved (the issue's criterion).
 
-    Shown: the paired difference has p < 0.01. Honest null: otherwise, its 95 % interval is
-    narrower than +-10 % of the first ranking's effect beyond random removal at the same m.
+    Shown: the paired difference has p < 0.01. Honest null: otherwise, its whole 95 % interval
+    lies within +-10 % of the first ranking's effect beyond random removal at the same m (any
+    difference there is, is that small). Anything else is unresolved.
     """
     for (a, _), per_f in zip(CLAIMS.values(), claims.values(), strict=True):
         for f, d in per_f.items():
             beyond = summary["fractions"][f]["rankings"].get(a, {}).get("vs_reference")
             bound = 0.1 * abs(beyond["mean"]) if beyond else math.nan
-            half = (d["high"] - d["low"]) / 2
             d["null_bound"] = bound
             if d["t_p"] < 0.01:
                 d["verdict"] = "shown" if d["mean"] < 0 else "reversed"
-            elif half < bound:
+            elif -bound <= d["low"] and d["high"] <= bound:
                 d["verdict"] = "honest null"
             else:
                 d["verdict"] = "unresolved"
+
+
+def _made_by(source: Path) -> dict:
+    """The command and commit that trained a source's models (kept through later reports)."""
+    from simattr._io import read_json
+
+    path = source / "summary.json"
+    previous = read_json(path) if path.exists() else {}
+    if previous.get("models_made_by"):
+        return previous["models_made_by"][0] if len(previous["models_made_by"]) == 1 else {}
+    if "--report" in previous.get("command", "--report"):
+        return {}
+    return {"source": source.resolve().name, **{k: previous[k] for k in ("command", "commit")}}
 
 
 def report(out_dir: Path, started: float | None = None, sources: tuple[Path, ...] = ()) -> dict:
@@ -200,6 +213,7 @@ def report(out_dir: Path, started: float | None = None, sources: tuple[Path, ...
     from simattr.evaluation.margins import compare_designs, summarise
 
     sources = sources or (out_dir,)
+    made_by = [_made_by(d) for d in sources]
     records = [r for d in sources for r in read_jsonl(d / "margins.jsonl")]
     control_records = [r for d in sources for r in read_jsonl(d / "control.jsonl")]
     pairs = [*CLAIMS.values(), *EXTRA_PAIRS]
@@ -228,6 +242,7 @@ def report(out_dir: Path, started: float | None = None, sources: tuple[Path, ...
         "protocol": "margin change after removing the top m (seed-paired with full-pool models)",
         "recipe": "cpu-mini",
         "sources": [d.resolve().name for d in sources],
+        "models_made_by": made_by,
         "models_trained": len(models),
         "training_cpu_hours": round(cpu_hours, 2),
         "summary": summary,
