@@ -8,6 +8,7 @@ scikit-learn's digits into an :class:`ImageDataset`, caching decoded arrays on d
 from __future__ import annotations
 
 from simattr.data.dataset import ImageDataset
+from simattr.data.provenance import source_ids
 from simattr.data.sources import (
     DIGITS_SPLIT_SEED,
     DIGITS_TEST_SIZE,
@@ -25,4 +26,5 @@ __all__ = [
     "ImageDataset",
     "load_dataset",
     "resolve_root",
+    "source_ids",
 ]

@@ -1,0 +1,41 @@
+"""Dataset audit: near-duplicates, train/test leakage and likely label errors, from features.
+
+:func:`audit` runs it on arrays and returns an :class:`AuditResult`; :mod:`simattr.audit.tables`
+writes its CSV tables. ``simattr audit`` is the command line over both.
+"""
+
+from __future__ import annotations
+
+from simattr.audit.core import (
+    LABEL_DETECTORS,
+    AuditResult,
+    DuplicatePairs,
+    LabelIssues,
+    audit,
+    cleanlab_scores,
+    knn_probabilities,
+    logistic_probabilities,
+    neighbours,
+)
+from simattr.audit.tables import (
+    DUPLICATE_COLUMNS,
+    LABEL_COLUMNS,
+    write_duplicates_csv,
+    write_label_issues_csv,
+)
+
+__all__ = [
+    "DUPLICATE_COLUMNS",
+    "LABEL_COLUMNS",
+    "LABEL_DETECTORS",
+    "AuditResult",
+    "DuplicatePairs",
+    "LabelIssues",
+    "audit",
+    "cleanlab_scores",
+    "knn_probabilities",
+    "logistic_probabilities",
+    "neighbours",
+    "write_duplicates_csv",
+    "write_label_issues_csv",
+]
