@@ -146,7 +146,9 @@ def test_entries_are_written_atomically_and_leave_no_temporary_files(tmp_path):
     assert sorted(p.name for p in (tmp_path / "run").rglob("*")) == [
         "margins",
         "notes.txt",
+        "notes.txt.json",  # each entry's sidecar holds the checksum of its bytes
         "subset-00000.npy",
+        "subset-00000.npy.json",
     ]
     with pytest.raises(ValueError):
         store.write_array("objects.npy", np.array([{"a": 1}], dtype=object))  # no pickles

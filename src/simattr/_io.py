@@ -1,26 +1,42 @@
-"""Atomic writes and JSON sidecars.
+"""Atomic writes, JSON sidecars with checksums, output locks and output checks.
 
 Every artifact simattr writes goes through these helpers: the bytes land in a temporary file
 in the destination directory and are renamed into place only once complete, so an interrupted
 run or a failed validation never leaves a half-written file behind. Each array artifact gets a
 JSON sidecar (``<file>.json``) saying what produced it.
+
+Integrity and safety of outputs (DESIGN.md section 4), by construction rather than case by case:
+
+* :func:`write_with_sidecar` records the SHA-256 of the bytes it wrote in the sidecar, and
+  :func:`verify_checksum` (called by every loader of our files) refuses a file whose bytes no
+  longer match, naming it; :func:`read_json` turns damaged JSON into one such error.
+* :func:`lock` guards a resumable output with ``<output>.lock``: an advisory kernel lock
+  (released by the kernel when its holder dies, even by ``kill -9``, so a stale lock file is
+  simply taken over) plus the holder's pid and host for the message of a refused second run.
+* :func:`check_not_input` refuses an output path that is (resolved, or by inode) one of the
+  run's inputs; :func:`check_writable` checks, before any expensive work, that an output can be
+  written where it was asked for.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import json
 import os
+import socket
+import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from simattr._version import __version__
-from simattr.errors import InvalidInputError, MissingFileError
+from simattr.errors import DamagedFileError, InvalidInputError, LockedError, MissingFileError
+from simattr.hashing import digest_file
 
 
 @contextlib.contextmanager
@@ -84,9 +100,254 @@ def write_json(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
 
 
 def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a JSON object written by :func:`write_json`."""
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    """Read a JSON object written by :func:`write_json`; damaged JSON is one
+    :class:`~simattr.errors.DamagedFileError` naming the file (a ``ValueError``)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DamagedFileError(
+            f"{path} is damaged: not valid JSON ({exc}); regenerate it, or delete it and rerun"
+        ) from None
+
+
+def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The sidecar of ``path`` as a dictionary (empty when there is none); damaged: an error."""
+    side = sidecar_path(path)
+    if not side.exists():
+        return {}
+    meta = read_json(side)
+    if not isinstance(meta, dict):
+        raise DamagedFileError(f"{side} is damaged: it holds no JSON object; regenerate it")
+    return meta
+
+
+#: Sidecar key of the SHA-256 of the artifact's bytes, written by :func:`write_with_sidecar`.
+CHECKSUM_KEY = "sha256"
+
+
+def write_with_sidecar(
+    path: str | os.PathLike[str], write: Callable[[Path], None], meta: Mapping[str, Any]
+) -> Path:
+    """Write ``path`` atomically through ``write(tmp)`` and its sidecar ``meta`` with the
+    SHA-256 and size of the bytes written (:data:`CHECKSUM_KEY`, ``bytes``).
+
+    The old sidecar is removed before the new file is renamed into place, so a run killed
+    between the two renames leaves a file without a sidecar (read as a user's file, no check),
+    never a file with the checksum of another.
+    """
+    path = Path(path)
+    side = sidecar_path(path)
+    with atomic_path(path) as tmp:
+        write(tmp)
+        record = {**meta, CHECKSUM_KEY: digest_file(tmp), "bytes": tmp.stat().st_size}
+        side.unlink(missing_ok=True)
+    write_json(side, record)
+    return path
+
+
+def verify_checksum(
+    path: str | os.PathLike[str], meta: Mapping[str, Any] | None = None, name: str = ""
+) -> None:
+    """Refuse ``path`` when its bytes differ from the checksum its sidecar recorded.
+
+    ``meta`` is the sidecar (read here when ``None``); a sidecar without a checksum (a file
+    made elsewhere, or by an older simattr) is not checked. ``name`` is how the caller knows
+    the file (``--ranking``), put before its path in the message.
+    """
+    path = Path(path)
+    if meta is None:
+        meta = read_sidecar(path)
+    expected = meta.get(CHECKSUM_KEY) if isinstance(meta, Mapping) else None
+    if not expected:
+        return
+    size = meta.get("bytes")
+    actual_size = path.stat().st_size
+    what = f"{name} {path}" if name else str(path)
+    if size is not None and size != actual_size:
+        found = f"{actual_size} bytes, not the {size} written"
+    elif digest_file(path) != expected:
+        found = "bytes that do not match the SHA-256 recorded when it was written"
+    else:
+        return
+    raise DamagedFileError(
+        f"{what} is damaged: it has {found} (see {sidecar_path(path).name}); regenerate it, "
+        "or delete its sidecar if you changed the file on purpose"
+    )
+
+
+# -- outputs: inputs never overwritten, folders writable, locks ------------------------------
+
+
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two paths name the same file: equal once resolved, or the same inode."""
+    pa, pb = Path(a), Path(b)
+    try:
+        if pa.resolve() == pb.resolve():
+            return True
+        return pa.exists() and pb.exists() and os.path.samefile(pa, pb)
+    except OSError:
+        return False
+
+
+def check_not_input(
+    outputs: Mapping[str, str | os.PathLike[str] | None],
+    inputs: Mapping[str, str | os.PathLike[str] | None],
+) -> None:
+    """Refuse an output (or its sidecar) that is one of the inputs, or two outputs that are one.
+
+    ``outputs`` and ``inputs`` map how the user named each path (``--out``, ``--ranking``)
+    to the path; ``None`` entries are skipped.
+    """
+    outs = [(n, Path(p)) for n, p in outputs.items() if p is not None]
+    ins = [(n, Path(p)) for n, p in inputs.items() if p is not None]
+    for oname, out in outs:
+        for iname, given in ins:
+            for written in (out, sidecar_path(out)):
+                if same_file(written, given):
+                    raise InvalidInputError(
+                        f"{oname} {out} would overwrite the input {iname} {given}; "
+                        "choose another output path"
+                    )
+    for i, (a, pa) in enumerate(outs):
+        for b, pb in outs[i + 1 :]:
+            if same_file(pa, pb):
+                raise InvalidInputError(f"{a} and {b} both name {pa}; give them different paths")
+
+
+def check_writable(path: str | os.PathLike[str], name: str = "--out", folder: bool = False) -> None:
+    """Refuse, before any work, an output that cannot be written: a file path that is a folder
+    (or the reverse), or a destination under a file or in a folder without write permission."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        kind = "a folder" if path.is_dir() else "a file"
+        want = "a folder" if folder else "a file path"
+        raise InvalidInputError(f"{name} {path} is {kind}; give {want}")
+    probe = path if folder else path.parent
+    probe = probe.absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InvalidInputError(f"cannot write {name} {path}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise InvalidInputError(
+            f"cannot write {name} {path}: no permission to write in {probe}; "
+            "choose a folder you can write to"
+        )
+
+
+def lock_path(target: str | os.PathLike[str]) -> Path:
+    """The lock file of an output: ``results.jsonl`` -> ``results.jsonl.lock`` beside it."""
+    target = Path(target)
+    return target.with_name(target.name + ".lock")
+
+
+#: Locks this process holds (absolute target path -> depth), so nested calls re-enter.
+_HELD: dict[str, int] = {}
+
+
+@contextlib.contextmanager
+def lock(target: str | os.PathLike[str], name: str = "--out") -> Iterator[Path]:
+    """Hold the lock of output ``target`` (a file or folder) for the block.
+
+    A second run on the same output, while this one lives, is refused with one
+    :class:`~simattr.errors.LockedError` naming the holder's pid and host. The lock is an
+    advisory ``flock`` on ``<target>.lock``: the kernel releases it when its holder dies, even
+    by ``kill -9``, so a lock file left behind by a dead run is stale and simply taken over.
+    Folders created to hold the lock file are removed again when the block leaves them empty,
+    so a refused run leaves nothing behind. Re-entrant within one process.
+    """
+    import fcntl
+
+    target = Path(target).absolute()
+    key = str(target)
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield lock_path(target)
+        finally:
+            _HELD[key] -= 1
+        return
+    created = _make_parents(target.parent)
+    path = lock_path(target)
+    fd = -1
+    try:
+        fd = _acquire(path, target, name, fcntl)
+        _HELD[key] = 1
+        try:
+            yield path
+        finally:
+            del _HELD[key]
+            path.unlink(missing_ok=True)  # unlink before unlocking: a waiter re-checks the inode
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """Create ``folder`` and missing parents; return those created, outermost first."""
+    missing = []
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    missing.reverse()
+    for m in missing:
+        try:
+            m.mkdir()
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise InvalidInputError(f"cannot create the folder {m}: {exc.strerror}") from None
+    return missing
+
+
+def _acquire(path: Path, target: Path, name: str, fcntl: Any) -> int:
+    for _ in range(20):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise InvalidInputError(
+                f"cannot lock {name} {target}: cannot create {path} ({exc.strerror})"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise InvalidInputError(f"cannot lock {name} {target}: {exc.strerror}") from None
+            raise LockedError(
+                f"{name} {target} is being written by another simattr run "
+                f"({_describe_holder(path)}); wait for it to finish, or use another output"
+            ) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:  # the holder removed the file between our open and our lock: retry
+            os.close(fd)
+            continue
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join(sys.argv[:3]),
+        }
+        os.ftruncate(fd, 0)
+        os.write(fd, (json.dumps(holder) + "\n").encode())
+        return fd
+    raise LockedError(f"{name} {target}: could not take its lock {path}; try again")
+
+
+def _describe_holder(path: Path) -> str:
+    try:
+        holder = json.loads(path.read_text(encoding="utf-8"))
+        return f"pid {holder['pid']} on {holder['host']} since {holder['since']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"lock file {path}"
 
 
 def read_npy(path: str | os.PathLike[str], name: str) -> np.ndarray:

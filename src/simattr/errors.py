@@ -27,3 +27,11 @@ class MissingFileError(SimattrError, FileNotFoundError):
 
 class CheckpointError(SimattrError, ValueError):
     """A weights file is not what it claims to be (wrong architecture, unsafe pickle, ...)."""
+
+
+class DamagedFileError(SimattrError, ValueError):
+    """A file's bytes are not what was written: a checksum mismatch, a torn archive, bad JSON."""
+
+
+class LockedError(SimattrError, RuntimeError):
+    """Another live run holds the lock of the output this run would write."""

@@ -9,14 +9,23 @@ it back with :func:`load_ranking`; :func:`export_paper_npy` writes the dense
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from simattr._io import atomic_write, provenance, read_json, sidecar_path, write_json
-from simattr.errors import InvalidInputError, MissingFileError
+from simattr._io import (
+    atomic_write,
+    provenance,
+    read_sidecar,
+    verify_checksum,
+    write_with_sidecar,
+)
+from simattr.errors import DamagedFileError, InvalidInputError, MissingFileError
+from simattr.hashing import digest_bytes
+from simattr.validation import check_ranking_arrays
 
 
 @dataclass
@@ -27,8 +36,13 @@ class Ranking:
     indices: np.ndarray
     scores: np.ndarray
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: the file it was read from (for messages); ``None`` for a ranking made in memory
+    source: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
+        check_ranking_arrays(
+            self.targets, self.indices, self.scores, self.name, structure_only=True
+        )
         self.targets = np.asarray(self.targets, dtype=np.int64)
         self.indices = np.asarray(self.indices, dtype=np.int64)
         self.scores = np.asarray(self.scores, dtype=np.float64)
@@ -47,6 +61,61 @@ class Ranking:
     def k(self) -> int:
         return self.indices.shape[1]
 
+    @property
+    def name(self) -> str:
+        """How messages name this ranking: its file, or ``ranking``."""
+        return f"ranking {self.source}" if self.source else "ranking"
+
+    @property
+    def digest(self) -> str:
+        """Content identity (SHA-256 of targets, indices and scores, 16 hex digits): results
+        that depend on the ranking record it, and a resumed run refuses another."""
+        return digest_bytes((self.targets, self.indices, self.scores), 16)
+
+    def data_fingerprints(self) -> dict[str, str | None]:
+        """Fingerprints of the train and test splits the ranking was made on, as recorded in
+        its sidecar (``None`` where it does not say: a ranking made from user features)."""
+        meta = self.metadata
+        recorded = meta.get("data_fingerprints") or {}
+        found: dict[str, str | None] = {}
+        for split in ("train", "test"):
+            fp = recorded.get(split)
+            if fp is None:
+                feats = meta.get(f"{split}_features_meta") or {}
+                fp = (feats.get("dataset") or {}).get("fingerprint")
+            found[split] = fp
+        return found
+
+    def check(
+        self,
+        *,
+        n_test: int | None = None,
+        n_train: int | None = None,
+        pool: np.ndarray | None = None,
+        fingerprints: dict[str, str | None] | None = None,
+    ) -> Ranking:
+        """Refuse this ranking for data it was not made on: target rows in ``[0, n_test)``,
+        indices in ``[0, n_train)`` and inside ``pool``, and, where both sides record them,
+        the same dataset ``fingerprints`` (``{"train": ..., "test": ...}``). Returns itself."""
+        if fingerprints:
+            mine = self.data_fingerprints()
+            for split, fp in fingerprints.items():
+                if fp is not None and mine.get(split) is not None and mine[split] != fp:
+                    raise InvalidInputError(
+                        f"{self.name} was made on another {split} split (fingerprint "
+                        f"{mine[split]}, these data have {fp}); rank these data's features"
+                    )
+        check_ranking_arrays(
+            self.targets,
+            self.indices,
+            self.scores,
+            self.name,
+            n_test=n_test,
+            n_train=n_train,
+            pool=pool,
+        )
+        return self
+
 
 def save_ranking(path: str | os.PathLike[str], ranking: Ranking) -> Path:
     """Write the ranking ``.npz`` and its sidecar, atomically."""
@@ -56,21 +125,31 @@ def save_ranking(path: str | os.PathLike[str], ranking: Ranking) -> Path:
     arrays = {"targets": ranking.targets, "indices": ranking.indices, "scores": ranking.scores}
     # a loaded ranking carries the old header: it is written anew, not repeated
     own = {k: v for k, v in ranking.metadata.items() if k not in _HEADER_KEYS}
-    meta = provenance(kind="ranking", n_targets=len(ranking.targets), k=ranking.k, **own)
-    atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
-    write_json(sidecar_path(path), meta)
+    meta = provenance(
+        kind="ranking", n_targets=len(ranking.targets), k=ranking.k, digest=ranking.digest, **own
+    )
+    write_with_sidecar(path, lambda tmp: np.savez(tmp, **arrays), meta)
     return path
 
 
 #: Sidecar keys :func:`save_ranking` writes itself.
-_HEADER_KEYS = frozenset({"simattr_version", "created", "kind", "n_targets", "k"})
+_HEADER_KEYS = frozenset(
+    {"simattr_version", "created", "kind", "n_targets", "k", "digest", "sha256", "bytes"}
+)
 
 
 def load_ranking(path: str | os.PathLike[str]) -> Ranking:
-    """Read a ranking written by :func:`save_ranking` (no pickled objects are accepted)."""
+    """Read a ranking written by :func:`save_ranking` (no pickled objects are accepted).
+
+    The bytes are checked against the checksum of its sidecar, and the arrays against their
+    declared shapes and dtypes (:meth:`Ranking.check` adds the data it is used with)."""
     path = Path(path)
     if not path.exists():
         raise MissingFileError(f"no such ranking file: {path}")
+    if path.is_dir():
+        raise InvalidInputError(f"{path} is a folder, not a ranking .npz")
+    meta = read_sidecar(path)
+    verify_checksum(path, meta, "ranking")
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = {"targets", "indices", "scores"} - set(npz.files)
@@ -79,11 +158,9 @@ def load_ranking(path: str | os.PathLike[str]) -> Ranking:
                     f"{path} is not a ranking: missing arrays {sorted(missing)}"
                 )
             arrays = {name: npz[name] for name in ("targets", "indices", "scores")}
-    except (ValueError, OSError, EOFError) as exc:
-        raise InvalidInputError(f"{path} is not a readable .npz ranking: {exc}") from None
-    meta_path = sidecar_path(path)
-    meta = read_json(meta_path) if meta_path.exists() else {}
-    return Ranking(**arrays, metadata=meta)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DamagedFileError(f"{path} is not a readable .npz ranking: {exc}") from None
+    return Ranking(**arrays, metadata=meta, source=str(path))
 
 
 def export_paper_npy(path: str | os.PathLike[str], ranking: Ranking, n_test: int) -> Path:

@@ -18,14 +18,23 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from simattr._io import _json_default, atomic_write, provenance, read_json, write_json
-from simattr.errors import InvalidInputError
+from simattr._io import (
+    _json_default,
+    provenance,
+    read_json,
+    sidecar_path,
+    verify_checksum,
+    write_json,
+    write_with_sidecar,
+)
+from simattr.errors import DamagedFileError, InvalidInputError
 
 MANIFEST = "manifest.json"
 #: Fields of the provenance header: recorded, never compared.
@@ -165,12 +174,46 @@ class Store:
         return self.folder / name
 
     def write(self, name: str, write: Callable[[Path], None]) -> Path:
-        """Write entry ``name`` atomically: ``write(tmp)`` then a rename (no partial entry)."""
-        return atomic_write(self.path(name), write)
+        """Write entry ``name`` atomically: ``write(tmp)`` then a rename (no partial entry),
+        with a sidecar holding the checksum of its bytes (:meth:`verified` checks it)."""
+        return write_with_sidecar(self.path(name), write, {"entry": name})
 
     def write_array(self, name: str, array: np.ndarray) -> Path:
-        """Save ``array`` as the ``.npy`` entry ``name``, atomically."""
+        """Save ``array`` as the ``.npy`` entry ``name``, atomically, with its checksum."""
         return self.write(name, lambda tmp: np.save(tmp, array, allow_pickle=False))
+
+    def verified(self, name: str, *, rebuild: bool = True) -> Path | None:
+        """Entry ``name`` if it exists with the bytes it was written with; else ``None``.
+
+        A damaged entry (bytes or sidecar) is deleted with a warning when ``rebuild`` (the
+        caller recomputes it: a cache entry), and refused naming the file otherwise (an entry
+        nothing can recompute).
+        """
+        path = self.path(name)
+        if not path.is_file():
+            return None
+        try:
+            verify_checksum(path)
+        except DamagedFileError as exc:
+            if not rebuild:
+                raise
+            warnings.warn(f"{exc}; it is deleted and will be recomputed", stacklevel=2)
+            path.unlink(missing_ok=True)
+            sidecar_path(path).unlink(missing_ok=True)
+            return None
+        return path
+
+    def read_array(self, name: str) -> np.ndarray:
+        """Entry ``name`` as an array, checked against its checksum; damaged or missing: refused."""
+        path = self.verified(name, rebuild=False)
+        if path is None:
+            raise DamagedFileError(f"{self.path(name)} is missing; {self.remedy}")
+        try:
+            return np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise DamagedFileError(
+                f"{path} is not a readable array ({exc}); {self.remedy}"
+            ) from None
 
 
 __all__ = ["MANIFEST", "PROVENANCE_KEYS", "Store", "as_json", "check_identity", "differences"]

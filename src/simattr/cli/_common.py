@@ -8,8 +8,11 @@ A command module registers its commands on :data:`app`; every refusal from the A
 
 from __future__ import annotations
 
+import errno
 import functools
+import json
 import warnings
+import zipfile
 from collections.abc import Callable, Iterable
 from enum import Enum
 from pathlib import Path
@@ -43,17 +46,62 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def friendly_errors(func: F) -> F:
-    """Turn our exceptions into one readable line and exit status 1."""
+    """Turn our exceptions, and the faults of the world met at the boundary (a disk that is full
+    or read-only, a damaged archive or JSON file, a singular matrix), into one readable line
+    and exit status 1; a bug of ours still shows its traceback."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except SimattrError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        except (SimattrError, *BOUNDARY_ERRORS) as exc:
+            err_console.print(
+                f"[bold red]error:[/] {describe_error(exc)}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(code=1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+#: Exceptions of the outside world that a command reports as one line (see describe_error).
+BOUNDARY_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    zipfile.BadZipFile,
+    json.JSONDecodeError,
+    np.linalg.LinAlgError,
+    MemoryError,
+)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line about ``exc`` that says what went wrong, with what, and what to do."""
+    if isinstance(exc, SimattrError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        where = " ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        hint = {
+            errno.ENOSPC: "free some space or write elsewhere",
+            errno.EACCES: "choose a path you can read and write",
+            errno.EPERM: "choose a path you can read and write",
+            errno.EROFS: "write to another folder",
+            errno.ENOENT: "check the path",
+            errno.ENOTDIR: "check the path",
+            errno.EISDIR: "give a file path, not a folder",
+        }.get(exc.errno or -1, "check the file and the disk")
+        return f"{reason}: {where or 'a file'}; {hint}" if where else f"{reason}; {hint}"
+    if isinstance(exc, zipfile.BadZipFile):
+        return f"a .npz archive is damaged ({exc}); regenerate it"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"a JSON file is damaged ({exc}); regenerate it"
+    if isinstance(exc, np.linalg.LinAlgError):
+        return (
+            f"the linear algebra failed ({exc}): the features are degenerate (too few images or "
+            "identical rows); use more images or another method"
+        )
+    if isinstance(exc, MemoryError):
+        return "out of memory; use a smaller --batch-size, --block-size or fewer targets"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def show_warnings() -> None:

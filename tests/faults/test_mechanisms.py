@@ -1,0 +1,110 @@
+"""One unit test per integrity mechanism of ``simattr._io``, ``validation`` and ``Ranking``."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from faultkit import flip_byte
+
+from simattr._io import (
+    check_not_input,
+    check_writable,
+    lock,
+    lock_path,
+    read_json,
+    verify_checksum,
+    write_with_sidecar,
+)
+from simattr.attribution import Ranking
+from simattr.errors import DamagedFileError, InvalidInputError, LockedError
+
+
+def test_checksum_is_written_with_the_file_and_checked_on_read(tmp_path):
+    path = write_with_sidecar(tmp_path / "a.bin", lambda t: t.write_bytes(b"x" * 100), {"k": 1})
+    meta = read_json(tmp_path / "a.bin.json")
+    assert meta["k"] == 1 and meta["bytes"] == 100 and len(meta["sha256"]) == 64
+    verify_checksum(path)
+    flip_byte(path)
+    with pytest.raises(DamagedFileError, match=r"a\.bin is damaged"):
+        verify_checksum(path)
+    (tmp_path / "a.bin.json").unlink()
+    verify_checksum(path)  # a file without our sidecar is a user's file: not checked
+
+
+def test_damaged_json_is_one_error_naming_the_file(tmp_path):
+    (tmp_path / "m.json").write_text("{")
+    with pytest.raises(DamagedFileError, match=r"m\.json is damaged: not valid JSON"):
+        read_json(tmp_path / "m.json")
+
+
+def test_outputs_never_name_an_input(tmp_path):
+    src = tmp_path / "in.npy"
+    src.write_bytes(b"1")
+    os.link(src, tmp_path / "hard.npy")
+    for out in (src, tmp_path / "sub" / ".." / "in.npy", tmp_path / "hard.npy"):
+        with pytest.raises(InvalidInputError, match="would overwrite the input --x"):
+            check_not_input({"--out": out}, {"--x": src})
+    with pytest.raises(InvalidInputError, match="both name"):
+        check_not_input({"--a": tmp_path / "o", "--b": tmp_path / "o"}, {})
+    check_not_input({"--out": tmp_path / "other.npy"}, {"--x": src, "--y": None})
+
+
+def test_unwritable_outputs_are_refused_before_any_work(tmp_path):
+    (tmp_path / "f").write_text("")
+    with pytest.raises(InvalidInputError, match="is a file, not a folder"):
+        check_writable(tmp_path / "f" / "out.npy")
+    with pytest.raises(InvalidInputError, match="is a file; give a folder"):
+        check_writable(tmp_path / "f", folder=True)
+    check_writable(tmp_path / "new" / "deeper" / "out.npy")
+    assert not (tmp_path / "new").exists()
+
+
+def test_lock_refuses_a_live_holder_and_takes_over_a_dead_ones(tmp_path, holder):
+    out = tmp_path / "deep" / "results.jsonl"
+    proc = holder(out)
+    with pytest.raises(LockedError, match=f"pid {proc.pid}"), lock(out):
+        pass
+    proc.kill()
+    proc.wait()
+    assert lock_path(out).exists()  # left by the killed holder: stale
+    with lock(out):
+        with lock(out):  # re-entrant in one process
+            pass
+        assert lock_path(out).exists()
+    assert not lock_path(out).exists()
+
+
+def test_a_refused_lock_leaves_no_folder_behind(tmp_path):
+    with pytest.raises(RuntimeError), lock(tmp_path / "a" / "b" / "out"):
+        raise RuntimeError
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "targets, indices, kwargs, pattern",
+    [
+        ([0, 1], [[1, 1], [2, 3]], {}, "more than once"),
+        ([-1, 1], [[1, 2], [2, 3]], {}, "target -1"),
+        ([0, 9], [[1, 2], [2, 3]], {"n_test": 5}, r"target 9 .* outside \[0, 5\)"),
+        ([0, 0], [[1, 2], [2, 3]], {}, "ranked twice"),
+        ([0, 1], [[1, 7], [2, 3]], {"n_train": 5}, "outside the 5-image training split"),
+        ([0, 1], [[1, 2], [2, 3]], {"pool": np.array([1, 2])}, "training row 3"),
+        ([0, 1], [[-1, 2], [2, 3]], {}, "unranked"),
+    ],
+)
+def test_rankings_are_validated_against_their_data(targets, indices, kwargs, pattern):
+    r = Ranking(np.array(targets), np.array(indices), np.ones((2, 2)))
+    with pytest.raises(InvalidInputError, match=pattern):
+        r.check(**kwargs)
+
+
+def test_ranking_dtypes_and_dataset_identity():
+    with pytest.raises(InvalidInputError, match="must be integers"):
+        Ranking(np.array([0]), np.array([[1.5]]), np.ones((1, 1)))
+    r = Ranking([0], [[1]], [[1.0]], metadata={"data_fingerprints": {"train": "a", "test": "b"}})
+    r.check(fingerprints={"train": "a", "test": "b"})
+    with pytest.raises(InvalidInputError, match="another train split"):
+        r.check(fingerprints={"train": "c", "test": "b"})
+    assert r.digest != Ranking([0], [[2]], [[1.0]]).digest
