@@ -80,11 +80,12 @@ def test_lds_score_of_exact_and_reversed_predictions(lds_dir):
     data = load_lds(lds_dir)
     np.testing.assert_allclose(lds_score(data, _fitted_ranking(data, 1.0)).per_target, 1.0)
     np.testing.assert_allclose(lds_score(data, _fitted_ranking(data, -1.0)).per_target, -1.0)
-    # a ranking of training rows outside the pool predicts nothing: LDS 0
+    # a ranking of training rows outside the pool was made for other data: refused, naming it
     rows = np.setdiff1d(np.arange(50_000), data.pool)[:3]
     n = len(data.targets)
     outside = Ranking(data.targets, np.tile(rows, (n, 1)), np.ones((n, 3)))
-    assert lds_score(data, outside).mean == 0.0
+    with pytest.raises(InvalidInputError, match=r"outside the .*-image pool"):
+        lds_score(data, outside)
 
 
 def test_lds_score_uses_only_shared_targets_and_needs_three_models(lds_dir, tmp_path):

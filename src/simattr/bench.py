@@ -28,7 +28,15 @@ from typing import Any
 
 import numpy as np
 
-from simattr._io import provenance, read_json, read_jsonl, sidecar_path, write_json
+from simattr._io import (
+    check_writable,
+    lock,
+    provenance,
+    read_json,
+    read_jsonl,
+    sidecar_path,
+    write_json,
+)
 from simattr.attribution import Attributor, Ranking, load_ranking, save_ranking
 from simattr.errors import InvalidInputError
 from simattr.evaluation import SupportSettings, get_recipe, recipe_pool, run_support
@@ -36,6 +44,7 @@ from simattr.evaluation.ensemble import Ensemble, train_ensemble
 from simattr.evaluation.margins import choose_balanced_targets
 from simattr.training.executors import executor_for
 from simattr.training.jobs import load_split
+from simattr.validation import check_threads
 
 
 @dataclass(frozen=True)
@@ -381,7 +390,9 @@ def run_bench(
     if bad:
         raise InvalidInputError(f"unknown stage(s) {bad}; choose from {list(STAGES)}")
     out = Path(out_dir)
-    with executor_for(executor, workers=workers) as (pool_exec, slots):
+    check_writable(out, "--out", folder=True)
+    check_threads(threads, "--threads")
+    with lock(out), executor_for(executor, workers=workers) as (pool_exec, slots):
         ensemble = train_ensemble(
             data,
             prof.recipe,

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from simattr._io import atomic_write, provenance, read_json, sidecar_path, write_json
+from simattr._io import provenance, read_sidecar, verify_checksum, write_with_sidecar
 from simattr._progress import progress_bar
 from simattr.data.dataset import ImageDataset
 from simattr.errors import InvalidInputError, MissingFileError
@@ -97,8 +97,7 @@ def save_features(
         ),
         **extra,
     )
-    atomic_write(path, lambda tmp: np.save(tmp, features, allow_pickle=False))
-    write_json(sidecar_path(path), meta)
+    write_with_sidecar(path, lambda tmp: np.save(tmp, features, allow_pickle=False), meta)
     return path
 
 
@@ -108,6 +107,9 @@ def load_features(path: str | os.PathLike[str], name: str | None = None) -> np.n
     label = name or str(path)
     if not path.exists():
         raise MissingFileError(f"{label}: no such file {path}")
+    if path.is_dir():
+        raise InvalidInputError(f"{label}: {path} is a folder, not a .npy file")
+    verify_checksum(path, read_sidecar(path), label if name else "")
     try:
         arr = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
@@ -117,5 +119,5 @@ def load_features(path: str | os.PathLike[str], name: str | None = None) -> np.n
 
 def load_features_metadata(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The sidecar of a features file, or ``None`` when it has none (user-provided features)."""
-    meta = sidecar_path(path)
-    return read_json(meta) if meta.exists() else None
+    meta = read_sidecar(path)
+    return meta or None

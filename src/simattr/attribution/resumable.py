@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ import numpy as np
 from simattr._progress import progress_bar
 from simattr.attribution.attributor import Attributor
 from simattr.errors import InvalidInputError
-from simattr.hashing import digest_array
+from simattr.hashing import digest_array, digest_file
 from simattr.ranking import Ranking, save_ranking
 from simattr.store import Store
 from simattr.validation import check_indices, check_positive_int
@@ -50,10 +51,11 @@ def fingerprint_array(a: np.ndarray | None, max_bytes: int = 64 << 20) -> str | 
 
 
 def fingerprint_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Identity of an input file: resolved path, size, modification time."""
+    """Identity of an input file: resolved path, size, and the SHA-256 of its bytes (so a
+    file changed in place, whatever its modification time, is another input)."""
     p = Path(path).resolve()
     st = p.stat()
-    return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"path": str(p), "size": st.st_size, "sha256": digest_file(p)}
 
 
 def block_plan(targets: np.ndarray, labels: np.ndarray | None, block_size: int) -> list[np.ndarray]:
@@ -160,7 +162,8 @@ def rank_resumable(
     scores = np.empty((len(targets), k), dtype=np.float64)
     todo = []
     for b, positions in enumerate(plan):
-        part = _load_part(store.path(f"block-{b:05d}.npz"), positions, k)
+        # a damaged block (its checksum does not match) is deleted and computed again
+        part = _load_part(store.verified(f"block-{b:05d}.npz"), positions, k)
         if part is None:
             todo.append(b)
         else:
@@ -192,14 +195,16 @@ def rank_resumable(
     return ranking
 
 
-def _load_part(path: Path, positions: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+def _load_part(
+    path: Path | None, positions: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray] | None:
     """A finished block, or ``None`` when missing or unreadable (it is then recomputed)."""
-    if not path.exists():
+    if path is None or not path.exists():
         return None
     try:
         with np.load(path, allow_pickle=False) as npz:
             pos, idx, val = npz["positions"], npz["indices"], npz["scores"]
-    except (ValueError, OSError, EOFError, KeyError):
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile):
         return None
     if not np.array_equal(pos, positions) or idx.shape != (len(positions), k):
         return None

@@ -334,9 +334,18 @@ class WhitenedExemplarScorer(Scorer):
         centred = x - mu
         cov = centred.T @ centred / max(1, len(x) - 1)
         scale = torch.trace(cov) / cov.shape[0]
+        if not bool(torch.isfinite(scale)) or float(scale) <= 0:
+            # one image, or identical images: no spread to whiten; fall back to the identity
+            scale = torch.ones((), dtype=cov.dtype)
         eye = torch.eye(cov.shape[0], dtype=cov.dtype)
         shrunk = (1 - shrinkage) * cov + shrinkage * scale * eye
-        factor = torch.linalg.cholesky(shrunk)
+        try:
+            factor = torch.linalg.cholesky(shrunk)
+        except torch.linalg.LinAlgError as exc:
+            raise InvalidInputError(
+                f"lda: the pool's covariance cannot be factored ({exc}); raise the shrinkage "
+                "or use the esvm method"
+            ) from None
         whitened = torch.cholesky_solve(centred.T, factor).T  # (x - mu) S^-1, row per candidate
         return mu, whitened
 

@@ -18,9 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from simattr._io import read_npy
+from simattr._io import check_not_input, check_writable, lock, read_npy
 from simattr.attribution.attributor import Attributor
-from simattr.attribution.resumable import fingerprint_array, fingerprint_file, rank_resumable
+from simattr.attribution.resumable import (
+    fingerprint_array,
+    fingerprint_file,
+    parts_dir,
+    rank_resumable,
+)
 from simattr.errors import InvalidInputError
 from simattr.features import load_features, load_features_metadata
 from simattr.ranking import Ranking, export_paper_npy
@@ -86,6 +91,25 @@ def candidate_rows(
     return np.sort(rows)
 
 
+def _data_fingerprints(
+    data: str | None, train_features: PathLike, test_features: PathLike
+) -> dict[str, str | None]:
+    """Fingerprints of the splits the features were made from (their sidecars), else of
+    ``data``'s splits: what a consumer of the ranking compares with its own data."""
+    found: dict[str, str | None] = {}
+    for split, path in (("train", train_features), ("test", test_features)):
+        meta = load_features_metadata(path) or {}
+        found[split] = (meta.get("dataset") or {}).get("fingerprint")
+    if data is not None and None in found.values():
+        from simattr.data import load_dataset, resolve_root
+
+        root = resolve_root(data)
+        for split in ("train", "test"):
+            if found[split] is None:
+                found[split] = load_dataset(root, split).fingerprint
+    return found
+
+
 def attribute(
     train_features: PathLike,
     test_features: PathLike,
@@ -129,6 +153,20 @@ def attribute(
         raise InvalidInputError(f"--out must end with .npz, got {out}")
     if export_paper is not None and Path(export_paper).suffix != ".npy":
         raise InvalidInputError(f"--export-paper-npy must end with .npy, got {export_paper}")
+    _paths = (str, os.PathLike)
+    check_not_input(
+        {"--out": out, "--export-paper-npy": export_paper, "--out's parts folder": parts_dir(out)},
+        {
+            "--train-features": train_features,
+            "--test-features": test_features,
+            "--train-labels": train_labels if isinstance(train_labels, _paths) else None,
+            "--test-labels": test_labels if isinstance(test_labels, _paths) else None,
+            "--train-indices": train_indices if isinstance(train_indices, _paths) else None,
+        },
+    )
+    check_writable(out)
+    if export_paper is not None:
+        check_writable(export_paper, "--export-paper-npy")
     class_conditional = bool(attributor.class_conditional)
     xtr = load_features(train_features, "--train-features")
     xte = load_features(test_features, "--test-features")
@@ -154,6 +192,7 @@ def attribute(
             "class-conditional attribution needs labels: give --data ROOT, or --train-labels "
             "and --test-labels (or use --all-classes)"
         )
+    fingerprints = _data_fingerprints(data, train_features, test_features)
     if yte is not None:
         ytr = check_labels(ytr, len(xtr), "training labels", for_what="training features")
         yte = check_labels(yte, len(xte), "test labels", for_what="test features")
@@ -184,21 +223,27 @@ def attribute(
         train_indices=None
         if train_indices is None or isinstance(train_indices, np.ndarray)
         else str(train_indices),
+        data_fingerprints=fingerprints,
+        input_digests={
+            "train_features": inputs["train_features"]["sha256"],
+            "test_features": inputs["test_features"]["sha256"],
+        },
     )
-    ranking = rank_resumable(
-        attributor,
-        xte,
-        yte if class_conditional else None,
-        chosen,
-        k,
-        out,
-        block_size=block_size,
-        resume=resume,
-        progress=progress,
-        inputs=inputs,
-        metadata=metadata,
-        train_rows=rows,
-    )
-    if export_paper is not None:
-        export_paper_npy(export_paper, ranking, len(xte))
+    with lock(out):
+        ranking = rank_resumable(
+            attributor,
+            xte,
+            yte if class_conditional else None,
+            chosen,
+            k,
+            out,
+            block_size=block_size,
+            resume=resume,
+            progress=progress,
+            inputs=inputs,
+            metadata=metadata,
+            train_rows=rows,
+        )
+        if export_paper is not None:
+            export_paper_npy(export_paper, ranking, len(xte))
     return AttributionRun(ranking=ranking, attributor=attributor, out=out, n_test=len(xte))

@@ -14,6 +14,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
+from simattr._io import check_not_input, check_writable
 from simattr.cli._common import (
     IndexKind,
     Method,
@@ -28,6 +29,7 @@ from simattr.cli._common import (
     parse_targets,
 )
 from simattr.errors import InvalidInputError
+from simattr.validation import check_device, check_positive_int
 
 
 @app.command()
@@ -55,6 +57,11 @@ def features(
 
     if out.suffix != ".npy":
         raise InvalidInputError(f"--out must end with .npy, got {out}")
+    check_writable(out)  # before the expensive part, not after a whole split is embedded
+    backbone_file = Path(backbone) if Path(backbone).suffix else None
+    check_not_input({"--out": out}, {"--backbone": backbone_file})
+    check_device(device)
+    check_positive_int(batch_size, "--batch-size")
     dataset = load_split(data, split.value, image_size)
     net = load_backbone(backbone, device=device)
     feats = extract_features(net, dataset, batch_size=batch_size, device=device)
@@ -144,6 +151,10 @@ def attribute(
         index=index.value,
         nprobe=nprobe,
     )
+    check_not_input(
+        {"--out": out, "--export-paper-npy": export_paper_npy}, {"--targets-file": targets_file}
+    )
+    check_device(device)
     n_test = _n_rows(test_features)
     run = run_attribute(
         train_features,

@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from simattr._io import check_not_input, check_writable
 from simattr.cli._common import (
     AddressOption,
     DataOption,
@@ -347,6 +348,9 @@ def lds_score_command(
     from simattr.evaluation.lds import class_counts, lds_score, load_lds, noise_ceiling
     from simattr.training.jobs import load_split
 
+    if out is not None:
+        check_writable(out)
+        check_not_input({"--out": out}, {str(p): p for p in rankings})
     lds_data = load_lds(lds_dir)
     counts = None
     if data is not None:

@@ -15,6 +15,7 @@ run loses at most the models in flight.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -22,9 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
-from simattr._io import atomic_write, provenance, read_json, sidecar_path, write_json
+from simattr._io import (
+    provenance,
+    read_json,
+    read_sidecar,
+    sidecar_path,
+    verify_checksum,
+    write_with_sidecar,
+)
 from simattr._progress import progress_bar
-from simattr.errors import InvalidInputError
+from simattr.errors import DamagedFileError, InvalidInputError
 from simattr.store import as_json, check_identity
 from simattr.training.executors import InlineExecutor, run_jobs
 from simattr.training.jobs import JobResult, TrainJob, load_split
@@ -88,7 +96,14 @@ def _cached(path: Path, ident: dict, n_test: int) -> np.ndarray | None:
         holds="holds an ensemble model of other settings",
         remedy="use another --ensemble-dir or delete it",
     )
-    probs = np.load(path, allow_pickle=False)
+    try:
+        verify_checksum(path, read_sidecar(path))
+        probs = np.load(path, allow_pickle=False)
+    except (DamagedFileError, ValueError, OSError, EOFError) as exc:
+        # a damaged cache entry is a model to train again, not an error
+        warnings.warn(f"{exc}; retraining that ensemble model", stacklevel=2)
+        path.unlink(missing_ok=True)
+        return None
     if probs.ndim != 2 or probs.shape[0] != n_test:
         raise InvalidInputError(f"{path} has shape {probs.shape}; expected ({n_test}, C)")
     return probs
@@ -128,7 +143,6 @@ def train_ensemble(
 
         def save(s: int, result: JobResult) -> None:
             path = cache / f"seed-{s}.npy"
-            atomic_write(path, lambda tmp: np.save(tmp, result.probs))
             meta = provenance(
                 kind="ensemble-model",
                 identity=_identity(data, recipe, s),
@@ -136,7 +150,7 @@ def train_ensemble(
                 n_train=result.n_train,
                 test_accuracy=float((result.probs.argmax(1) == test.labels).mean()),
             )
-            write_json(sidecar_path(path), meta)
+            write_with_sidecar(path, lambda tmp: np.save(tmp, result.probs), meta)
             found[s] = result.probs
             advance(1)
 

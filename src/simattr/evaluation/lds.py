@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from simattr._io import read_json
+from simattr._io import check_writable, lock, read_json
 from simattr._progress import progress_bar
 from simattr.errors import InvalidInputError, MissingFileError
 from simattr.ranking import Ranking
@@ -50,7 +50,8 @@ from simattr.store import MANIFEST, Store
 from simattr.training.executors import executor_for, run_jobs
 from simattr.training.jobs import JobResult, TrainJob, load_split
 from simattr.training.recipes import Recipe, get_recipe, recipe_pool
-from simattr.validation import check_indices
+from simattr.training.trainer import check_trainable
+from simattr.validation import check_device, check_indices, check_threads
 
 
 def subset_masks(n_pool: int, n_subsets: int, seed: int = 0, fraction: float = 0.5) -> np.ndarray:
@@ -145,26 +146,57 @@ def run_lds(
             f"replicates must be an integer from 0 to subsets ({subsets}), got {replicates!r}"
         )
     recipe = get_recipe(recipe)
+    check_device(device)
+    check_threads(threads, "--threads")
     out = Path(out_dir)
+    check_writable(out, "--out", folder=True)
     test = load_split(data, "test")
     tgt = (
         np.arange(len(test), dtype=np.int64)
         if targets is None
         else check_indices(targets, len(test), "targets")
     )
+    check_trainable(recipe, load_split(data, "train"))  # before anything is written
+    with lock(out):
+        return _run_lds(
+            data, recipe, out, subsets, tgt, seed, fraction, executor, workers, address,
+            device, threads, progress, replicates, test,
+        )  # fmt: skip
+
+
+def _run_lds(
+    data: str,
+    recipe: Recipe,
+    out: Path,
+    subsets: int,
+    tgt: np.ndarray,
+    seed: int,
+    fraction: float,
+    executor: str | Executor,
+    workers: int | None,
+    address: str | None,
+    device: str,
+    threads: int | None,
+    progress: bool,
+    replicates: int,
+    test: Any,
+) -> LdsData:
+    """The body of :func:`run_lds`, run while it holds the lock of ``out``."""
     store = _store(out, data, recipe, subsets, seed, fraction)
     if store.check() is not None:
-        old_targets = np.load(store.path("targets.npy"), allow_pickle=False)
+        old_targets = store.read_array("targets.npy")
         if not np.array_equal(old_targets, tgt):
             raise InvalidInputError(f"{out} holds an LDS run over other targets")
-    pool = recipe_pool(recipe, load_split(data, "train"))
+    train = load_split(data, "train")
+    pool = recipe_pool(recipe, train)
     masks = subset_masks(len(pool), subsets, seed, fraction)
     store.write_array("pool.npy", pool)
     store.write_array("masks.npy", masks)
     store.write_array("targets.npy", tgt)
     store.save()  # last: a folder with a manifest has its arrays
-    todo = [(s, 0) for s in range(subsets) if not store.path(_margin_path(s)).exists()]
-    todo += [(s, 1) for s in range(replicates) if not store.path(_margin_path(s, 1)).exists()]
+    # a damaged margins file is a lost model: deleted by ``verified`` and trained again
+    todo = [(s, 0) for s in range(subsets) if store.verified(_margin_path(s)) is None]
+    todo += [(s, 1) for s in range(replicates) if store.verified(_margin_path(s, 1)) is None]
     labels = test.labels[tgt]
     with executor_for(executor, workers=workers, address=address) as (pool_exec, _):
         with progress_bar(f"LDS models ({recipe.name})", len(todo), enabled=progress) as advance:
@@ -204,16 +236,30 @@ def load_lds(out_dir: str | os.PathLike[str]) -> LdsData:
     if not (out / MANIFEST).exists():
         raise MissingFileError(f"{out} is not an LDS folder (no {MANIFEST}); run `simattr lds`")
     manifest = read_json(out / MANIFEST)
-    pool = np.load(out / "pool.npy", allow_pickle=False)
-    masks = np.load(out / "masks.npy", allow_pickle=False)
-    targets = np.load(out / "targets.npy", allow_pickle=False)
+    store = Store(out, None, {}, remedy="run `simattr lds` again into a new folder")
+    pool = store.read_array("pool.npy")
+    masks = store.read_array("masks.npy")
+    targets = store.read_array("targets.npy")
+    if masks.ndim != 2 or masks.shape[1] != len(pool) or targets.ndim != 1:
+        raise InvalidInputError(
+            f"{out}: masks {masks.shape}, pool {pool.shape} and targets {targets.shape} do not "
+            "fit together; run `simattr lds` again into a new folder"
+        )
     margins = np.full((len(masks), len(targets)), np.nan)
     replicate = np.full((len(masks), len(targets)), np.nan)
     for s in range(len(masks)):
         for r, into in ((0, margins), (1, replicate)):
-            path = out / _margin_path(s, r)
-            if path.exists():
-                into[s] = np.load(path, allow_pickle=False)
+            # a damaged margins file is deleted (with a warning) and counts as not trained:
+            # `simattr lds` trains that model again
+            path = store.verified(_margin_path(s, r))
+            if path is not None:
+                values = np.load(path, allow_pickle=False)
+                if values.shape != (len(targets),):
+                    raise InvalidInputError(
+                        f"{path} holds {values.shape} margins, not ({len(targets)},); delete it "
+                        "and run `simattr lds` again to retrain that model"
+                    )
+                into[s] = values
     return LdsData(
         pool=pool,
         masks=masks,
@@ -325,6 +371,13 @@ def lds_score(
     ``control``: the ``(S, n_targets)`` counts of :func:`class_counts`; the LDS is then the
     partial Spearman correlation with the count held out (LDS beyond the class prior).
     """
+    ranking.check(
+        pool=np.sort(lds.pool),
+        fingerprints={
+            "train": lds.manifest.get("train_fingerprint"),
+            "test": lds.manifest.get("test_fingerprint"),
+        },
+    )
     trained = lds.trained
     if trained.sum() < 3:
         raise InvalidInputError(

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from simattr._io import append_jsonl, read_jsonl
+from simattr._io import append_jsonl, check_not_input, check_writable, lock, read_jsonl
 from simattr._progress import progress_bar
 from simattr.errors import InvalidInputError
 from simattr.evaluation.ensemble import Ensemble, train_ensemble
@@ -42,6 +42,8 @@ from simattr.store import check_identity
 from simattr.training.executors import executor_for
 from simattr.training.jobs import JobResult, TrainJob, load_split, run_job
 from simattr.training.recipes import Recipe, get_recipe, recipe_pool
+from simattr.training.trainer import check_trainable
+from simattr.validation import check_device, check_threads
 
 MODES = ("remove", "mislabel")
 
@@ -176,10 +178,17 @@ def describe_record(record: dict[str, Any]) -> str:
 class _Journal:
     """Every trained model's prediction, keyed by :meth:`TrainJob.key`; appended as they finish."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, data_fingerprint: str | None = None) -> None:
         self.path = path
+        self.data_fingerprint = data_fingerprint
         self.results: dict[str, JobResult] = {}
         for rec in read_jsonl(path):
+            fp = rec.get("data_fingerprint")
+            if data_fingerprint is not None and fp is not None and fp != data_fingerprint:
+                raise InvalidInputError(
+                    f"{path} journals models trained on another dataset (training fingerprint "
+                    f"{fp}, now {data_fingerprint}); use another --out"
+                )
             self.results[rec["key"]] = JobResult(
                 logits=np.asarray(rec["logits"], dtype=np.float32),
                 seconds=float(rec["seconds"]),
@@ -199,6 +208,7 @@ class _Journal:
                 "logits": result.logits.tolist(),
                 "seconds": round(result.seconds, 3),
                 "n_train": result.n_train,
+                "data_fingerprint": self.data_fingerprint,
             },
         )
 
@@ -305,7 +315,14 @@ def _check_ranking(name: str, ranking: Ranking, pool: np.ndarray, recipe: str, k
         )
 
 
-def _existing(out: Path, summary: dict[str, Any]) -> set[tuple[int, str, str]]:
+def _existing(
+    out: Path,
+    summary: dict[str, Any],
+    rankings: Mapping[str, Ranking] | None = None,
+    data_fingerprint: str | None = None,
+) -> set[tuple[int, str, str]]:
+    """What ``out`` already holds, refusing records of other settings, of another data set,
+    or of another ranking under the same name (the digest each record keeps of its ranking)."""
     done = set()
     for rec in read_jsonl(out):
         check_identity(
@@ -315,7 +332,24 @@ def _existing(out: Path, summary: dict[str, Any]) -> set[tuple[int, str, str]]:
             holds="holds results of other settings",
             remedy="use another --out, or the same settings to resume",
         )
-        done.add((int(rec["target"]), str(rec["ranking"]), str(rec["mode"])))
+        name = str(rec.get("ranking"))
+        recorded = rec.get("ranking_digest")
+        if rankings is not None and name in rankings and recorded is not None:
+            ranking = rankings[name]
+            if recorded != ranking.digest:
+                raise InvalidInputError(
+                    f"{out} holds results of another ranking named {name!r} (ranking digest "
+                    f"{recorded}, now {ranking.digest}: {ranking.source or 'given in memory'}); "
+                    "resuming would keep those results for this ranking. Use another --out, "
+                    "or the ranking file those results were made with"
+                )
+        fp = rec.get("data_fingerprint")
+        if data_fingerprint is not None and fp is not None and fp != data_fingerprint:
+            raise InvalidInputError(
+                f"{out} holds results of another dataset (training fingerprint {fp}, now "
+                f"{data_fingerprint}); use another --out"
+            )
+        done.add((int(rec["target"]), name, str(rec["mode"])))
     return done
 
 
@@ -395,19 +429,54 @@ def run_support(
     if not rankings:
         raise InvalidInputError("give at least one ranking")
     out = Path(out)
+    if out.suffix != ".jsonl":
+        raise InvalidInputError(f"--out must end with .jsonl, got {out}")
+    check_device(settings.device)
+    check_threads(settings.threads, "--threads")
+    check_writable(out)
+    check_not_input(
+        {"--out": out, "--ensemble-dir": ensemble_dir},
+        {f"--ranking {name}": r.source for name, r in rankings.items()},
+    )
     recipe = get_recipe(settings.recipe)
     train = load_split(settings.data, "train")
     test = load_split(settings.data, "test")
     pool = recipe_pool(recipe, train)
+    fingerprints = {"train": train.fingerprint, "test": test.fingerprint}
     for name, ranking in rankings.items():
         _check_ranking(name, ranking, pool, recipe.name, settings.k)
-        if len(ranking.targets) and ranking.targets.max() >= len(test):
-            raise InvalidInputError(
-                f"ranking {name!r} has target {int(ranking.targets.max())}, outside the "
-                f"{len(test)}-image test split"
-            )
+        ranking.check(n_test=len(test), n_train=len(train), pool=pool, fingerprints=fingerprints)
+    check_trainable(recipe, train)  # before anything is written
     summary = settings.summary()
-    done = _existing(out, summary)
+    with lock(out):
+        done = _existing(out, summary, rankings, train.fingerprint)
+        return _search_all(
+            settings, rankings, out, recipe, test, done, summary, targets, n_targets,
+            ensemble_models, ensemble_dir, executor, workers, address, progress, log,
+            train.fingerprint,
+        )  # fmt: skip
+
+
+def _search_all(
+    settings: SupportSettings,
+    rankings: Mapping[str, Ranking],
+    out: Path,
+    recipe: Recipe,
+    test: Any,
+    done: set[tuple[int, str, str]],
+    summary: dict[str, Any],
+    targets: Sequence[int] | None,
+    n_targets: int | None,
+    ensemble_models: int,
+    ensemble_dir: str | os.PathLike[str] | None,
+    executor: str | Executor,
+    workers: int | None,
+    address: str | None,
+    progress: bool,
+    log: Callable[[str], None] | None,
+    data_fingerprint: str,
+) -> list[dict[str, Any]]:
+    """The body of :func:`run_support`, run while it holds the lock of ``out``."""
     with executor_for(executor, workers=workers, address=address) as (pool_exec, slots):
         ensemble = train_ensemble(
             settings.data,
@@ -434,6 +503,9 @@ def run_support(
                     "flip_class": int(ensemble.flip_class[t]),
                     "ensemble_prob_label": round(float(ensemble.mean[t, test.labels[t]]), 6),
                     "settings": summary,
+                    "ranking_digest": ranking.digest,
+                    "ranking_file": ranking.source,
+                    "data_fingerprint": data_fingerprint,
                 }
                 if not ensemble.correct[t]:
                     record = {
@@ -454,7 +526,7 @@ def run_support(
                 header["status"] = "searched"
                 search = search_support(settings, t, header["label"], header["flip_class"], order)
                 searches.append((header, search))
-        journal = _Journal(journal_path(out))
+        journal = _Journal(journal_path(out), data_fingerprint)
         return skipped + _run_searches(searches, pool_exec, slots, journal, out, progress, log)
 
 

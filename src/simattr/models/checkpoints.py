@@ -66,7 +66,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from simattr._io import read_json, sidecar_path
+from simattr._io import read_sidecar, sidecar_path, verify_checksum
 from simattr.errors import CheckpointError, InvalidInputError
 from simattr.models.resnet import ARCHITECTURES, build_architecture
 
@@ -145,8 +145,11 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], d
         raise CheckpointError(
             f"{path}: unsupported checkpoint file type; expected one of {', '.join(SUFFIXES)}"
         )
-    meta_path = sidecar_path(path)
-    meta = read_json(meta_path) if meta_path.exists() else {}
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file")
+    meta = read_sidecar(path)
+    # our files carry the SHA-256 of their bytes: a damaged one is refused, never loaded
+    verify_checksum(path, meta, "weights file")
     if name.endswith(".safetensors"):
         return _read_safetensors(path), {}, meta
     payload = _torch_load(path)

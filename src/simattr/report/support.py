@@ -10,6 +10,7 @@ images the prediction depends on; "not found" means no flip at k, so it counts a
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from simattr._io import atomic_path, atomic_write, read_jsonl
+from simattr._io import atomic_path, atomic_write, check_not_input, check_writable, read_jsonl
 from simattr.errors import InvalidInputError, MissingFileError
 
 
@@ -54,15 +55,44 @@ class SupportSummary:
 
 
 def load_support_records(paths: Sequence[str | os.PathLike[str]]) -> list[dict[str, Any]]:
-    """All records of the given results files (an absent file is an error, not an empty one)."""
+    """All records of the given results files (an absent file is an error, not an empty one).
+
+    Records that cannot be pooled are refused, naming the files: one ranking name bound to two
+    rankings (the digest each record keeps of its ranking), or one search recorded twice.
+    """
     records: list[dict[str, Any]] = []
+    digests: dict[str, tuple[str, object]] = {}
+    seen: dict[tuple[Any, ...], object] = {}
     for p in paths:
         if not Path(p).exists():
             raise MissingFileError(f"no such results file: {p}")
+        if Path(p).is_dir():
+            raise InvalidInputError(f"{p} is a folder, not a results .jsonl file")
         recs = read_jsonl(p)
         for i, rec in enumerate(recs):
             if not {"target", "ranking", "mode", "support"} <= set(rec):
                 raise InvalidInputError(f"{p}: record {i} is not a support record")
+            name, digest = str(rec["ranking"]), rec.get("ranking_digest")
+            if digest is not None:
+                first = digests.setdefault(name, (digest, p))
+                if first[0] != digest:
+                    raise InvalidInputError(
+                        f"ranking {name!r} names two different rankings (digest {first[0]} in "
+                        f"{first[1]}, {digest} in {p}); rename one of them (support --ranking "
+                        "NAME=PATH) before pooling the results"
+                    )
+            key = (
+                rec["target"],
+                name,
+                rec["mode"],
+                json.dumps(rec.get("settings"), sort_keys=True),
+            )
+            if key in seen:
+                raise InvalidInputError(
+                    f"the search of target {rec['target']} along {name!r} ({rec['mode']}) is "
+                    f"recorded twice ({seen[key]} and {p}, record {i}); give each results file once"
+                )
+            seen[key] = f"{p}, record {i}"
         records.extend(recs)
     return records
 
@@ -224,6 +254,15 @@ def support_report(
     With ``reference`` (a ranking name in the results), the table is followed by every other
     ranking paired with it target by target (:func:`head_to_head`).
     """
+    out = Path(out_dir)
+    check_writable(out, folder=True)
+    check_not_input(
+        {
+            "support_curve.png": out / "support_curve.png",
+            "support_table.md": out / "support_table.md",
+        },
+        {f"results {i}": p for i, p in enumerate(paths)},
+    )
     summaries = summarize(load_support_records(paths))
     if not summaries:
         raise InvalidInputError(f"no support records in {', '.join(map(str, paths))}")
@@ -235,7 +274,6 @@ def support_report(
                 f"reference ranking {reference!r} is not in the results; they hold {names}"
             )
         table += "\n" + head_to_head_table(head_to_head(summaries, reference))
-    out = Path(out_dir)
     png = plot_curves(out / "support_curve.png", summaries)
     md = atomic_write(out / "support_table.md", lambda tmp: tmp.write_text(table, "utf-8"))
     return png, md

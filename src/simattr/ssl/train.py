@@ -36,7 +36,15 @@ import numpy as np
 import torch
 from lightly.utils.scheduler import cosine_schedule
 
-from simattr._io import atomic_write, provenance, sidecar_path, write_json
+from simattr._io import (
+    check_not_input,
+    check_writable,
+    lock,
+    provenance,
+    verify_checksum,
+    write_json,
+    write_with_sidecar,
+)
 from simattr._progress import progress_bar
 from simattr.data.dataset import ImageDataset
 from simattr.errors import CheckpointError, InvalidInputError
@@ -263,58 +271,64 @@ def train_ssl(
         raise InvalidInputError(f"max_steps must be >= 0, got {max_steps}")
     device = check_device(device)
     out = Path(out_dir)
-    resume_path = out / RESUME_FILE
-    if resume_path.exists() and not resume:
-        raise InvalidInputError(
-            f"{resume_path} already holds a training run; pass resume=True to continue it or "
-            "choose another out_dir"
-        )
-    config = _run_config(
-        dataset,
-        method=method,
-        arch=arch,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        seed=seed,
-        temperature=temperature,
-        queue_size=queue_size,
-        momentum=momentum,
-        mean=mean,
-        std=std,
-        augment=augment or AugmentConfig(),
-    )
-    init_payload = None
+    check_writable(out, "--out", folder=True)
     if init_from is not None:
-        init_payload, config["init_from"] = _read_init_source(Path(init_from), config)
-    with _fork_rng(device):
-        torch.manual_seed(seed)
-        run = _build_run(config, out, device, _resolve_precision(precision, device))
-        if init_payload is not None:
-            run.model.load_state_dict(init_payload["model"])
-        if resume and resume_path.exists():
-            _load_checkpoint(run, resume_path)
-        elif resume:
-            logger.info("no %s in %s: starting a new run", RESUME_FILE, out)
-        knn = _KnnMonitor(
-            knn_dataset,
+        check_not_input({"--out": out}, {"--init-from": init_from})
+        if Path(init_from).is_file():
+            check_not_input({"--out": out / RESUME_FILE}, {"--init-from": init_from})
+    with lock(out):  # a second run on the same folder is refused while this one lives
+        resume_path = out / RESUME_FILE
+        if resume_path.exists() and not resume:
+            raise InvalidInputError(
+                f"{resume_path} already holds a training run; pass resume=True to continue it or "
+                "choose another out_dir"
+            )
+        config = _run_config(
             dataset,
-            every=knn_every or checkpoint_every,
-            train_size=knn_train_size,
-            k=knn_k,
-            temperature=knn_temperature,
+            method=method,
+            arch=arch,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
             seed=seed,
+            temperature=temperature,
+            queue_size=queue_size,
+            momentum=momentum,
+            mean=mean,
+            std=std,
+            augment=augment or AugmentConfig(),
         )
-        return _train_loop(
-            run,
-            dataset,
-            checkpoint_every=checkpoint_every,
-            knn=knn,
-            progress=progress,
-            max_steps=max_steps,
-            log=log or _log_epoch,
-        )
+        init_payload = None
+        if init_from is not None:
+            init_payload, config["init_from"] = _read_init_source(Path(init_from), config)
+        with _fork_rng(device):
+            torch.manual_seed(seed)
+            run = _build_run(config, out, device, _resolve_precision(precision, device))
+            if init_payload is not None:
+                run.model.load_state_dict(init_payload["model"])
+            if resume and resume_path.exists():
+                _load_checkpoint(run, resume_path)
+            elif resume:
+                logger.info("no %s in %s: starting a new run", RESUME_FILE, out)
+            knn = _KnnMonitor(
+                knn_dataset,
+                dataset,
+                every=knn_every or checkpoint_every,
+                train_size=knn_train_size,
+                k=knn_k,
+                temperature=knn_temperature,
+                seed=seed,
+            )
+            return _train_loop(
+                run,
+                dataset,
+                checkpoint_every=checkpoint_every,
+                knn=knn,
+                progress=progress,
+                max_steps=max_steps,
+                log=log or _log_epoch,
+            )
 
 
 def _run_config(
@@ -619,7 +633,6 @@ def save_backbone(run: _Run) -> Path:
     state = {
         k: v.detach().to("cpu").contiguous() for k, v in run.model.backbone.state_dict().items()
     }
-    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     cfg, history = run.config, run.state.history
     knn = _knn_history(history)
     epochs_done = len(history)
@@ -643,7 +656,10 @@ def save_backbone(run: _Run) -> Path:
         seconds=round(run.state.elapsed, 1),
         precision=run.precision,
     )
-    write_json(sidecar_path(path), meta)
+    # the sidecar carries the checksum of the weights, checked by every load
+    write_with_sidecar(
+        path, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}), meta
+    )
     return path
 
 
@@ -667,7 +683,8 @@ def _save_checkpoint(run: _Run, path: Path) -> None:
         "history": state.history,
         "rng": rng,
     }
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    meta = provenance(kind="ssl-resume", step=state.step, epochs_done=len(state.history))
+    write_with_sidecar(path, lambda tmp: torch.save(payload, tmp), meta)
 
 
 def _settings_diff(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -680,6 +697,7 @@ def _settings_diff(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
 
 
 def _read_resume_file(path: Path) -> dict[str, Any]:
+    verify_checksum(path)  # a damaged resume file is refused, never resumed from silently
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types

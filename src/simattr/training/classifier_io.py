@@ -26,10 +26,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from simattr._io import atomic_write, provenance, read_json, sidecar_path, write_json
+from simattr._io import (
+    provenance,
+    read_json,
+    sidecar_path,
+    verify_checksum,
+    write_with_sidecar,
+)
 from simattr._progress import progress_bar
 from simattr.data.dataset import ImageDataset
-from simattr.errors import CheckpointError, InvalidInputError, MissingFileError
+from simattr.errors import CheckpointError, DamagedFileError, InvalidInputError, MissingFileError
 from simattr.hashing import digest_bytes
 from simattr.models.classifiers import build_classifier
 from simattr.store import as_json, check_identity
@@ -85,7 +91,6 @@ def save_classifier(
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     if not tensors:
         raise InvalidInputError(f"model {type(model).__name__} has no weights to save to {path}")
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
     meta = provenance(
         kind=KIND,
         recipe=recipe.to_dict(),
@@ -95,7 +100,10 @@ def save_classifier(
         pool_rows_fingerprint=str(pool_rows_fingerprint),
         **dict(extra or {}),
     )
-    write_json(sidecar_path(path), meta)
+    # the sidecar records the checksum of the weights; load_classifier checks it
+    write_with_sidecar(
+        path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}), meta
+    )
     return path
 
 
@@ -139,6 +147,10 @@ def load_classifier(
 
     path = Path(path)
     meta = read_classifier_meta(path)
+    try:
+        verify_checksum(path, meta, "classifier")
+    except DamagedFileError as exc:
+        raise CheckpointError(str(exc)) from None
     try:
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:

@@ -24,6 +24,7 @@ from simattr.data.dataset import ImageDataset
 from simattr.errors import InvalidInputError
 from simattr.hashing import digest_json
 from simattr.training.recipes import Recipe, get_recipe, recipe_pool
+from simattr.validation import check_threads
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ class TrainJob:
     subset: tuple[int, ...] | None = None
     device: str = "cpu"
     threads: int | None = None
+
+    def __post_init__(self) -> None:
+        check_threads(self.threads, "threads")
 
     def key(self) -> str:
         """A short hash of everything that decides this job's result (not where it runs)."""

@@ -175,6 +175,13 @@ def _check_dataset(dataset: ImageDataset, recipe: Recipe) -> None:
         )
 
 
+def check_trainable(recipe: str | Recipe, dataset: ImageDataset) -> None:
+    """Refuse, before any work is written, a dataset the recipe's network cannot train on
+    (one class, images smaller than the network needs): the check :func:`train_classifier`
+    makes, for the commands that write results folders before their first model."""
+    _check_dataset(dataset, get_recipe(recipe))
+
+
 def train_classifier(
     recipe: str | Recipe,
     dataset: ImageDataset,
