@@ -114,6 +114,12 @@ def test_bad_checkpoints_raise_checkpoint_error(tmp_path, data, ckpts):
     state["spurious.weight"] = torch.zeros(2)
     save_file(state, str(extra))
     sidecar_path(extra).write_text(sidecar_path(ckpts[0]).read_text())
+    with pytest.raises(CheckpointError, match="damaged"):  # another file's checksum
+        load_classifier(extra)
+    meta = json.loads(sidecar_path(ckpts[0]).read_text())
+    for key in ("sha256", "bytes"):  # a sidecar edited by hand: no checksum to hold it to
+        meta.pop(key, None)
+    sidecar_path(extra).write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match=r"spurious\.weight"):
         load_classifier(extra)
 
