@@ -211,10 +211,21 @@ def knn_probabilities(
 
 
 def logistic_probabilities(
-    x: np.ndarray, labels: np.ndarray, num_classes: int, *, folds: int = 5, seed: int = 0
+    x: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    l2: float = 1e-3,
+    max_iter: int = 50,
+    progress: bool = False,
 ) -> np.ndarray:
-    """Out-of-sample class probabilities: ``folds``-fold cross-validated logistic regression."""
-    from sklearn.linear_model import LogisticRegression
+    """Out-of-sample class probabilities: ``folds``-fold cross-validated multinomial logistic
+    regression on standardised features (weight penalty ``l2 / 2 * |W|^2`` on the mean
+    cross-entropy), fitted by full-batch L-BFGS in torch: about 2 s a fold for 40,000 x 128 on
+    one core, where scikit-learn's ``lbfgs`` takes about 45 s for the same ranking quality."""
+    import torch
     from sklearn.model_selection import StratifiedKFold
 
     counts = np.bincount(labels, minlength=num_classes)
@@ -224,12 +235,43 @@ def logistic_probabilities(
     if n_splits < 2 or len(present) < 2:
         return P  # too few images per class to hold any out
     cv = StratifiedKFold(n_splits, shuffle=True, random_state=seed)
-    for fit_rows, held in cv.split(x, labels):
-        model = LogisticRegression(max_iter=1000).fit(x[fit_rows], labels[fit_rows])
-        P[np.ix_(held, model.classes_)] = model.predict_proba(x[held])
-        absent = np.setdiff1d(np.arange(num_classes), model.classes_)
-        P[np.ix_(held, absent)] = 0.0
+    X = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    with progress_bar("logistic folds", n_splits, progress) as advance:
+        for fit_rows, held in cv.split(x, labels):
+            _fit_fold(X, labels, fit_rows, held, P, num_classes, l2, max_iter)
+            advance(1)
     return P
+
+
+def _fit_fold(X, labels, fit_rows, held, P, num_classes, l2, max_iter) -> None:
+    """Fit one fold of :func:`logistic_probabilities`; write its held-out rows of ``P``."""
+    import torch
+    import torch.nn.functional as F
+
+    fit = X[fit_rows]
+    mean, std = fit.mean(0), fit.std(0).clamp_min(1e-6)
+    fit = (fit - mean) / std
+    target = torch.from_numpy(np.asarray(labels[fit_rows], dtype=np.int64))
+    W = torch.zeros(X.shape[1], num_classes, requires_grad=True)
+    b = torch.zeros(num_classes, requires_grad=True)
+    opt = torch.optim.LBFGS(
+        [W, b], lr=1.0, max_iter=max_iter, history_size=10, line_search_fn="strong_wolfe"
+    )
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(fit @ W + b, target) + 0.5 * l2 * (W * W).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    with torch.no_grad():
+        logits = ((X[held] - mean) / std) @ W + b
+        # a class with no image to fit on gets probability 0
+        fold_counts = np.bincount(labels[fit_rows], minlength=num_classes)
+        logits[:, torch.from_numpy(fold_counts == 0)] = -torch.inf
+        P[held] = torch.softmax(logits, 1).double().numpy()
 
 
 def cleanlab_scores(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
@@ -261,8 +303,8 @@ def audit(
     temperature: float = 0.1,
     folds: int = 5,
     detector: str = "simattr",
-    duplicate_neighbours: int = 5,
-    candidate_threshold: float = 0.93,
+    duplicate_neighbours: int = 3,
+    candidate_threshold: float = 0.94,
     duplicate_threshold: float = 0.9,
     evidence: int = 5,
     n_evidence: int = 50,
@@ -283,7 +325,11 @@ def audit(
         folds: folds of the cross-validated logistic regression.
         detector: which label score orders ``label_issues``: one of :data:`LABEL_DETECTORS`.
             ``scores`` always holds ``simattr`` and ``knn``, and ``cleanlab`` when requested.
-        duplicate_threshold: report pairs whose similarity is at least this.
+        duplicate_neighbours, candidate_threshold: candidate pairs are each image's first
+            ``duplicate_neighbours`` neighbours at cosine ``candidate_threshold`` or more.
+        duplicate_threshold: with images, report candidates whose similarity (the smaller of
+            cosine and pixel correlation) is at least this; without images, candidates are
+            reported on cosine alone (at ``max(candidate_threshold, duplicate_threshold)``).
         evidence, n_evidence: supporting training images per flagged row, for the first rows.
         parts_dir: a folder for finished neighbour-search blocks (resumable runs).
     """
@@ -346,6 +392,7 @@ def audit(
         test_images,
         candidate_threshold,
         duplicate_threshold,
+        progress,
     )
     timings["duplicates"] = time.perf_counter() - t0
 
@@ -353,7 +400,7 @@ def audit(
     P_knn = knn_probabilities(sims[:, :k], ids[:, :k], y, C, temperature)
     timings["knn"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    P_lr = logistic_probabilities(X, y, C, folds=folds, seed=seed)
+    P_lr = logistic_probabilities(X, y, C, folds=folds, seed=seed, progress=progress)
     timings["logistic"] = time.perf_counter() - t0
     rows = np.arange(len(y))
     P = 0.5 * (P_knn + P_lr)
@@ -419,14 +466,16 @@ def _as_getter(images) -> Callable[[np.ndarray], np.ndarray]:
     return lambda rows: arr[rows]
 
 
-def _duplicates(sims, ids, tsims, tids, images, test_images, candidate, threshold):
+def _duplicates(sims, ids, tsims, tids, images, test_images, candidate, threshold, progress):
     from simattr.audit.pixels import aligned_correlation
 
     blocks = []
     n = len(ids)
+    if images is None:
+        candidate = threshold = max(candidate, threshold)
     a = np.repeat(np.arange(n), ids.shape[1])
     b, s = ids.ravel(), sims.ravel()
-    keep = s >= min(candidate, threshold)
+    keep = s >= candidate
     a, b, s = np.minimum(a[keep], b[keep]), np.maximum(a[keep], b[keep]), s[keep]
     _, first = np.unique(a * np.int64(n) + b, return_index=True)
     blocks.append(("train", a[first], b[first], s[first]))
@@ -434,26 +483,33 @@ def _duplicates(sims, ids, tsims, tids, images, test_images, candidate, threshol
         m = len(tids)
         t = np.repeat(np.arange(m), tids.shape[1])
         b2, s2 = tids.ravel(), tsims.ravel()
-        keep = s2 >= min(candidate, threshold)
+        keep = s2 >= candidate
         # a leak pair is (train row, test row)
         blocks.append(("test", b2[keep], t[keep], s2[keep]))
     split_a, row_a, split_b, row_b, cos, pix = [], [], [], [], [], []
     for split, ra, rb, s in blocks:
-        p = None
-        if images is not None and len(ra):
+        if images is not None:
             other = images if split == "train" else test_images
             if other is None:
                 raise InvalidInputError("pass test_images with images to check leaks on pixels")
-            p = aligned_correlation(_as_getter(images), _as_getter(other), ra, rb)
+            p = np.empty(0, np.float32)
+            if len(ra):
+                p = aligned_correlation(
+                    _as_getter(images),
+                    _as_getter(other),
+                    ra,
+                    rb,
+                    progress=progress,
+                    what="pixel check" + (" (leaks)" if split == "test" else ""),
+                )
+            pix.append(p)
         split_a.append(np.full(len(ra), "train"))
         split_b.append(np.full(len(ra), split))
         row_a.append(ra)
         row_b.append(rb)
         cos.append(s.astype(np.float32))
-        pix.append(p if p is not None else None)
-    cosine = np.concatenate(cos) if cos else np.empty(0, np.float32)
-    has_pix = all(p is not None for p in pix) and images is not None
-    pixel = np.concatenate(pix) if has_pix and pix else None
+    cosine = np.concatenate(cos)
+    pixel = np.concatenate(pix) if images is not None else None
     sim = cosine if pixel is None else np.minimum(cosine, pixel)
     keep = sim >= threshold
     order = np.lexsort((np.concatenate(row_b)[keep], np.concatenate(row_a)[keep], -sim[keep]))

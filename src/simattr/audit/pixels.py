@@ -1,12 +1,19 @@
 """Pixel check of candidate duplicate pairs: same photograph, up to a light crop or colour change.
 
 Self-supervised features are trained to ignore crops and colour jitter, so two different photos
-of one object in one pose can be as close in feature space as a photo and its edited copy.
-:func:`aligned_correlation` tells them apart on the pixels: both images are reduced to small
-grey thumbnails, standardised (which removes brightness and contrast changes) and compared under
-a set of crops of either image (scales down to 81 % of the side, at 25 positions each), keeping
-the best correlation. An edited copy scores close to 1 under its own crop; a different photo
-does not, whatever the crop.
+of one object in one pose can be as close in feature space as a photo and its edited copy, and
+so can two smooth pictures (a plane on a blue sky) on the pixels' coarse layout.
+:func:`aligned_correlation` tells them apart on fine detail: both images are reduced to grey
+``SIDE x SIDE`` pictures and high-pass filtered (the picture minus its 3x3 local mean, which also
+removes brightness and contrast changes once standardised), then one is cropped (every integer
+crop of side ``MIN_CROP * SIDE`` or more, at every position), resized back and correlated with
+the other, in both directions, keeping the best correlation. An edited copy scores close to 1
+under its own crop (0.97 or more on CIFAR-10 with crops down to 26 of 32 pixels and +-20 %
+brightness, contrast and saturation); a different photo of the same scene rarely scores 0.9.
+
+The exhaustive search costs about 140 crops per direction and pair, so a cheaper screen runs
+first: the other picture shrunk to each crop side and correlated with every window of the same
+size (one matrix product per side). Pairs under ``screen`` keep their screen score.
 """
 
 from __future__ import annotations
@@ -17,18 +24,33 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-#: Side of the grey thumbnails compared.
-THUMB = 16
-#: Crop sides tried, as fractions of the image side (1.0: the whole image).
-CROP_SCALES = (1.0, 0.94, 0.87, 0.81)
-#: Positions of each crop along one axis, as fractions of the free margin.
-CROP_POSITIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
+from simattr._progress import progress_bar
+
+#: Side of the grey pictures compared, in pixels.
+SIDE = 32
+#: Smallest crop side tried, as a fraction of ``SIDE``.
+MIN_CROP = 0.8
+#: Screen score under which a pair is not searched exhaustively.
+SCREEN = 0.8
+
+
+def _sides() -> list[int]:
+    return list(range(int(np.ceil(MIN_CROP * SIDE)), SIDE + 1))
 
 
 def _grey(images: np.ndarray) -> torch.Tensor:
+    """``N x 1 x SIDE x SIDE`` grey pictures of uint8 ``N x H x W x 3`` (or ``N x H x W``)."""
     x = torch.from_numpy(np.ascontiguousarray(images)).float()
-    weights = torch.tensor([0.299, 0.587, 0.114])
-    return (x @ weights)[:, None]  # N x 1 x H x W
+    if x.ndim == 4:
+        x = x @ torch.tensor([0.299, 0.587, 0.114])
+    x = x[:, None]
+    if x.shape[-2:] != (SIDE, SIDE):
+        x = F.interpolate(x, size=(SIDE, SIDE), mode="area")
+    return x
+
+
+def _highpass(x: torch.Tensor) -> torch.Tensor:
+    return x - F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, 1)
 
 
 def _standardise(x: torch.Tensor) -> torch.Tensor:
@@ -37,51 +59,65 @@ def _standardise(x: torch.Tensor) -> torch.Tensor:
     return x / (x.norm(dim=1, keepdim=True) + 1e-6)
 
 
-def _crops(grey: torch.Tensor) -> torch.Tensor:
-    """``N x T x THUMB*THUMB`` standardised thumbnails of every crop of every image."""
-    _n, _, h, w = grey.shape
-    out = []
-    for scale in CROP_SCALES:
-        ch, cw = max(1, round(h * scale)), max(1, round(w * scale))
-        positions = CROP_POSITIONS if scale < 1.0 else (0.0,)
-        for fy in positions:
-            for fx in positions:
-                y0, x0 = round((h - ch) * fy), round((w - cw) * fx)
-                crop = grey[:, :, y0 : y0 + ch, x0 : x0 + cw]
-                thumb = F.interpolate(crop, size=(THUMB, THUMB), mode="area")
-                out.append(_standardise(thumb))
-    return torch.stack(out, dim=1)
+def _screen(ga: torch.Tensor, gb: torch.Tensor) -> torch.Tensor:
+    """Best normalised correlation of ``gb`` shrunk to each crop side against every window of
+    ``ga`` (both high-passed): a cheap lower bound on the exhaustive search's score."""
+    best = torch.full((len(ga),), -1.0)
+    hpa = _highpass(ga)
+    for side in _sides():
+        t = gb if side == SIDE else F.interpolate(gb, size=(side, side), mode="bicubic")
+        t = _standardise(_highpass(t))
+        windows = F.unfold(hpa, side)  # N x side^2 x positions
+        num = torch.einsum("ndp,nd->np", windows, t)
+        var = (windows * windows).sum(1) - windows.sum(1) ** 2 / (side * side)
+        best = torch.maximum(best, (num / var.clamp_min(1e-6).sqrt()).amax(1))
+    return best
 
 
-def thumbnails(images: np.ndarray) -> torch.Tensor:
-    """Standardised grey thumbnails of the whole images, ``N x THUMB*THUMB``."""
-    return _standardise(F.interpolate(_grey(images), size=(THUMB, THUMB), mode="area"))
+def _exhaustive(ga: torch.Tensor, gb: torch.Tensor) -> torch.Tensor:
+    """Best correlation of every crop of ``ga``, resized back and high-passed, with ``gb``."""
+    target = _standardise(_highpass(gb))
+    best = torch.full((len(ga),), -1.0)
+    for side in _sides():
+        starts = range(SIDE - side + 1)
+        crops = torch.cat([ga[:, :, y : y + side, x : x + side] for y in starts for x in starts])
+        if side != SIDE:
+            crops = F.interpolate(crops, size=(SIDE, SIDE), mode="bilinear", align_corners=False)
+        crops = _standardise(_highpass(crops)).view(-1, len(ga), SIDE * SIDE)
+        best = torch.maximum(best, torch.einsum("tnd,nd->nt", crops, target).amax(1))
+    return best
 
 
 def aligned_correlation(
-    get_images: Callable[[np.ndarray], np.ndarray],
+    images_a: Callable[[np.ndarray], np.ndarray],
     images_b: Callable[[np.ndarray], np.ndarray],
     rows_a: np.ndarray,
     rows_b: np.ndarray,
     *,
-    block: int = 4096,
+    screen: float = SCREEN,
+    block: int = 1024,
+    progress: bool = False,
+    what: str = "pixel check",
 ) -> np.ndarray:
-    """Best pixel correlation of each pair ``(rows_a[i], rows_b[i])`` over crops of either side.
+    """Best high-pass pixel correlation of each pair ``(rows_a[i], rows_b[i])`` over crops of
+    either side (see the module's text); float32 values in [-1, 1], one per pair.
 
-    ``get_images`` and ``images_b`` gather uint8 ``N x H x W x 3`` images by row (the two may be
-    different splits). Returns float32 values in [-1, 1], one per pair.
+    ``images_a`` and ``images_b`` gather uint8 ``N x H x W x 3`` images by row (the two may be
+    different splits). Pairs whose screen score is under ``screen`` keep the screen score.
     """
     rows_a = np.asarray(rows_a, dtype=np.int64)
     rows_b = np.asarray(rows_b, dtype=np.int64)
     out = np.empty(len(rows_a), dtype=np.float32)
-    with torch.no_grad():
+    with torch.no_grad(), progress_bar(what, len(rows_a), progress) as advance:
         for start in range(0, len(rows_a), block):
             sl = slice(start, start + block)
-            ga, gb = _grey(get_images(rows_a[sl])), _grey(images_b(rows_b[sl]))
-            whole_a = _standardise(F.interpolate(ga, size=(THUMB, THUMB), mode="area"))
-            whole_b = _standardise(F.interpolate(gb, size=(THUMB, THUMB), mode="area"))
-            # a crop of A against the whole of B, and a crop of B against the whole of A
-            ab = torch.einsum("ntd,nd->nt", _crops(ga), whole_b).amax(1)
-            ba = torch.einsum("ntd,nd->nt", _crops(gb), whole_a).amax(1)
-            out[sl] = torch.maximum(ab, ba).numpy()
+            ga, gb = _grey(images_a(rows_a[sl])), _grey(images_b(rows_b[sl]))
+            score = torch.maximum(_screen(ga, gb), _screen(gb, ga))
+            close = torch.nonzero(score >= screen).flatten()
+            if len(close):
+                a, b = ga[close], gb[close]
+                exact = torch.maximum(_exhaustive(a, b), _exhaustive(b, a))
+                score[close] = exact
+            out[sl] = score.numpy()
+            advance(len(ga))
     return out
