@@ -68,8 +68,12 @@ def run_demo(
         backbone = load_backbone("default")
     train_features = extract_features(backbone, train, progress=progress)
     test_features = extract_features(backbone, test, progress=progress)
-    save_features(out / "train_features.npy", train_features, backbone=backbone, dataset=train)
-    save_features(out / "test_features.npy", test_features, backbone=backbone, dataset=test)
+    save_features(
+        out / "train_features.npy", train_features, backbone=backbone, dataset=train, root="digits"
+    )
+    save_features(
+        out / "test_features.npy", test_features, backbone=backbone, dataset=test, root="digits"
+    )
 
     targets = np.sort(np.random.default_rng(seed).choice(len(test), n_targets, replace=False))
     attributor = Attributor(method).fit(train_features, train.labels)

@@ -71,30 +71,47 @@ def save_features(
     *,
     backbone: Backbone | None = None,
     dataset: ImageDataset | None = None,
+    root: str | os.PathLike[str] | None = None,
     **extra: Any,
 ) -> Path:
-    """Write ``features`` to ``path`` (``.npy``) and its sidecar, both atomically."""
+    """Write ``features`` to ``path`` (``.npy``) and its sidecar, both atomically.
+
+    The sidecar records the backbone and the dataset: its name, split, fingerprint, image size
+    and class names; with ``root`` (where ``dataset`` was loaded from) also that root and the
+    digest of the rows' source identifiers (:func:`~simattr.data.source_ids`), so that
+    ``attribute`` can refuse these features once the data changed, and name their files.
+    """
     features = check_features(features, "features")
     path = Path(path)
     if path.suffix != ".npy":
         raise InvalidInputError(f"features are written as .npy; got output path {path}")
+    if dataset is not None and len(dataset) != len(features):
+        raise InvalidInputError(
+            f"{len(features)} feature rows for the {len(dataset)} images of "
+            f"{dataset.name}/{dataset.split}; give the dataset the features were made from"
+        )
+    described: dict[str, Any] | None = None
+    if dataset is not None:
+        described = {
+            "name": dataset.name,
+            "split": dataset.split,
+            "fingerprint": dataset.fingerprint,
+            "image_size": dataset.image_size,
+            "n": len(dataset),
+            "class_names": list(dataset.class_names),
+        }
+        if root is not None:
+            from simattr.data import resolve_root, source_ids, source_ids_digest
+
+            described["root"] = str(resolve_root(root))
+            described["source_ids_digest"] = source_ids_digest(source_ids(root, dataset))
     meta = provenance(
         kind="features",
         shape=list(features.shape),
         dtype=str(features.dtype),
         normalized=False,
         backbone=backbone.describe() if backbone is not None else None,
-        dataset=(
-            {
-                "name": dataset.name,
-                "split": dataset.split,
-                "fingerprint": dataset.fingerprint,
-                "n": len(dataset),
-                "class_names": list(dataset.class_names),
-            }
-            if dataset is not None
-            else None
-        ),
+        dataset=described,
         **extra,
     )
     write_with_sidecar(path, lambda tmp: np.save(tmp, features, allow_pickle=False), meta)

@@ -5,7 +5,7 @@ Baselines that need more than features live in their own modules, imported on de
 :mod:`simattr.baselines.supervised` (penultimate-layer similarity of a trained classifier).
 """
 
-from simattr.attribution.attributor import Attributor, rank
+from simattr.attribution.attributor import Attributor, SmallPoolWarning, rank
 from simattr.attribution.resumable import rank_resumable
 from simattr.attribution.scorers import (
     SCORERS,
@@ -31,6 +31,7 @@ __all__ = [
     "Ranking",
     "RawL2Scorer",
     "Scorer",
+    "SmallPoolWarning",
     "WhitenedExemplarScorer",
     "attribute",
     "export_paper_npy",

@@ -13,6 +13,7 @@ never branches on a method's name and a new method needs no change here.
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -44,6 +45,11 @@ from simattr.validation import (
 #: registered class when its constructor takes a parameter of that name (the exemplar SVM takes
 #: all three). A :class:`Scorer` instance carries its own values instead.
 FORWARDED_PARAMS = ("C", "solver", "device")
+
+
+class SmallPoolWarning(UserWarning):
+    """k is larger than a candidate pool: the targets of that pool get the whole pool, and
+    their rows end in unranked slots (index ``-1``, score NaN)."""
 
 
 class Attributor(BaseEstimator):
@@ -351,38 +357,65 @@ class Attributor(BaseEstimator):
     ) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` highest-scoring training images per target.
 
+        A candidate pool smaller than ``k`` (a small class) is returned whole, with one
+        :class:`SmallPoolWarning`: the answer is as wide as the largest pool of these targets
+        when that is below ``k``, and a row of a smaller pool ends in unranked slots (index
+        ``-1``, score NaN), the convention of :class:`~simattr.ranking.Ranking`.
+
         Returns:
-            ``(indices, scores)``, both ``(n_targets, k)``: int64 rows of the training features
-            by descending score (ties broken by lower index), and their float64 scores.
+            ``(indices, scores)``, both ``(n_targets, min(k, largest pool))``: int64 rows of
+            the training features by descending score (ties broken by lower index), and their
+            float64 scores.
         """
         k = check_positive_int(k, "k")
         T, y = self._check_targets(target_features, target_labels)
+        width, note = self.topk_width(y, k)
+        if note is not None:
+            warnings.warn(note, SmallPoolWarning, stacklevel=2)
         if self.retrieval_ == "faiss":
-            return self._retrieval_topk(T, k)
-        for rows, pool in self._pools(y, len(T)):
-            if k > len(pool):
-                where = (
-                    f"the pool of label {int(y[rows[0]])} has only {len(pool)} training images"
-                    if y is not None
-                    else f"the training set has only {len(pool)} images"
-                )
-                raise InvalidInputError(f"k={k} is larger than the candidate pool: {where}")
-        indices = np.empty((len(T), k), dtype=np.int64)
-        values = np.empty((len(T), k), dtype=np.float64)
+            return self._retrieval_topk(T, width)
+        indices = np.full((len(T), width), -1, dtype=np.int64)
+        values = np.full((len(T), width), np.nan, dtype=np.float64)
         for rows, pool, scores in self._iter_blocks(T, y):
-            order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-            indices[rows] = pool[order]
-            values[rows] = np.take_along_axis(scores, order, axis=1)
+            order = np.argsort(-scores, axis=1, kind="stable")[:, :width]
+            kept = order.shape[1]
+            indices[rows, :kept] = pool[order]
+            values[rows, :kept] = np.take_along_axis(scores, order, axis=1)
         return indices, values
+
+    def topk_width(self, target_labels: np.ndarray | None, k: int) -> tuple[int, str | None]:
+        """How wide a top-``k`` answer for targets of these labels is (``k``, or the largest of
+        their pools when that is smaller), and the warning to give when a pool is smaller than
+        ``k`` (``None`` when none is). ``target_labels``: validated labels, or ``None`` for
+        all-class attribution."""
+        self._check_fitted()
+        if target_labels is None or not self.class_conditional:
+            sizes = {None: self.n_train_}
+        else:
+            labels, counts = np.unique(self.train_labels_, return_counts=True)
+            known = dict(zip(labels.tolist(), counts.tolist(), strict=True))
+            sizes = {int(v): known.get(int(v), 0) for v in np.unique(target_labels)}
+        width = min(k, max(sizes.values()))
+        short = sorted((n, label) for label, n in sizes.items() if n < k)
+        if not short:
+            return width, None
+        n, label = short[0]
+        if label is None:
+            where = f"the training set ({n} images)"
+        else:
+            where = f"the pool of label {label} ({n} images)"
+            if len(short) > 1:
+                where += f" and {len(short) - 1} other pool(s) of these targets"
+        return width, (
+            f"k={k} is larger than {where}: their targets get the whole pool, ranked, and rows "
+            "shorter than k end in -1 (no image)"
+        )
 
     def _retrieval_topk(self, T: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """All-class top-``k`` through FAISS candidates, ``block_size`` targets at a time."""
         assert self.search_ is not None
         n = self.n_train_
-        if k > n:
-            raise InvalidInputError(
-                f"k={k} is larger than the candidate pool: the training set has only {n} images"
-            )
+        k = min(k, n)  # topk() warned
         scorer = self._scorer
         n_cand = min(scorer.retrieval_candidates(k, self.n_candidates), n)
         if k > n_cand:

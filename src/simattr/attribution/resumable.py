@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from simattr._progress import progress_bar
-from simattr.attribution.attributor import Attributor
+from simattr.attribution.attributor import Attributor, SmallPoolWarning
 from simattr.errors import InvalidInputError
 from simattr.hashing import digest_array, digest_file
 from simattr.ranking import Ranking, save_ranking
@@ -156,14 +157,18 @@ def rank_resumable(
     )
     store.check()
     # Bad targets are refused before anything is written (``_check_targets`` is cheap).
-    attributor._check_targets(test_features[targets], labels)
+    _, checked = attributor._check_targets(test_features[targets], labels)
+    # a pool smaller than k is ranked whole: one warning, rows as wide as the largest pool
+    width, note = attributor.topk_width(checked, k)
+    if note is not None:
+        warnings.warn(note, SmallPoolWarning, stacklevel=2)
 
-    indices = np.empty((len(targets), k), dtype=np.int64)
-    scores = np.empty((len(targets), k), dtype=np.float64)
+    indices = np.empty((len(targets), width), dtype=np.int64)
+    scores = np.empty((len(targets), width), dtype=np.float64)
     todo = []
     for b, positions in enumerate(plan):
         # a damaged block (its checksum does not match) is deleted and computed again
-        part = _load_part(store.verified(f"block-{b:05d}.npz"), positions, k)
+        part = _load_part(store.verified(f"block-{b:05d}.npz"), positions, width)
         if part is None:
             todo.append(b)
         else:
@@ -175,9 +180,12 @@ def rank_resumable(
         for b in todo:
             positions = plan[b]
             rows = targets[positions]
-            idx, val = attributor.topk(
-                test_features[rows], None if labels is None else labels[positions], k
-            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", SmallPoolWarning)  # given once, above
+                idx, val = attributor.topk(
+                    test_features[rows], None if labels is None else labels[positions], width
+                )
+            idx, val = _widen(idx, val, width)
             if not store.exists():  # written with the first block: a run refused before
                 store.save()  # it leaves nothing behind
             arrays = {"positions": positions, "indices": idx, "scores": val}
@@ -188,11 +196,22 @@ def rank_resumable(
             if on_block is not None:
                 on_block(done, len(plan))
     if train_rows is not None:
-        indices = np.asarray(train_rows, dtype=np.int64)[indices]
+        mapped = np.asarray(train_rows, dtype=np.int64)[np.maximum(indices, 0)]
+        indices = np.where(indices >= 0, mapped, -1)
     ranking = Ranking(targets=targets, indices=indices, scores=scores, metadata=metadata or {})
     save_ranking(out, ranking)
     shutil.rmtree(folder, ignore_errors=True)
     return ranking
+
+
+def _widen(idx: np.ndarray, val: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """A block's answer padded to the ranking's width (a block of small pools only is
+    narrower than one that holds a larger pool)."""
+    missing = width - idx.shape[1]
+    if missing <= 0:
+        return idx, val
+    pad = ((0, 0), (0, missing))
+    return np.pad(idx, pad, constant_values=-1), np.pad(val, pad, constant_values=np.nan)
 
 
 def _load_part(

@@ -26,6 +26,7 @@ from simattr.attribution.resumable import (
     parts_dir,
     rank_resumable,
 )
+from simattr.data.dataset import ImageDataset
 from simattr.errors import InvalidInputError
 from simattr.features import load_features, load_features_metadata
 from simattr.ranking import Ranking, export_paper_npy
@@ -53,11 +54,11 @@ def _as_array(value: PathLike | np.ndarray | None, name: str) -> np.ndarray | No
     return np.asarray(value)
 
 
-def _split_labels(data: str) -> tuple[np.ndarray, np.ndarray]:
+def _splits(data: str) -> tuple[ImageDataset, ImageDataset]:
     from simattr.data import load_dataset, resolve_root
 
     root = resolve_root(data)
-    return load_dataset(root, "train").labels, load_dataset(root, "test").labels
+    return load_dataset(root, "train"), load_dataset(root, "test")
 
 
 def candidate_rows(
@@ -101,13 +102,104 @@ def _data_fingerprints(
         meta = load_features_metadata(path) or {}
         found[split] = (meta.get("dataset") or {}).get("fingerprint")
     if data is not None and None in found.values():
-        from simattr.data import load_dataset, resolve_root
+        from simattr.data import dataset_fingerprint
 
-        root = resolve_root(data)
         for split in ("train", "test"):
             if found[split] is None:
-                found[split] = load_dataset(root, split).fingerprint
+                found[split] = dataset_fingerprint(data, split)
     return found
+
+
+def check_features_match_data(data: str, train_features: PathLike, test_features: PathLike) -> None:
+    """Refuse feature files whose sidecar records a dataset fingerprint other than ``data``'s
+    split now has (files added, removed, changed or moved between class folders since the
+    features were made, or features of another dataset): ranking them would name the wrong
+    images. The message names the file and the command that rebuilds it. Features without a
+    sidecar (a user's own ``.npy``) are not checked: nothing says what they were made from."""
+    from simattr.data import dataset_fingerprint
+
+    for split, path, option in (
+        ("train", train_features, "--train-features"),
+        ("test", test_features, "--test-features"),
+    ):
+        meta = load_features_metadata(path) or {}
+        recorded = meta.get("dataset") or {}
+        fingerprint = recorded.get("fingerprint")
+        if not fingerprint:
+            continue
+        size = recorded.get("image_size")
+        now = dataset_fingerprint(data, split, image_size=size)
+        if now == fingerprint:
+            continue
+        backbone = (meta.get("backbone") or {}).get("name")
+        command = " ".join(
+            [f"simattr features --data {data} --split {split}"]
+            + ([f"--backbone {backbone}"] if backbone else [])
+            + ([f"--image-size {size}"] if size is not None else [])
+            + [f"--out {path}"]
+        )
+        raise InvalidInputError(
+            f"{option} {path} was made from other data than the {split} split of {data} "
+            f"(fingerprint {fingerprint} recorded, {now} now: images were added, removed, "
+            f"changed or moved between class folders since); rebuild them with `{command}`"
+        )
+
+
+def _source_ids_record(data: str, ids: dict[str, list[str]]) -> dict[str, Any]:
+    """Where the ranked rows come from: the data root and the digest of each split's source
+    identifiers (:func:`~simattr.data.source_ids`; the table export names the files)."""
+    from simattr.data import resolve_root, source_ids_digest
+
+    record: dict[str, Any] = {"root": str(resolve_root(data))}
+    for split, found in ids.items():
+        record[split] = source_ids_digest(found)
+    return record
+
+
+def _explain_predictions(
+    predictions: PathLike | np.ndarray,
+    true_labels: np.ndarray | None,
+    targets: np.ndarray | None,
+    n_test: int,
+    class_names: tuple[str, ...] | None,
+    test_ids: list[str] | None,
+    root: str | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The labels to explain (the predicted class where there is a prediction) and the
+    targets (default: every test image with a prediction); a target without one is refused."""
+    from simattr.data.predictions import read_predictions
+
+    if isinstance(predictions, np.ndarray):
+        rows = np.arange(n_test, dtype=np.int64)
+        predicted = check_labels(
+            np.ravel(predictions),
+            n_test,
+            "predictions",
+            num_classes=None if class_names is None else len(class_names),
+            for_what="test images",
+        )
+        where = "predictions"
+    else:
+        rows, predicted = read_predictions(
+            predictions, n_test=n_test, class_names=class_names, test_ids=test_ids, root=root
+        )
+        where = f"--predictions {predictions}"
+    explained = np.zeros(n_test, dtype=np.int64) if true_labels is None else true_labels.copy()
+    explained[rows] = predicted
+    has = np.zeros(n_test, dtype=bool)
+    has[rows] = True
+    if targets is None:
+        return explained, np.sort(rows)
+    chosen = check_indices(targets, n_test, "targets")
+    lacking = chosen[~has[chosen]]
+    if len(lacking):
+        row = int(lacking[0])
+        named = f" ({test_ids[row]})" if test_ids else ""
+        raise InvalidInputError(
+            f"test row {row}{named} is a target but {where} has no prediction for it; add it "
+            "to the file or leave it out of --targets"
+        )
+    return explained, chosen
 
 
 def attribute(
@@ -127,6 +219,7 @@ def attribute(
     block_size: int = 1024,
     resume: bool = True,
     progress: bool = False,
+    predictions: PathLike | np.ndarray | None = None,
 ) -> AttributionRun:
     """Rank the training images responsible for each target test image, from feature files.
 
@@ -146,6 +239,13 @@ def attribute(
         train_indices: rank only these training rows (array or ``.npy`` path).
         export_paper: also write the paper code's dense ``(n_test, k)`` index matrix here.
         block_size, resume, progress: see :func:`~simattr.attribution.resumable.rank_resumable`.
+        predictions: explain a model's predicted classes instead of the true labels: a ``.npy``
+            of one class per test image, a ``.csv`` of ``file,class`` rows (files named as
+            :func:`~simattr.data.source_ids` names them, classes by name or index; needs
+            ``data``; only its files are targets unless ``targets`` says otherwise), or an
+            array of class indices. The ranking does not look at the model: the prediction
+            only chooses the class whose training pool is ranked. ``test_labels`` may then be
+            left out.
     """
     attributor = Attributor() if attributor is None else attributor
     out = Path(out)
@@ -162,25 +262,39 @@ def attribute(
             "--train-labels": train_labels if isinstance(train_labels, _paths) else None,
             "--test-labels": test_labels if isinstance(test_labels, _paths) else None,
             "--train-indices": train_indices if isinstance(train_indices, _paths) else None,
+            "--predictions": predictions if isinstance(predictions, _paths) else None,
         },
     )
     check_writable(out)
     if export_paper is not None:
         check_writable(export_paper, "--export-paper-npy")
     class_conditional = bool(attributor.class_conditional)
+    if predictions is not None and not class_conditional:
+        raise InvalidInputError(
+            "--predictions choose the class pool each target is explained with; with "
+            "--all-classes there is no pool to choose: leave one of the two out"
+        )
     xtr = load_features(train_features, "--train-features")
     xte = load_features(test_features, "--test-features")
     check_same_width(xtr, xte, "--train-features", "--test-features")
+    if data is not None:
+        check_features_match_data(data, train_features, test_features)
     given = train_labels is not None or test_labels is not None
     if data is not None and given:
         raise InvalidInputError("give either --data or --train-labels/--test-labels, not both")
     label_source: str | None
+    ids: dict[str, list[str]] = {}
+    yte: np.ndarray | None
     if data is not None:
-        ytr, yte = _split_labels(data)
+        from simattr.data import source_ids
+
+        splits = _splits(data)
+        ytr, yte = splits[0].labels, splits[1].labels
+        ids = {split.split: source_ids(data, split) for split in splits}
         label_source = data
-    elif train_labels is not None and test_labels is not None:
+    elif train_labels is not None and (test_labels is not None or predictions is not None):
         ytr = _as_array(train_labels, "--train-labels")
-        yte = _as_array(test_labels, "--test-labels")
+        yte = None if test_labels is None else _as_array(test_labels, "--test-labels")
         label_source = (
             "arrays" if isinstance(train_labels, np.ndarray) else f"{train_labels}, {test_labels}"
         )
@@ -193,14 +307,28 @@ def attribute(
             "and --test-labels (or use --all-classes)"
         )
     fingerprints = _data_fingerprints(data, train_features, test_features)
-    if yte is not None:
+    if ytr is not None:
         ytr = check_labels(ytr, len(xtr), "training labels", for_what="training features")
+    if yte is not None:
         yte = check_labels(yte, len(xte), "test labels", for_what="test features")
-    chosen = (
-        np.arange(len(xte), dtype=np.int64)
-        if targets is None
-        else check_indices(targets, len(xte), "targets")
-    )
+    if predictions is not None:
+        yte, chosen = _explain_predictions(
+            predictions,
+            yte,
+            targets,
+            len(xte),
+            splits[0].class_names if data is not None else None,
+            ids.get("test"),
+            None if data is None else str(data),
+        )
+        if not isinstance(predictions, np.ndarray):
+            label_source = f"{label_source}; predicted classes from {predictions}"
+    else:
+        chosen = (
+            np.arange(len(xte), dtype=np.int64)
+            if targets is None
+            else check_indices(targets, len(xte), "targets")
+        )
     rows = candidate_rows(pool, train_indices, data, len(xtr))
     if rows is not None:
         xtr = xtr[rows]
@@ -211,6 +339,9 @@ def attribute(
         "test_features": fingerprint_file(test_features),
         "train_labels": fingerprint_array(ytr if class_conditional else None),
         "test_labels": fingerprint_array(yte if class_conditional else None),
+        "predictions": None
+        if predictions is None or isinstance(predictions, np.ndarray)
+        else fingerprint_file(predictions),
     }
     metadata: dict[str, Any] = dict(
         attributor.describe(),
@@ -224,6 +355,9 @@ def attribute(
         if train_indices is None or isinstance(train_indices, np.ndarray)
         else str(train_indices),
         data_fingerprints=fingerprints,
+        target_labels=None if yte is None else yte[chosen].tolist(),
+        source_ids=None if data is None else _source_ids_record(data, ids),
+        explained="true labels" if predictions is None else "predicted classes",
         input_digests={
             "train_features": inputs["train_features"]["sha256"],
             "test_features": inputs["test_features"]["sha256"],

@@ -6,7 +6,6 @@ They parse options and call the Python API (:mod:`simattr.features`, :mod:`simat
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +13,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from simattr._io import check_not_input, check_writable
+from simattr._io import check_not_input, check_writable, read_npy
 from simattr.cli._common import (
     IndexKind,
     Method,
@@ -65,7 +64,7 @@ def features(
     dataset = load_split(data, split.value, image_size)
     net = load_backbone(backbone, device=device)
     feats = extract_features(net, dataset, batch_size=batch_size, device=device)
-    save_features(out, feats, backbone=net, dataset=dataset)
+    save_features(out, feats, backbone=net, dataset=dataset, root=data)
     console.print(
         f"wrote {out}: {feats.shape[0]} x {feats.shape[1]} features of {dataset.name}/{split.value}"
         f" (backbone {net.name}{'' if net.pretrained else ', randomly initialised'})"
@@ -134,10 +133,27 @@ def attribute(
     train_indices: Annotated[
         Path | None, typer.Option(help="Rank only these training rows (a .npy of ints).")
     ] = None,
+    predictions: Annotated[
+        Path | None,
+        typer.Option(
+            help="Explain a model's predicted classes, not the true labels: a .npy of one class "
+            "per test image, or a .csv of file,class rows (files as the data name them). The "
+            "ranking never looks at the model; the class only chooses the pool ranked.",
+        ),
+    ] = None,
+    csv: Annotated[
+        Path | None,
+        typer.Option(
+            "--csv",
+            help="Also write the ranking as a table (target, target_path, target_label, rank, "
+            "train_row, train_path, train_label, score); Parquet if it ends in .parquet.",
+        ),
+    ] = None,
 ) -> None:
     """Rank the training images responsible for each target test image (resumable)."""
     from simattr.attribution import Attributor
     from simattr.attribution.workflow import attribute as run_attribute
+    from simattr.report.table import check_table_path, write_ranking_table
 
     attributor = Attributor(
         method.value,
@@ -151,9 +167,18 @@ def attribute(
         index=index.value,
         nprobe=nprobe,
     )
-    check_not_input(
-        {"--out": out, "--export-paper-npy": export_paper_npy}, {"--targets-file": targets_file}
-    )
+    inputs = {
+        "--targets-file": targets_file,
+        "--train-features": train_features,
+        "--test-features": test_features,
+        "--train-labels": train_labels,
+        "--test-labels": test_labels,
+        "--train-indices": train_indices,
+        "--predictions": predictions,
+    }
+    check_not_input({"--out": out, "--export-paper-npy": export_paper_npy, "--csv": csv}, inputs)
+    if csv is not None:
+        check_table_path(csv)
     check_device(device)
     n_test = _n_rows(test_features)
     run = run_attribute(
@@ -164,14 +189,17 @@ def attribute(
         data=data,
         train_labels=train_labels,
         test_labels=test_labels,
-        targets=None if n_test is None else parse_targets(targets, targets_file, n_test),
+        targets=None
+        if n_test is None or (targets is None and targets_file is None)
+        else parse_targets(targets, targets_file, n_test),
         k=topk,
         pool=pool,
         train_indices=train_indices,
         export_paper=export_paper_npy,
         block_size=block_size,
         resume=resume,
-        progress=sys.stderr.isatty(),
+        progress=True,  # a bar on a terminal, plain lines in a log
+        predictions=predictions,
     )
     stats = run.attributor.retrieval_stats_
     if run.attributor.retrieval_ == "faiss" and stats.uncertified:
@@ -180,10 +208,21 @@ def attribute(
             "candidate rounds; raise --candidates",
             highlight=False,
         )
+    explained = ", predicted classes" if predictions is not None else ""
     console.print(
         f"wrote {out}: top-{topk} of {len(run.ranking.targets)} target(s) by {method.value}"
-        f" ({'all classes' if all_classes else 'class-conditional'})"
+        f" ({'all classes' if all_classes else 'class-conditional'}{explained})"
     )
+    if csv is not None:
+        write_ranking_table(
+            csv,
+            run.ranking,
+            data,
+            train_labels=None if train_labels is None else read_npy(train_labels, "--train-labels"),
+            test_labels=None if test_labels is None else read_npy(test_labels, "--test-labels"),
+            inputs=inputs,
+        )
+        console.print(f"wrote {csv}: one row per ranked training image, with file paths")
 
 
 def _n_rows(features: Path) -> int | None:
@@ -207,7 +246,7 @@ def demo(
     """Run the whole pipeline on scikit-learn's digits: nothing to download."""
     from simattr.demo import run_demo
 
-    result = run_demo(out, n_targets=targets, k=topk, seed=seed, progress=sys.stderr.isatty())
+    result = run_demo(out, n_targets=targets, k=topk, seed=seed, progress=True)
     names = result.class_names
     table = Table(title=f"top-{topk} training images per target (exemplar SVM, digits)")
     table.add_column("target", justify="right")

@@ -8,12 +8,13 @@ scikit-learn's digits into an :class:`ImageDataset`, caching decoded arrays on d
 from __future__ import annotations
 
 from simattr.data.dataset import ImageDataset
-from simattr.data.provenance import source_ids
+from simattr.data.provenance import source_ids, source_ids_digest
 from simattr.data.sources import (
     DIGITS_SPLIT_SEED,
     DIGITS_TEST_SIZE,
     FOLDER_DEFAULT_IMAGE_SIZE,
     IMAGE_EXTENSIONS,
+    dataset_fingerprint,
     load_dataset,
     resolve_root,
 )
@@ -24,7 +25,9 @@ __all__ = [
     "FOLDER_DEFAULT_IMAGE_SIZE",
     "IMAGE_EXTENSIONS",
     "ImageDataset",
+    "dataset_fingerprint",
     "load_dataset",
     "resolve_root",
     "source_ids",
+    "source_ids_digest",
 ]

@@ -175,6 +175,7 @@ def _read_entry(
         name=name,
         split=split,
         fingerprint=fingerprint,
+        image_size=image_size,
     )
 
 

@@ -48,6 +48,8 @@ class ImageDataset:
         class_names: names of the classes, in label order.
         name, split: where the data came from (for sidecars and messages).
         fingerprint: hash of the source, identical for identical bytes on disk.
+        image_size: the side images were resized to on loading (``None``: the source's own
+            size); the fingerprint depends on it, so a consumer recomputes it with this size.
     """
 
     pixels: np.ndarray
@@ -57,6 +59,7 @@ class ImageDataset:
     split: str = "train"
     fingerprint: str = ""
     rows: np.ndarray | None = field(default=None)
+    image_size: int | None = None
 
     def __post_init__(self) -> None:
         px = check_images(self.pixels)
@@ -132,6 +135,7 @@ class ImageDataset:
             split=self.split,
             fingerprint=self.fingerprint,
             rows=rows,
+            image_size=self.image_size,
         )
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> ImageDataset:

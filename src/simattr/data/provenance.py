@@ -12,6 +12,7 @@ from pathlib import Path
 
 from simattr.data.dataset import ImageDataset
 from simattr.data.sources import _detect, _ImageFolderSource, resolve_root
+from simattr.hashing import digest_text
 
 
 def source_ids(root: str | os.PathLike[str], dataset: ImageDataset) -> list[str]:
@@ -24,3 +25,10 @@ def source_ids(root: str | os.PathLike[str], dataset: ImageDataset) -> list[str]
             files, _ = source._listing(dataset.split)
             return [files[int(r)].relative_to(resolved).as_posix() for r in rows]
     return [f"{dataset.split}:{int(r)}" for r in rows]
+
+
+def source_ids_digest(ids: list[str]) -> str:
+    """A short hex SHA-256 of a split's source identifiers, in row order: what sidecars record
+    instead of the identifiers themselves (a million paths do not belong in a JSON sidecar).
+    Two splits with the same digest name the same files in the same rows."""
+    return digest_text("simattr-source-ids\n" + "\n".join(ids), 16)

@@ -49,6 +49,7 @@ __all__ = [
     "DIGITS_TEST_SIZE",
     "FOLDER_DEFAULT_IMAGE_SIZE",
     "IMAGE_EXTENSIONS",
+    "dataset_fingerprint",
     "load_dataset",
     "resolve_root",
 ]
@@ -772,6 +773,7 @@ def _load_digits(split: str, image_size: int | None) -> ImageDataset:
         name="digits",
         split=split,
         fingerprint=_fingerprint("digits", identity, image_size),
+        image_size=image_size,
     )
 
 
@@ -858,6 +860,27 @@ def load_dataset(
     return _load_source(source, split, size, cache=cache, download=download)
 
 
+def dataset_fingerprint(
+    root: str | os.PathLike[str], split: str = "train", *, image_size: int | None = None
+) -> str:
+    """The fingerprint :func:`load_dataset` would give ``split`` of ``root`` now, without
+    decoding a single image (image folders: a listing and ``stat`` calls; Parquet and
+    torchvision files: a hash of their bytes). What a consumer compares with the fingerprint a
+    features file or a ranking recorded, to refuse results of data that changed since."""
+    _check_arguments(split, image_size)
+    size = None if image_size is None else int(image_size)
+    resolved = resolve_root(root)
+    if resolved == "digits":
+        return _load_digits(split, size).fingerprint
+    assert isinstance(resolved, Path)
+    source = _detect(resolved, False)
+    source.check_split(split)
+    found = source.fingerprint(split, size)
+    if found is None:  # torchvision files missing: let the loader say what to do
+        return load_dataset(resolved, split, image_size=size).fingerprint
+    return found
+
+
 def _resolve_for_download(root: str | os.PathLike[str]) -> str | Path:
     """Like :func:`resolve_root`, but a missing folder is fine: torchvision will create it."""
     if isinstance(root, str) and root in ("digits", "cifar10"):
@@ -884,6 +907,7 @@ def _load_source(
         name=source.name,
         split=split,
         fingerprint=fingerprint or "",
+        image_size=image_size,
     )
     log.info(
         "decoded %d images of %s/%s in %.1f s",

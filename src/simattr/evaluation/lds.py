@@ -393,7 +393,8 @@ def lds_score(
     values = np.empty(len(shared))
     for out_i, row in enumerate(shared):
         dense = np.zeros(len(lds.pool))
-        scores = ranking.scores[row] - (ranking.scores[row].mean() if centre else 0.0)
+        ranked = ranking.indices[row] >= 0  # a small pool's row ends in -1 (score NaN)
+        scores = ranking.scores[row] - (ranking.scores[row][ranked].mean() if centre else 0.0)
         for idx, score in zip(ranking.indices[row], scores, strict=True):
             p = pos_in_pool.get(int(idx))
             if p is not None:

@@ -1,5 +1,17 @@
 """Reports: pictures and tables of attributions and evaluations."""
 
 from simattr.report.grid import save_attribution_grid
+from simattr.report.table import (
+    TABLE_COLUMNS,
+    ranking_columns,
+    ranking_rows,
+    write_ranking_table,
+)
 
-__all__ = ["save_attribution_grid"]
+__all__ = [
+    "TABLE_COLUMNS",
+    "ranking_columns",
+    "ranking_rows",
+    "save_attribution_grid",
+    "write_ranking_table",
+]
