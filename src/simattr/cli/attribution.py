@@ -222,7 +222,8 @@ def attribute(
             test_labels=None if test_labels is None else read_npy(test_labels, "--test-labels"),
             inputs=inputs,
         )
-        console.print(f"wrote {csv}: one row per ranked training image, with file paths")
+        paths = ", with file paths" if data is not None else " (no --data: no file paths)"
+        console.print(f"wrote {csv}: one row per ranked training image{paths}")
 
 
 def _n_rows(features: Path) -> int | None:
