@@ -162,11 +162,46 @@ def test_knn_accuracy_rejects_mismatched_inputs() -> None:
         knn_accuracy(np.ones((4, 3)), [0, 1, 0], np.ones((2, 3)), [0, 1])
 
 
+def _brute_force_knn_accuracy(train, y_train, test, y_test, k, temperature) -> float:
+    """Weighted kNN vote in float64 numpy, one test image at a time (ties: lower class)."""
+    train = train / np.linalg.norm(train, axis=1, keepdims=True)
+    test = test / np.linalg.norm(test, axis=1, keepdims=True)
+    correct = 0
+    for row, label in zip(test, y_test, strict=True):
+        sim = train @ row
+        nearest = np.argsort(-sim, kind="stable")[:k]
+        votes = np.zeros(int(y_train.max()) + 1)
+        np.add.at(votes, y_train[nearest], np.exp(sim[nearest] / temperature))
+        correct += int(np.argmax(votes) == label)
+    return correct / len(y_test)
+
+
 def test_knn_monitor_restores_the_training_mode(digits, digits_test) -> None:
+    """The accuracy is the brute-force kNN vote over the eval-mode embeddings of the images
+    normalised by (mean, std), at non-default k and temperature (which both change it here:
+    0.82 at k = 7, 0.18 at k = 200 and T = 0.5, 0.40 at the defaults)."""
+    torch.manual_seed(0)
     net = build_architecture(ARCH).train()
     mean, std = channel_stats(digits.pixels)
-    acc = knn_monitor(net, digits.subset(range(200)), digits_test.subset(range(50)), mean, std)
-    assert 0.0 <= acc <= 1.0 and net.training
+    bank, queries = digits.subset(range(200)), digits_test.subset(range(50))
+    got = {
+        kt: knn_monitor(net, bank, queries, mean, std, k=kt[0], temperature=kt[1])
+        for kt in [(7, 0.5), (200, 0.5)]
+    }
+    assert net.training
+
+    def embed(pixels: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(pixels).permute(0, 3, 1, 2).double() / 255
+        x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+        with torch.no_grad():
+            return net.eval()(x.float()).double().numpy()
+
+    train, test = embed(bank.images), embed(queries.images)
+    y_train, y_test = np.asarray(bank.labels), np.asarray(queries.labels)
+    for (k, temperature), acc in got.items():
+        expected = _brute_force_knn_accuracy(train, y_train, test, y_test, k, temperature)
+        assert acc == pytest.approx(expected, abs=1 / 50 + 1e-9)  # one float32 near-tie at most
+    assert abs(got[(7, 0.5)] - got[(200, 0.5)]) > 0.3
 
 
 def test_channel_stats_match_numpy(digits) -> None:
