@@ -12,6 +12,7 @@ are written atomically, so a failed command leaves no file behind.
 from __future__ import annotations
 
 from simattr.cli import attribution as _attribution  # noqa: F401  (registers commands)
+from simattr.cli import audit as _audit  # noqa: F401
 from simattr.cli import evaluation as _evaluation  # noqa: F401
 from simattr.cli import ssl as _ssl  # noqa: F401
 from simattr.cli._common import app
