@@ -251,3 +251,65 @@ def test_cli_support_and_report(local_run, workdir, data, ranking_path, ensemble
     res = runner.invoke(app, ["support", "--data", data, "--ranking", str(ranking_path),
                               "--out", str(workdir / "x.csv")])  # fmt: skip
     assert res.exit_code == 1 and ".jsonl" in res.output
+
+
+def test_resume_refuses_a_name_bound_to_another_ranking(local_run, workdir, data, ensemble_dir):
+    """The old results of 'pixels' may not stand for a different file under the same name."""
+    import shutil
+
+    out, _ = local_run
+    copy = workdir / "renamed" / "results.jsonl"
+    copy.parent.mkdir()
+    shutil.copy(out, copy)
+    shutil.copy(journal_path(out), journal_path(copy))
+    good = load_ranking(workdir / "pixels.npz")
+    other = Ranking(good.targets, good.indices[:, ::-1].copy(), good.scores[:, ::-1].copy())
+    before = copy.read_bytes()
+    with pytest.raises(InvalidInputError, match="another ranking named 'pixels'"):
+        run_support(_settings(data), {"pixels": other}, copy, ensemble_dir=ensemble_dir)
+    assert copy.read_bytes() == before
+
+
+def test_a_second_run_on_a_locked_out_is_refused(local_run, data, ranking_path, ensemble_dir):
+    """While another process holds the output's lock, a run stops before training anything."""
+    from simattr.errors import LockedError
+
+    out, _ = local_run
+    code = (
+        "import sys, time\n"
+        "from simattr._io import lock\n"
+        "with lock(sys.argv[1]):\n"
+        "    print('held', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        journal = journal_path(out).read_bytes()
+        with pytest.raises(LockedError, match=f"pid {holder.pid}"):
+            _run(data, ranking_path, out, ensemble_dir)
+        assert journal_path(out).read_bytes() == journal
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _run(data, ranking_path, out, ensemble_dir) == []  # the dead holder's lock is stale
+
+
+def test_a_damaged_results_line_is_refused_on_resume(local_run, workdir, data, ranking_path,
+                                                     ensemble_dir):  # fmt: skip
+    import shutil
+
+    out, _ = local_run
+    copy = workdir / "damaged" / "results.jsonl"
+    copy.parent.mkdir()
+    shutil.copy(out, copy)
+    shutil.copy(journal_path(out), journal_path(copy))
+    lines = copy.read_bytes().splitlines(keepends=True)
+    i = lines[0].index(b'"status":"') + len(b'"status":"')
+    lines[0] = lines[0][:i] + bytes([lines[0][i] ^ 0x01]) + lines[0][i + 1 :]
+    copy.write_bytes(b"".join(lines))
+    from simattr.errors import DamagedFileError
+
+    with pytest.raises(DamagedFileError, match="line 1"):
+        _run(data, ranking_path, copy, ensemble_dir)

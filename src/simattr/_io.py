@@ -25,9 +25,11 @@ import datetime as _dt
 import errno
 import json
 import os
+import re
 import socket
 import sys
 import tempfile
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -375,16 +377,34 @@ def provenance(**fields: Any) -> dict[str, Any]:
     return header
 
 
+#: Each JSON Lines record ends with its own CRC-32: ``{..., "_crc32": "89abcdef"}``.
+_CRC_KEY = "_crc32"
+_CRC_TAIL = re.compile(r'(,?)"_crc32":"([0-9a-f]{8})"}$')
+_NUMBER_PREFIX = re.compile(r"-?[0-9]*\.?[0-9]*(?:[eE][+-]?[0-9]*)?")
+#: A line whose checksum is complete but whose last byte changed is damaged, not cut short.
+_WHOLE_TAIL = re.compile(r'"_crc32":"[0-9a-f]{8}".{1,2}$')
+
+
+def _jsonl_line(record: dict[str, Any]) -> str:
+    """``record`` as one line ending in the CRC-32 of the line as it would be without it."""
+    body = json.dumps(record, default=_json_default, separators=(",", ":"))
+    crc = zlib.crc32(body.encode("utf-8"))
+    return body[:-1] + ("," if len(body) > 2 else "") + f'"{_CRC_KEY}":"{crc:08x}"}}'
+
+
 def append_jsonl(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
     """Append one JSON record as a line and flush it to disk before returning.
 
-    A process killed in the middle of a write leaves at most one partial last line, which
-    :func:`read_jsonl` ignores; every earlier record is intact. That is what lets long runs
-    resume after ``kill -9``.
+    The line carries the CRC-32 of its content, so that :func:`read_jsonl` can tell a record
+    changed on disk (refused) from one a kill cut short (skipped). A process killed in the
+    middle of a write leaves at most one partial line; every earlier record is intact. That is
+    what lets long runs resume after ``kill -9``.
     """
+    if _CRC_KEY in record:
+        raise ValueError(f"a record may not use the key {_CRC_KEY!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(record, default=_json_default, separators=(",", ":")) + "\n"
+    line = _jsonl_line(record) + "\n"
     with open(path, "a+b") as fh:
         fh.seek(0, os.SEEK_END)
         if fh.tell() > 0:  # a torn last line from a killed writer: start a fresh line
@@ -397,20 +417,77 @@ def append_jsonl(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Read the records of a JSON Lines file, skipping a torn line left by a killed writer."""
+    """Read the records of a JSON Lines file, skipping a line a killed writer cut short.
+
+    A line whose JSON ends before its text does (no closing bracket yet) and that has no
+    complete checksum is a write cut short by a kill: it was never acknowledged, and it is
+    skipped. Any other line that does not parse, or whose CRC-32 no longer matches, was changed
+    after it was written: a :class:`DamagedFileError` naming the file and the line, never a
+    record silently dropped or used. Records written before lines carried checksums are read as
+    they are.
+    """
     path = Path(path)
     if not path.exists():
         return []
     records = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            line = line.strip()
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            line = raw.decode("utf-8", errors="replace").strip()
             if not line:
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # only a write cut short by a kill can produce this
-            if isinstance(record, dict):
-                records.append(record)
+            record = _parse_jsonl_line(line)
+            if record is _TORN:
+                continue
+            if record is None:
+                raise DamagedFileError(
+                    f"{path} is damaged: line {number} is not the record that was written "
+                    "(bad JSON or checksum); restore it or use another --out"
+                )
+            records.append(record)
     return records
+
+
+#: What :func:`_parse_jsonl_line` returns for a line cut short by a killed writer.
+_TORN: Any = object()
+
+
+def _parse_jsonl_line(line: str) -> Any:
+    """The record of one line; ``_TORN`` for a write cut short; None when it is damaged."""
+    if not line.isascii():
+        return None  # we write ASCII (JSON escapes): other bytes were changed on disk
+    tail = _CRC_TAIL.search(line)
+    if tail is None and _WHOLE_TAIL.search(line):
+        return None  # a complete checksum followed by changed bytes
+    body = line if tail is None else line[: tail.start()] + "}"
+    if tail is not None and zlib.crc32(body.encode("ascii")) != int(tail.group(2), 16):
+        return None
+    try:
+        record = json.loads(body)
+    except json.JSONDecodeError as exc:
+        return _TORN if tail is None and _cut_short(body, exc) else None
+    if not isinstance(record, dict):
+        return None
+    if tail is None and record and _near_crc_key(next(reversed(record))):
+        return None  # a checksum whose own bytes were changed, not a record of old
+    return record
+
+
+def _cut_short(text: str, exc: json.JSONDecodeError) -> bool:
+    """Whether JSON ``text`` fails only because it ends too early (a prefix of a record)."""
+    marker = text.rfind(f'"{_CRC_KEY}":"')
+    if marker >= 0 and len(text) - marker >= len(_CRC_KEY) + 14:
+        return False  # it reaches the end of a complete checksum: the line is whole
+    if exc.pos >= len(text) or exc.msg.startswith("Unterminated string"):
+        return True
+    rest = text[exc.pos :]  # a literal or a number cut in the middle
+    return any(word.startswith(rest) for word in ("true", "false", "null")) or bool(
+        _NUMBER_PREFIX.fullmatch(rest)
+    )
+
+
+def _near_crc_key(key: str) -> bool:
+    """Whether ``key`` is the checksum key or differs from it in one bit of one character."""
+    if len(key) != len(_CRC_KEY):
+        return False
+    diffs = [ord(a) ^ ord(b) for a, b in zip(key, _CRC_KEY, strict=True) if a != b]
+    return not diffs or (len(diffs) == 1 and diffs[0].bit_count() == 1)

@@ -18,6 +18,7 @@ import torch
 from faultkit import flip_byte, snapshot
 from typer.testing import CliRunner
 
+from simattr._io import append_jsonl
 from simattr.attribution import Ranking, load_ranking, save_ranking
 from simattr.cli import app
 
@@ -377,6 +378,7 @@ def _results(path: Path, records: list[dict]) -> Path:
         ("same-file-twice", "recorded twice"),
         ("folder", "is a folder"),
         ("not-support-records", "is not a support record"),
+        ("flipped-record", "is damaged: line 2"),
         ("out-under-a-file", "is a file, not a folder"),
         ("out-is-a-file", "is a file; give a folder"),
     ],
@@ -395,6 +397,12 @@ def test_support_report_refusals(case, pattern, work):
         files = [work / "lds"]
     elif case == "not-support-records":
         files = [_results(work / "c.jsonl", [{"hello": 1}])]
+    elif case == "flipped-record":  # written as simattr writes it, then one digit changed
+        c = work / "c.jsonl"
+        for record in (_record(0, "esvm", "aaaa"), _record(1, "esvm", "aaaa", support=48)):
+            append_jsonl(c, record)
+        c.write_bytes(c.read_bytes().replace(b'"support":48', b'"support":18'))
+        files = [c]
     elif case == "out-under-a-file":
         out = work / "train.npy" / "report"
     else:

@@ -9,11 +9,13 @@ import pytest
 from faultkit import flip_byte
 
 from simattr._io import (
+    append_jsonl,
     check_not_input,
     check_writable,
     lock,
     lock_path,
     read_json,
+    read_jsonl,
     verify_checksum,
     write_with_sidecar,
 )
@@ -108,3 +110,53 @@ def test_ranking_dtypes_and_dataset_identity():
     with pytest.raises(InvalidInputError, match="another train split"):
         r.check(fingerprints={"train": "c", "test": "b"})
     assert r.digest != Ranking([0], [[2]], [[1.0]]).digest
+
+
+def _two_records(path) -> list[dict]:
+    records = [
+        {"target": 3, "steps": [{"m": 24, "flipped": True, "by": None}], "support": 218.5},
+        {"target": -4, "ranking": "esvm", "found": False, "note": "a } in a string"},
+    ]
+    for record in records:
+        append_jsonl(path, record)
+    return records
+
+
+def test_every_bit_flip_in_a_jsonl_file_is_caught(tmp_path):
+    """Each line carries its CRC-32: no single flipped bit yields a record silently changed or
+    dropped (a flip of the last newline into other whitespace changes nothing)."""
+    path = tmp_path / "r.jsonl"
+    records = _two_records(path)
+    data = path.read_bytes()
+    assert read_jsonl(path) == records
+    for i in range(len(data)):
+        for bit in range(8):
+            flipped = bytearray(data)
+            flipped[i] ^= 1 << bit
+            path.write_bytes(bytes(flipped))
+            try:
+                assert read_jsonl(path) == records, (i, bit)
+            except DamagedFileError as exc:
+                assert str(path) in str(exc) and "line" in str(exc)
+
+
+def test_a_jsonl_line_cut_short_is_skipped_not_refused(tmp_path):
+    """What a killed writer leaves (any prefix of the last line) reads as the records before
+    it; the next append starts a fresh line, so the file reads on."""
+    path = tmp_path / "r.jsonl"
+    records = _two_records(path)
+    data = path.read_bytes()
+    first_end = data.index(b"\n") + 1
+    for cut in range(first_end, len(data) - 1):
+        path.write_bytes(data[:cut])
+        assert read_jsonl(path) == records[:1], cut
+        append_jsonl(path, {"after": cut})
+        assert read_jsonl(path) == [*records[:1], {"after": cut}]
+
+
+def test_jsonl_records_written_before_checksums_still_read(tmp_path):
+    path = tmp_path / "old.jsonl"
+    path.write_text('{"target": 1, "support": 4}\n{"target": 2, "sup\n{"target": 3}\n')
+    assert read_jsonl(path) == [{"target": 1, "support": 4}, {"target": 3}]
+    with pytest.raises(ValueError, match="_crc32"):
+        append_jsonl(path, {"_crc32": "x"})
