@@ -9,6 +9,7 @@ from scipy.stats import spearmanr
 from sklearn.svm import LinearSVC
 
 from simattr import Attributor, InvalidInputError
+from simattr.attribution import SmallPoolWarning
 from simattr.attribution.esvm import PoolSystem, balanced_weights, fit_newton
 
 CLASS = 3  # cat: the class whose 5,000 training images form the pool
@@ -208,10 +209,11 @@ def test_label_length_and_range_are_checked(toy):
         att.topk(tests, test_labels[:4], k=3)
 
 
-def test_k_larger_than_pool_is_refused(toy):
+def test_k_larger_than_pool_returns_the_pool(toy):
     train, labels, tests, test_labels = toy
-    with pytest.raises(InvalidInputError, match=r"k=21 .*only 20"):
-        Attributor("l2").fit(train, labels).topk(tests, test_labels, k=21)
+    with pytest.warns(SmallPoolWarning, match=r"k=21 .*\(20 images\)"):
+        idx, _ = Attributor("l2").fit(train, labels).topk(tests, test_labels, k=21)
+    assert idx.shape[1] == 20 and (idx >= 0).all()  # every pool has 20: none is padded
     with pytest.raises(InvalidInputError, match=r"k must be a positive integer"):
         Attributor("l2").fit(train, labels).topk(tests, test_labels, k=0)
 

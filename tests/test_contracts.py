@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from simattr import Attributor, bench
+from simattr.attribution import Ranking, SmallPoolWarning
 from simattr.attribution.scorers import SCORERS, ExemplarSVMScorer
 from simattr.data import load_dataset
 from simattr.data.dataset import ImageDataset
@@ -244,13 +245,6 @@ def test_refitting_gives_identical_results(name, clusters):
 
 
 REFUSALS = {
-    # the smallest pool has POOL_SIZES[2] images: k one larger cannot be filled
-    "k-larger-than-pool": lambda name, d: _fit(name, d).topk(
-        d["x_test"], d["y_test"], POOL_SIZES[2] + 1
-    ),
-    "k-larger-than-training-set": lambda name, d: _fit(name, d, class_conditional=False).topk(
-        d["x_test"], None, len(d["y_train"]) + 1
-    ),
     "target-label-absent-from-training": lambda name, d: (
         Attributor(name)
         .fit(d["x_train"][d["y_train"] != 1], d["y_train"][d["y_train"] != 1])
@@ -286,6 +280,25 @@ def _refusal_params():
 def test_bad_input_is_refused_with_invalid_input_error(name, case, clusters):
     with pytest.raises(InvalidInputError):
         REFUSALS[case](name, clusters)
+
+
+@pytest.mark.parametrize("name", SCORER_NAMES)
+def test_k_larger_than_a_pool_returns_the_whole_pool_with_a_warning(name, clusters):
+    """Not a refusal: a pool smaller than k comes back whole, its rows padded with -1 (score
+    NaN) at the end; one SmallPoolWarning says so. Likewise k above the training set."""
+    k = POOL_SIZES[2] + 1  # the smallest pool cannot fill it; the others can
+    with pytest.warns(SmallPoolWarning, match=f"k={k} .*label 2 .{POOL_SIZES[2]} images"):
+        idx, val = _fit(name, clusters).topk(clusters["x_test"], clusters["y_test"], k)
+    assert idx.shape == (N_TARGETS, k)
+    small = clusters["y_test"] == 2
+    assert (idx[small][:, -1] == -1).all() and np.isnan(val[small][:, -1]).all()
+    assert set(idx[small][0, :-1]) == set(np.flatnonzero(clusters["y_train"] == 2))
+    assert (idx[~small] >= 0).all() and np.isfinite(val[~small]).all()
+    Ranking(np.arange(N_TARGETS), idx, val).check(n_train=len(clusters["y_train"]))
+    n = len(clusters["y_train"])
+    with pytest.warns(SmallPoolWarning, match=f"training set .{n} images"):
+        idx, _ = _fit(name, clusters, class_conditional=False).topk(clusters["x_test"], None, n + 5)
+    assert idx.shape == (N_TARGETS, n) and (np.sort(idx, axis=1) == np.arange(n)).all()
 
 
 @pytest.mark.parametrize("name", SCORER_NAMES)

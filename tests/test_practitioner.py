@@ -402,3 +402,34 @@ def test_predictions_refusals_name_the_fault(photos, photo_features, tmp_path):
         "unknown-class.csv",
         "unknown-file.csv",
     ]
+
+
+def test_progress_is_a_bar_on_a_terminal():
+    import pty
+
+    code = (
+        "from simattr._progress import progress_bar\n"
+        "with progress_bar('features', 3) as advance:\n"
+        "    for _ in range(3): advance(1)\n"
+    )
+    leader, follower = pty.openpty()
+    env = {**os.environ, "SIMATTR_PROGRESS_INTERVAL": "0"}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code], stderr=follower, env=env, timeout=120, check=False
+        )
+        os.close(follower)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal closed: all was read
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(leader)
+    text = seen.decode(errors="replace")
+    assert done.returncode == 0
+    assert "━" in text and "3/3" in text and "features: 3/3" not in text

@@ -79,17 +79,19 @@ def test_python_dash_m_simattr_runs_the_cli_and_prints_the_version():
 # -- simattr._progress ------------------------------------------------------------------------
 
 
-def test_progress_bar_draws_the_count_when_enabled(capsys):
+def test_progress_bar_draws_the_count_when_enabled(capsys, monkeypatch):
     from simattr._progress import progress_bar
 
+    # pytest's stderr is no terminal: plain lines, here after every step
+    monkeypatch.setenv("SIMATTR_PROGRESS_INTERVAL", "0")
     with progress_bar("counting sheep", 5, enabled=True) as advance:
         advance(2)
         advance()
         advance(2)
     drawn = capsys.readouterr()
-    text = drawn.out + drawn.err
-    assert "counting sheep" in text
-    assert "5/5" in text
+    assert drawn.out == ""
+    assert drawn.err.splitlines()[0].startswith("counting sheep: 2/5 (40%), ")
+    assert drawn.err.splitlines()[-1].startswith("counting sheep: 5/5 (100%), done in")
 
 
 def test_progress_bar_is_silent_when_disabled(capsys):

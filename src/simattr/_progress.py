@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TextIO
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -108,13 +109,16 @@ def progress_bar(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, transient=False) as bar:
+    with Progress(*columns, transient=False, console=Console(stderr=True)) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n=1: bar.advance(task, n)
 
 
 def _is_terminal(stream: TextIO) -> bool:
+    """Whether a live bar can be drawn on ``stream``: a terminal (as rich decides it, so
+    ``FORCE_TERMINAL`` and the like are honoured) or a Jupyter notebook."""
     try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):  # a closed or unusual stream
+        console = Console(file=stream)
+        return bool(console.is_terminal or console.is_jupyter)
+    except (AttributeError, ValueError, OSError):  # a closed or unusual stream
         return False

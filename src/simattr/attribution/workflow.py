@@ -296,7 +296,9 @@ def attribute(
         ytr = _as_array(train_labels, "--train-labels")
         yte = None if test_labels is None else _as_array(test_labels, "--test-labels")
         label_source = (
-            "arrays" if isinstance(train_labels, np.ndarray) else f"{train_labels}, {test_labels}"
+            "arrays"
+            if isinstance(train_labels, np.ndarray)
+            else ", ".join(str(p) for p in (train_labels, test_labels) if p is not None)
         )
     elif not class_conditional:
         ytr = yte = None
@@ -357,7 +359,9 @@ def attribute(
         data_fingerprints=fingerprints,
         target_labels=None if yte is None else yte[chosen].tolist(),
         source_ids=None if data is None else _source_ids_record(data, ids),
-        explained="true labels" if predictions is None else "predicted classes",
+        explained=None
+        if not class_conditional
+        else ("true labels" if predictions is None else "predicted classes"),
         input_digests={
             "train_features": inputs["train_features"]["sha256"],
             "test_features": inputs["test_features"]["sha256"],
