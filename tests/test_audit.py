@@ -355,6 +355,7 @@ def test_cli_refusals_leave_nothing_behind(folder, tmp_path):
         ),
         "no such file",
     )
+    _refused(_audit(folder, out, "--threads", "0"), "--threads")
     # features of another dataset (rows do not match)
     other = tmp_path / "other.npy"
     np.save(other, np.ones((5, 8), dtype=np.float32))

@@ -47,12 +47,22 @@ def audit(
     duplicate_threshold: Annotated[
         float, typer.Option(help="Smallest similarity (cosine and pixels) of a reported pair.")
     ] = 0.9,
+    threads: Annotated[
+        int | None,
+        typer.Option(help="Torch and FAISS threads (default: all cores; 1 on a busy machine)."),
+    ] = None,
 ) -> None:
     """Find near-duplicates, train/test leaks and likely label errors from features."""
     from simattr.audit.workflow import run_audit
-    from simattr.validation import check_positive_int
+    from simattr.validation import check_positive_int, check_threads
 
     check_positive_int(k, "--k")
+    if check_threads(threads, "--threads") is not None:
+        import faiss
+        import torch
+
+        torch.set_num_threads(threads)
+        faiss.omp_set_num_threads(threads)
     run = run_audit(
         data,
         features,
