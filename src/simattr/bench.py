@@ -169,7 +169,9 @@ def _rank_features(
             "seconds": time.perf_counter() - start + ctx.feature_seconds[spec],
             "feature_seconds": ctx.feature_seconds[spec],
         }
-        return Ranking(ctx.targets, ctx.pool[idx], scores, meta)
+        # a class pool smaller than k ends its row in -1 (Attributor.topk): kept as -1
+        rows = np.where(idx >= 0, ctx.pool[np.maximum(idx, 0)], -1)
+        return Ranking(ctx.targets, rows, scores, meta)
 
     return make
 

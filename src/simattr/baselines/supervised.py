@@ -158,7 +158,8 @@ def supervised_ranking(
     positions, scores = attributor.topk(x_targets, t_labels if class_conditional else None, k)
     return Ranking(
         targets=targets,
-        indices=pool[np.asarray(positions, dtype=np.int64)],
+        # a class pool smaller than k ends its row in -1 (Attributor.topk): kept as -1
+        indices=np.where(positions >= 0, pool[np.maximum(positions, 0)], -1),
         scores=scores,
         metadata={
             "method": "supervised",
