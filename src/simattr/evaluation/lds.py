@@ -159,12 +159,26 @@ def run_lds(
     check_trainable(recipe, load_split(data, "train"))  # before anything is written
     with lock(out):
         return _run_lds(
-            data, recipe, out, subsets, tgt, seed, fraction, executor, workers, address,
-            device, threads, progress, replicates, test,
-        )  # fmt: skip
+            data=data,
+            recipe=recipe,
+            out=out,
+            subsets=subsets,
+            tgt=tgt,
+            seed=seed,
+            fraction=fraction,
+            executor=executor,
+            workers=workers,
+            address=address,
+            device=device,
+            threads=threads,
+            progress=progress,
+            replicates=replicates,
+            test=test,
+        )
 
 
 def _run_lds(
+    *,
     data: str,
     recipe: Recipe,
     out: Path,

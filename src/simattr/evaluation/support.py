@@ -451,13 +451,28 @@ def run_support(
     with lock(out):
         done = _existing(out, summary, rankings, train.fingerprint)
         return _search_all(
-            settings, rankings, out, recipe, test, done, summary, targets, n_targets,
-            ensemble_models, ensemble_dir, executor, workers, address, progress, log,
-            train.fingerprint,
-        )  # fmt: skip
+            settings=settings,
+            rankings=rankings,
+            out=out,
+            recipe=recipe,
+            test=test,
+            done=done,
+            summary=summary,
+            targets=targets,
+            n_targets=n_targets,
+            ensemble_models=ensemble_models,
+            ensemble_dir=ensemble_dir,
+            executor=executor,
+            workers=workers,
+            address=address,
+            progress=progress,
+            log=log,
+            data_fingerprint=train.fingerprint,
+        )
 
 
 def _search_all(
+    *,
     settings: SupportSettings,
     rankings: Mapping[str, Ranking],
     out: Path,
