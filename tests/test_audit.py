@@ -144,6 +144,14 @@ def test_planted_duplicates_and_leaks_are_reported_and_nothing_else(planted, res
     assert sorted(len(g) for g in d.groups()) == [2] * (N_DUP + N_LEAK)
 
 
+def test_without_images_pairs_are_reported_on_cosine_alone(planted):
+    r = audit(planted["features"], planted["labels"], evidence=0)
+    d = r.duplicates
+    assert d.pixel is None and (d.similarity >= 0.94).all()
+    # the pixel check is what removes look-alikes: without it, more pairs than were planted
+    assert planted["dup_pairs"] <= _pairs(d, "train")
+
+
 def test_flipped_labels_rank_near_the_top_with_the_true_class_suggested(planted, result):
     issues = result.label_issues
     assert len(issues.score) == len(planted["labels"])  # every row scored

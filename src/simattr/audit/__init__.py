@@ -1,7 +1,8 @@
 """Dataset audit: near-duplicates, train/test leakage and likely label errors, from features.
 
 :func:`audit` runs it on arrays and returns an :class:`AuditResult`; :mod:`simattr.audit.tables`
-writes its CSV tables. ``simattr audit`` is the command line over both.
+writes its CSV tables and :mod:`simattr.audit.page` its HTML page; :func:`run_audit` does all of
+it for a dataset on disk, and ``simattr audit`` is the command line over it.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from simattr.audit.tables import (
     write_duplicates_csv,
     write_label_issues_csv,
 )
+from simattr.audit.workflow import AuditRun, run_audit
 
 __all__ = [
     "DUPLICATE_COLUMNS",
     "LABEL_COLUMNS",
     "LABEL_DETECTORS",
     "AuditResult",
+    "AuditRun",
     "DuplicatePairs",
     "LabelIssues",
     "audit",
@@ -36,6 +39,7 @@ __all__ = [
     "knn_probabilities",
     "logistic_probabilities",
     "neighbours",
+    "run_audit",
     "write_duplicates_csv",
     "write_label_issues_csv",
 ]
