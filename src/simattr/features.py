@@ -1,15 +1,20 @@
 """Feature extraction: images -> one embedding per image, saved as ``.npy`` plus a JSON sidecar.
 
-Images stay uint8 in memory; each batch is converted, normalised with the backbone's own input
-statistics and run in eval mode, so a feature depends only on its image (not on the batch size
-or on its neighbours). The sidecar records the backbone (including whether it is a trained or a
-randomly initialised stand-in), the dataset fingerprint and split, so that a features file can
-always be traced back to what produced it.
+Images stay uint8 in memory; each batch goes through the backbone's own preprocessing
+(:attr:`Backbone.preprocessing <simattr.models.Backbone.preprocessing>`, see
+:mod:`simattr.data.preprocess`: 32x32 for CIFAR-stem networks, shorter side 256 and centre crop
+224 for ImageNet-stem ones), is normalised with the backbone's input statistics and run in eval
+mode, so a feature depends only on its image (not on its neighbours, nor on whether it came
+through ``simattr features`` or the Python API; a batch of another size may differ by float
+rounding). The sidecar records the backbone (including whether it is a trained or a randomly
+initialised stand-in) and its preprocessing, the dataset fingerprint and split, so that a
+features file can always be traced back to what produced it.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +24,7 @@ import torch
 from simattr._io import provenance, read_sidecar, verify_checksum, write_with_sidecar
 from simattr._progress import progress_bar
 from simattr.data.dataset import ImageDataset
+from simattr.data.preprocess import ImageLike, Preprocessing
 from simattr.errors import InvalidInputError, MissingFileError
 from simattr.models.backbones import Backbone
 from simattr.validation import check_device, check_features, check_images, check_positive_int
@@ -35,29 +41,61 @@ def images_to_tensor(
     return ((x - m) / s).contiguous(memory_format=torch.channels_last)
 
 
+def _batches(
+    data: ImageDataset | np.ndarray | Sequence[ImageLike] | ImageLike, prep: Preprocessing
+) -> tuple[int, Callable[[slice], np.ndarray]]:
+    """How many images ``data`` holds, and a function from a slice of them to the backbone's
+    input pixels (uint8 ``B x H x W x 3``)."""
+    if isinstance(data, ImageDataset):
+        dataset = data
+
+        def from_dataset(rows: slice) -> np.ndarray:
+            # photos of an image folder are decoded again at the backbone's own size
+            files = dataset.get_files(rows) if prep.kind == "imagenet" else None
+            if files is not None:
+                return prep.prepare_many(files)
+            return prep.prepare_decoded(dataset.get_images(rows))
+
+        return len(dataset), from_dataset
+    if isinstance(data, np.ndarray) and data.ndim == 4:
+        images = check_images(data)
+        return len(images), lambda rows: prep.prepare_decoded(images[rows])
+    if isinstance(data, (str, os.PathLike, bytes, np.ndarray)) or not isinstance(data, Sequence):
+        items: list[ImageLike] = [data]  # one image: a path, bytes, a PIL image or an array
+    else:
+        items = list(data)
+    return len(items), lambda rows: prep.prepare_many(items[rows])
+
+
 @torch.inference_mode()
 def extract_features(
     backbone: Backbone,
-    data: ImageDataset | np.ndarray,
+    data: ImageDataset | np.ndarray | Sequence[ImageLike] | ImageLike,
     *,
     batch_size: int = 256,
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> np.ndarray:
-    """Embed every image of ``data`` with ``backbone``; returns float32 ``N x D``."""
+    """Embed every image of ``data`` with ``backbone``; returns float32 ``N x D``.
+
+    ``data``: an :class:`ImageDataset`; a uint8 ``N x H x W x 3`` array (decoded images); a
+    sequence of images of any sizes (file paths, encoded bytes, PIL images, uint8 ``H x W x
+    3`` arrays); or one such image (one row). Everything goes through
+    ``backbone.preprocessing`` (:mod:`simattr.data.preprocess`), the function ``simattr
+    features`` uses too: an ImageNet-stem backbone decodes the files of an image-folder
+    dataset again at its own size (shorter side 256, centre crop 224), so the same file gives
+    the same feature through the CLI and through this function.
+    """
     batch_size = check_positive_int(batch_size, "batch_size")
     device = check_device(device)
-    if isinstance(data, np.ndarray):
-        data = check_images(data)
-        n, get = len(data), data.__getitem__
-    else:
-        n, get = len(data), data.get_images
+    prep = backbone.preprocessing
+    n, get = _batches(data, prep)
     module = backbone.module.to(device).eval().to(memory_format=torch.channels_last)
     chunks: list[np.ndarray] = []
     with progress_bar("features", n, progress) as advance:
         for start in range(0, n, batch_size):
             batch = get(slice(start, min(start + batch_size, n)))
-            x = images_to_tensor(batch, backbone.mean, backbone.std, device)
+            x = images_to_tensor(batch, prep.mean, prep.std, device)
             chunks.append(module(x).float().cpu().numpy())
             advance(len(batch))
     if not chunks:
@@ -111,6 +149,7 @@ def save_features(
         dtype=str(features.dtype),
         normalized=False,
         backbone=backbone.describe() if backbone is not None else None,
+        preprocessing=backbone.preprocessing.describe() if backbone is not None else None,
         dataset=described,
         **extra,
     )

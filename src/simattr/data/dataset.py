@@ -50,6 +50,10 @@ class ImageDataset:
         fingerprint: hash of the source, identical for identical bytes on disk.
         image_size: the side images were resized to on loading (``None``: the source's own
             size); the fingerprint depends on it, so a consumer recomputes it with this size.
+        files: for an image-folder dataset, the image file of each row of ``pixels`` (absolute
+            paths), so that a backbone with its own preprocessing (an ImageNet-stem network at
+            224 pixels) decodes the files again instead of using the loader's small pixels;
+            ``None`` for other sources.
     """
 
     pixels: np.ndarray
@@ -60,9 +64,14 @@ class ImageDataset:
     fingerprint: str = ""
     rows: np.ndarray | None = field(default=None)
     image_size: int | None = None
+    files: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         px = check_images(self.pixels)
+        if self.files is not None and len(self.files) != px.shape[0]:
+            raise InvalidInputError(
+                f"{self.name}/{self.split}: {len(self.files)} files for {px.shape[0]} images"
+            )
         n = px.shape[0] if self.rows is None else len(self.rows)
         labels = np.asarray(self.labels)
         if labels.ndim != 1 or len(labels) != n:
@@ -124,6 +133,13 @@ class ImageDataset:
         """Number of items of each class, length ``num_classes``."""
         return np.bincount(self.labels, minlength=self.num_classes)
 
+    def get_files(self, positions: slice) -> list[str] | None:
+        """The image files of a batch of positions, or ``None`` when the source has none."""
+        if self.files is None:
+            return None
+        rows = self.source_indices[positions]
+        return [self.files[int(r)] for r in rows]
+
     # -- views -----------------------------------------------------------------------------
     def _view(self, positions: np.ndarray, labels: np.ndarray) -> ImageDataset:
         rows = self.source_indices[positions]
@@ -136,6 +152,7 @@ class ImageDataset:
             fingerprint=self.fingerprint,
             rows=rows,
             image_size=self.image_size,
+            files=self.files,
         )
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> ImageDataset:

@@ -21,6 +21,7 @@ Sources, detected from ``root`` (see :func:`load_dataset`):
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import math
@@ -158,23 +159,39 @@ class _DecodeFailure(Exception):
         self.index, self.kind, self.detail = index, kind, detail
 
 
+def open_rgb(item: bytes | str | os.PathLike[str], draft: tuple[int, int] | None = None) -> Any:
+    """Decode one image (encoded bytes or a file path) to an RGB ``PIL.Image``, fully loaded.
+
+    ``draft`` (width, height): let libjpeg decode a JPEG at 1/2..1/8 scale, as long as the
+    result stays at least that large (big photos then decode several times faster; a later
+    bilinear resize still averages). Other formats ignore it.
+    """
+    from PIL import Image
+
+    source = io.BytesIO(item) if isinstance(item, bytes) else item
+    image = Image.open(source)
+    try:
+        if draft is not None and image.format == "JPEG":
+            image.draft(None, draft)
+        image.load()  # reads the pixels and closes the file
+    except BaseException:
+        image.close()
+        raise
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
 def _decode_one(item: bytes | str, target: _Target | None) -> np.ndarray:
     """Decode one image (encoded bytes or a file path) to ``H x W x 3`` uint8."""
     from PIL import Image
 
-    with Image.open(item if isinstance(item, str) else io.BytesIO(item)) as opened:
-        image = opened
-        if target is not None and target.resize and image.format == "JPEG":
-            # Let libjpeg decode at 1/2..1/8 scale (still >= twice the target size): big photos
-            # then decode several times faster, and the bilinear resize below still averages.
-            image.draft(None, (2 * target.width, 2 * target.height))
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        if target is not None and image.size != (target.width, target.height):
-            if not target.resize:
-                raise _WrongSizeError(*image.size)
-            image = image.resize((target.width, target.height), Image.Resampling.BILINEAR)
-        return np.asarray(image, dtype=np.uint8)
+    resize = target is not None and target.resize
+    draft = (2 * target.width, 2 * target.height) if resize and target is not None else None
+    image = open_rgb(item, draft)
+    if target is not None and image.size != (target.width, target.height):
+        if not target.resize:
+            raise _WrongSizeError(*image.size)
+        image = image.resize((target.width, target.height), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.uint8)
 
 
 def _probe_size(item: bytes | str) -> tuple[int, int]:
@@ -895,7 +912,7 @@ def _load_source(
     if cache and fingerprint is not None:
         hit = _cache.load_entry(source.name, split, fingerprint, image_size)
         if hit is not None:
-            return hit
+            return _with_files(hit, source, split)
     started = time.perf_counter()
     decoded = source.decode(split, image_size, download)
     if fingerprint is None:  # torchvision files that were only just downloaded
@@ -918,4 +935,12 @@ def _load_source(
     )
     if cache and fingerprint:
         _cache.save_entry(dataset, image_size)
-    return dataset
+    return _with_files(dataset, source, split)
+
+
+def _with_files(dataset: ImageDataset, source: _Source, split: str) -> ImageDataset:
+    """``dataset`` with the image file of each row when it comes from image folders."""
+    if not isinstance(source, _ImageFolderSource):
+        return dataset
+    files, _ = source._listing(split)
+    return dataclasses.replace(dataset, files=tuple(str(p) for p in files))

@@ -1,6 +1,7 @@
 """Networks: backbone architectures and how they are named, built and loaded."""
 
 from simattr.models.backbones import (
+    BACKBONE_HELP,
     Backbone,
     default_weights_path,
     load_backbone,
@@ -11,6 +12,7 @@ from simattr.models.resnet import ARCHITECTURES, build_architecture, cifar_resne
 
 __all__ = [
     "ARCHITECTURES",
+    "BACKBONE_HELP",
     "FORMATS",
     "Backbone",
     "Checkpoint",

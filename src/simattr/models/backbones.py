@@ -14,12 +14,22 @@ Spec strings understood by :func:`load_backbone`:
 * ``"shipped:NAME"``: any weights file shipped in the package by its name (with or without
   ``.safetensors``; :func:`shipped_weights` lists them). Results that must stay reproducible
   when the default changes (the committed benchmarks) name their backbone this way.
-* ``"random"`` or ``"random:SEED"``: a randomly initialised network (ResNet-18 unless ``arch``).
+* ``"random"``, ``"random:SEED"``, ``"random:ARCH"`` or ``"random:ARCH:SEED"``: a randomly
+  initialised network (ResNet-18 with the CIFAR stem unless ``ARCH`` or ``arch=``), e.g.
+  ``random:resnet50-imagenet``.
 * a path to a weights file: our ``.safetensors`` with its ``<file>.json`` sidecar, or a foreign
   checkpoint (``.pth``, ``.pth.tar``, ``.pt``, ``.ckpt``, ``.safetensors``) from MoCo v1/v2/v3,
-  lightly, solo-learn or torchvision, read safely by :mod:`simattr.models.checkpoints`.
-  Foreign files carry no input statistics: the CIFAR-10 mean and std are used, and the note
-  says so.
+  DINO, lightly, solo-learn or torchvision, read safely by :mod:`simattr.models.checkpoints`;
+  the architecture (stem, block type, width) is inferred from the weights. Foreign files carry
+  no input statistics: CIFAR-stem networks get the CIFAR-10 mean and std, ImageNet-stem ones
+  the ImageNet mean and std, and the note says so.
+
+Any spec may end in ``@SIZE``, the input side of the backbone's preprocessing (ImageNet stem:
+centre crop SIZE after resizing the shorter side to SIZE * 256 / 224; default 224. CIFAR stem:
+image files are resized to SIZE x SIZE; default 32), e.g. ``random:resnet18-imagenet@112``;
+``input_size=`` does the same. The stem says the preprocessing (:mod:`simattr.data.preprocess`):
+``Backbone.preprocessing`` is what every path into the backbone applies, and feature sidecars
+record it.
 """
 
 from __future__ import annotations
@@ -34,16 +44,31 @@ from typing import Any
 import torch
 from torch import nn
 
+from simattr.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from simattr.errors import InvalidInputError, MissingFileError
 from simattr.hashing import digest_file
 from simattr.models.checkpoints import FORMATS, Checkpoint, read_checkpoint
-from simattr.models.resnet import ARCHITECTURES, random_init
+from simattr.models.resnet import ARCHITECTURES, is_imagenet_stem, random_init
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 DEFAULT_SEED = 0
 DEFAULT_WEIGHTS_PACKAGE = "simattr.weights"
 DEFAULT_WEIGHTS_FILE = "cifar10-moco-resnet18-w16-e140.safetensors"
+#: The spec forms :func:`load_backbone` reads, for help texts.
+BACKBONE_SPECS = (
+    "'default' (the shipped CIFAR-10 MoCo ResNet-18)",
+    "'shipped:NAME'",
+    "'random[:ARCH][:SEED]' (ARCH: " + ", ".join(ARCHITECTURES) + ")",
+    "a weights file (ours, torchvision, MoCo v1/v2/v3, DINO, lightly, solo-learn; never "
+    "unpickled; architecture inferred)",
+)
+#: One help text for every ``--backbone`` option.
+BACKBONE_HELP = (
+    "; ".join(BACKBONE_SPECS)
+    + ". Append @SIZE for another input size (ImageNet stem: crop SIZE, default 224; "
+    "CIFAR stem: 32), e.g. random:resnet50-imagenet@160."
+)
 
 
 @dataclass
@@ -58,15 +83,35 @@ class Backbone:
     pretrained: bool = False
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Input side of the preprocessing; ``None``: the stem's default (224 ImageNet, 32 CIFAR).
+    input_size: int | None = None
+
+    @property
+    def stem(self) -> str:
+        """``"imagenet"`` (7x7 stride-2 conv1 and max-pool) or ``"cifar"`` (3x3 stride 1)."""
+        return "imagenet" if is_imagenet_stem(self.arch) else "cifar"
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """How images of any size become this backbone's input (:mod:`simattr.data.preprocess`)."""
+        if self.stem == "imagenet":
+            if self.input_size is None:
+                return Preprocessing.imagenet(mean=self.mean, std=self.std)
+            return Preprocessing.imagenet(self.input_size, self.mean, self.std)
+        if self.input_size is None:
+            return Preprocessing.cifar(self.mean, self.std)
+        return Preprocessing.cifar(self.mean, self.std, self.input_size)
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready description for sidecars."""
         out = {
             "name": self.name,
             "arch": self.arch,
+            "stem": self.stem,
             "pretrained": self.pretrained,
             "input_mean": list(self.mean),
             "input_std": list(self.std),
+            "preprocessing": self.preprocessing.describe(),
         }
         if self.note:
             out["note"] = self.note
@@ -79,14 +124,25 @@ class Backbone:
 
 
 def _random(seed: int, name: str, note: str, arch: str = "resnet18") -> Backbone:
+    mean, std = _stem_statistics(arch)
     return Backbone(
         module=random_init(arch, seed).eval(),
         arch=arch,
         name=name,
+        mean=mean,
+        std=std,
         pretrained=False,
         note=note,
         extra={"seed": seed},
     )
+
+
+def _stem_statistics(arch: str) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """The input statistics assumed when nothing records them: ImageNet's for the ImageNet
+    stem, CIFAR-10's for the CIFAR stem."""
+    if is_imagenet_stem(arch):
+        return IMAGENET_MEAN, IMAGENET_STD
+    return CIFAR10_MEAN, CIFAR10_STD
 
 
 def default_weights_path() -> Path | None:
@@ -180,10 +236,13 @@ def _from_file(path: Path, arch: str | None, format: str) -> Backbone:
             note=str(meta.get("note", "")),
             extra=extra,
         )
+    mean, std = _stem_statistics(ckpt.arch)
     return Backbone(
         module=ckpt.build(),
         arch=ckpt.arch,
         name=str(path),
+        mean=mean,
+        std=std,
         pretrained=True,
         note=_foreign_note(ckpt),
         extra=extra | _foreign_extra(ckpt),
@@ -191,9 +250,10 @@ def _from_file(path: Path, arch: str | None, format: str) -> Backbone:
 
 
 def _foreign_note(ckpt: Checkpoint) -> str:
+    statistics = "ImageNet" if is_imagenet_stem(ckpt.arch) else "CIFAR-10"
     note = (
-        f"{ckpt.format} checkpoint; the file stores no input statistics, so inputs are "
-        "normalised with the CIFAR-10 mean and std"
+        f"{ckpt.format} checkpoint ({ckpt.arch}); the file stores no input statistics, so "
+        f"inputs are normalised with the {statistics} mean and std"
     )
     if not ckpt.stem_relu:
         note += "; no ReLU after the stem, as in the source network"
@@ -213,14 +273,21 @@ def _foreign_extra(ckpt: Checkpoint) -> dict[str, Any]:
 
 
 def _random_spec(spec: str, arch: str | None, format: str) -> Backbone:
-    seed_text = spec.partition(":")[2] or str(DEFAULT_SEED)
-    if not seed_text.isdigit():
-        raise InvalidInputError(f"backbone {spec!r}: the seed after 'random:' must be an integer")
+    parts = spec.split(":")[1:]
+    named_arch = parts.pop(0) if parts and parts[0] in ARCHITECTURES else None
+    seed_text = parts.pop(0) if parts else str(DEFAULT_SEED)
+    if parts or not seed_text.isdigit():
+        raise InvalidInputError(
+            f"backbone {spec!r}: write 'random', 'random:SEED', 'random:ARCH' or "
+            f"'random:ARCH:SEED' with SEED an integer and ARCH one of {list(ARCHITECTURES)}"
+        )
     if format != "auto":
         raise InvalidInputError(f"backbone {spec!r}: format= applies to files only")
     if arch is not None and arch not in ARCHITECTURES:
         raise InvalidInputError(f"unknown architecture {arch!r}; known: {sorted(ARCHITECTURES)}")
-    arch = arch or "resnet18"
+    if named_arch is not None and arch is not None and arch != named_arch:
+        raise InvalidInputError(f"backbone {spec!r} names {named_arch}, but arch={arch!r}")
+    arch = named_arch or arch or "resnet18"
     return _random(int(seed_text), spec, f"randomly initialised {arch}", arch)
 
 
@@ -230,15 +297,46 @@ def load_backbone(
     *,
     arch: str | None = None,
     format: str = "auto",
+    input_size: int | None = None,
 ) -> Backbone:
     """Resolve a backbone spec (see the module docstring) to an eval-mode :class:`Backbone`.
 
     ``arch`` names the architecture of a random network or a weights file (default: the
-    sidecar's, else inferred from the stem width); ``format`` overrides the detection of a
-    file's layout (one of :data:`simattr.models.checkpoints.FORMATS`).
+    sidecar's, else inferred from the weights: stem, block type, width); ``format`` overrides
+    the detection of a file's layout (one of :data:`simattr.models.checkpoints.FORMATS`);
+    ``input_size`` (or an ``@SIZE`` suffix) sets the input side of the preprocessing.
     """
     if format not in FORMATS:
         raise InvalidInputError(f"unknown checkpoint format {format!r}; choose one of {FORMATS}")
+    spec, input_size = _split_size(spec, input_size)
+    backbone = _resolve(spec, arch, format)
+    if input_size is not None:
+        backbone.input_size = input_size
+        backbone.name = f"{backbone.name}@{input_size}"  # load_backbone(name) gives it back
+        backbone.preprocessing  # noqa: B018 - checks the size now, not at the first image
+    return backbone.to(device)
+
+
+def _split_size(spec: str, input_size: int | None) -> tuple[str, int | None]:
+    """``spec`` without an ``@SIZE`` suffix, and the input size (suffix or ``input_size``)."""
+    if input_size is not None and (
+        isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1
+    ):
+        raise InvalidInputError(f"input_size must be a positive integer, got {input_size!r}")
+    head, at, tail = spec.rpartition("@")
+    if not at or Path(spec).expanduser().exists():
+        return spec, input_size
+    if not tail.isdigit() or int(tail) < 1:
+        raise InvalidInputError(
+            f"backbone {spec!r}: the input size after '@' must be a positive integer (e.g. "
+            "'random:resnet50-imagenet@224')"
+        )
+    if input_size is not None and input_size != int(tail):
+        raise InvalidInputError(f"backbone {spec!r} says @{tail}, but input_size={input_size}")
+    return head, int(tail)
+
+
+def _resolve(spec: str, arch: str | None, format: str) -> Backbone:
     if spec == "default":
         backbone = _default(arch, format)
     elif spec.startswith("shipped:"):
@@ -249,9 +347,8 @@ def load_backbone(
         path = Path(spec).expanduser()
         if not path.exists():
             raise MissingFileError(
-                f"backbone {spec!r} is neither a known name ('default', 'shipped:NAME', "
-                "'random', 'random:SEED') "
+                f"backbone {spec!r} is neither a known name ({'; '.join(BACKBONE_SPECS[:3])}) "
                 "nor an existing file"
             )
         backbone = _from_file(path, arch, format)
-    return backbone.to(device)
+    return backbone

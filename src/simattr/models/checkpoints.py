@@ -1,10 +1,15 @@
-"""Foreign backbone checkpoints read into our :class:`~simattr.models.resnet.CifarResNet`.
+"""Foreign backbone checkpoints read into our architectures (:mod:`simattr.models.resnet`).
 
-Self-supervised CIFAR backbones are published by several codebases, each wrapping the same
-ResNet-18 in its own nesting of keys. This module reads such a file *safely* (safetensors, or
+Self-supervised backbones are published by several codebases, each wrapping the same ResNet in
+its own nesting of keys. This module reads such a file *safely* (safetensors, or
 ``torch.load(map_location="cpu", weights_only=True)``: nothing in a downloaded file can run code
 in our process), finds the backbone's tensors, renames them to torchvision's module names (ours),
 drops heads, momentum copies and queues, and checks the result against the architecture.
+
+Architectures are inferred from the weights (:func:`infer_arch`): a 3x3 ``conv1`` is the CIFAR
+stem (``resnet18``, ``resnet18-w32``, ``resnet18-w16`` by its width); a 7x7 ``conv1`` is the
+ImageNet stem, ``resnet50-imagenet`` when the blocks are Bottlenecks (``layer1.0.conv3``
+exists), else ``resnet18-imagenet``. Every layout below holds either stem.
 
 Layouts understood (``format=``; ``"auto"`` detects them from key prefixes, in this order):
 
@@ -16,6 +21,14 @@ Layouts understood (``format=``; ``"auto"`` detects them from key prefixes, in t
     ``{"state_dict": {"module.base_encoder.<torchvision names>": ...}}``; the head
     (``module.base_encoder.fc.*`` / ``head.*``), ``module.momentum_encoder.*`` and
     ``module.predictor.*`` are dropped. The ``module.`` prefix is optional.
+``"dino"`` (official DINO ResNet-50)
+    The released backbone (``dino_resnet50_pretrain.pth``) is a plain torchvision state dict
+    without ``fc`` and is read as ``"torchvision"`` (with a ``backbone.`` prefix, as
+    ``"lightly"``: the same reading). A training checkpoint (``checkpoint.pth``) holds
+    ``{"teacher": {"module.backbone.<...>", "module.head.<...>"}, "student": {...}, "args":
+    Namespace, ...}``: the *teacher* is read (DINO evaluates the teacher), its ``head.*``
+    dropped; detected from the ``teacher`` key. ``args`` (an ``argparse.Namespace``) is the one
+    object beyond tensors and containers that is unpickled (it can only hold plain values).
 ``"solo"`` (solo-learn, a PyTorch Lightning checkpoint)
     ``{"state_dict": {"backbone.<torchvision names>": ...}}``; everything outside ``backbone.``
     (``projector.*``, ``momentum_backbone.*``, ``momentum_projector.*``, ``predictor.*``,
@@ -35,23 +48,27 @@ Layouts understood (``format=``; ``"auto"`` detects them from key prefixes, in t
       (``nn.Sequential(*list(ResNetGenerator("resnet-18").children())[:-1], ...)``), which has
       *no* ReLU after the stem (lightly's ReLU is functional and is lost): the loaded module
       gets ``relu = Identity`` so its features match. ``s = 3`` means a ReLU module sat between
-      stem and stages; ``s = 4`` is torchvision's children (``relu``, ``maxpool``): the max-pool
-      slot is assumed to have been replaced by ``nn.Identity``, as CIFAR recipes do (the
-      weights cannot tell).
+      stem and stages; ``s = 4`` is torchvision's children (``relu``, ``maxpool``): with a
+      3x3 stem the max-pool slot is assumed to have been replaced by ``nn.Identity``, as CIFAR
+      recipes do (the weights cannot tell); with a 7x7 stem (lightly's ImageNet recipes,
+      ``nn.Sequential(*list(torchvision.models.resnet50().children())[:-1])``) the max-pool is
+      kept, as in the ImageNet architectures.
 
     Everything outside ``backbone.`` (``projection_head.*``, ``backbone_momentum.*``, ...) is
     dropped.
 ``"torchvision"``
     a plain torchvision ResNet state dict (``conv1.weight``, ..., ``fc.*`` dropped; an optional
-    ``module.`` prefix from ``DataParallel`` is removed). The CIFAR stem (3x3 ``conv1``) is
-    required: an ImageNet-stem checkpoint (7x7 ``conv1``) is refused.
+    ``module.`` prefix from ``DataParallel`` is removed): torchvision's own ``resnet18`` /
+    ``resnet50`` files (ImageNet stem), or a ResNet-18 with the CIFAR stem.
 ``"simattr"``
     our own ``backbone.safetensors`` with its ``.json`` sidecar (taken as is).
 
 In every layout, batch-norm running statistics stored for split batch norm (``running_mean`` /
 ``running_var`` of shape ``[num_splits * C]``, lightly's ``SplitBatchNorm``) are averaged over
 the splits, which is what that layer itself uses in eval mode. The top-level object may be the
-state dict itself or hold it under ``"state_dict"`` or ``"model"``.
+state dict itself or hold it under ``"teacher"`` (DINO), ``"state_dict"`` or ``"model"``.
+A stem that does not match a given ``arch`` (7x7 for a CIFAR architecture, 3x3 for an ImageNet
+one) is refused with a message that says which architecture the file holds.
 """
 
 from __future__ import annotations
@@ -68,14 +85,16 @@ from torch import nn
 
 from simattr._io import read_sidecar, sidecar_path, verify_checksum
 from simattr.errors import CheckpointError, InvalidInputError
-from simattr.models.resnet import ARCHITECTURES, build_architecture
+from simattr.models.resnet import ARCHITECTURES, build_architecture, is_imagenet_stem
 
-FORMATS = ("auto", "simattr", "torchvision", "moco", "mocov3", "lightly", "solo")
+FORMATS = ("auto", "simattr", "torchvision", "moco", "mocov3", "dino", "lightly", "solo")
 #: File endings read with ``torch.load(weights_only=True)``; ``.safetensors`` is read as such.
 TORCH_SUFFIXES = (".pth", ".pth.tar", ".pt", ".ckpt")
 SUFFIXES = (*TORCH_SUFFIXES, ".safetensors")
-#: Stem width (``conv1`` output channels) -> architecture name.
+#: CIFAR stem width (``conv1`` output channels) -> architecture name.
 WIDTH_TO_ARCH = {64: "resnet18", 32: "resnet18-w32", 16: "resnet18-w16"}
+#: Where a checkpoint may keep its network, in the order looked at (DINO: the teacher).
+_CONTAINERS = ("teacher", "state_dict", "model")
 _SOLO_MARKERS = ("projector.", "momentum_backbone.", "momentum_projector.", "classifier.")
 _SHOWN = 8  # how many keys an error lists per kind
 
@@ -123,7 +142,12 @@ def read_checkpoint(
     if arch is not None and arch not in ARCHITECTURES:
         raise InvalidInputError(f"unknown architecture {arch!r}; known: {sorted(ARCHITECTURES)}")
     raw, info, meta = read_weights(path)
-    fmt = detect_format(raw, path) if format == "auto" else format
+    if format != "auto":
+        fmt = format
+    elif info.get("container") == "teacher":
+        fmt = "dino"
+    else:
+        fmt = detect_format(raw, path)
     state, stem_relu = convert_state_dict(raw, fmt, path)
     if fmt == "simattr" and arch is None and "arch" in meta:
         arch = str(meta["arch"])
@@ -169,9 +193,16 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 def _torch_load(path: Path) -> Any:
     """``torch.load`` restricted to tensors and containers; a pickle that would build any other
-    object (and so could run code) is refused before anything of it runs."""
+    object (and so could run code) is refused before anything of it runs.
+
+    One class is let through: ``argparse.Namespace``, which DINO and other training scripts
+    store as ``args``. Unpickling one only sets attributes on an empty namespace (no
+    constructor and no method of it runs), and its fields are again plain values."""
+    import argparse
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise _unpickling_error(path, str(exc)) from None
     except (RuntimeError, OSError, EOFError, ValueError, KeyError, IndexError, TypeError) as exc:
@@ -182,7 +213,9 @@ def _torch_load(path: Path) -> Any:
 
 def _unpickling_error(path: Path, message: str) -> CheckpointError:
     """Tell a pickle that asks for a Python object (possible code) from a damaged file."""
-    wanted = re.search(r"Unsupported (?:global|class):? (?:GLOBAL )?([\w.]+)", message)
+    # "Unsupported global: GLOBAL mod.Name", or "unsupported GLOBAL os.system whose module os
+    # is blocked" for modules torch never lets through
+    wanted = re.search(r"unsupported (?:global|class):? (?:GLOBAL )?([\w.]+)", message, re.I)
     if wanted is None:
         detail = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", message, re.S)
         reason = (detail.group(1) if detail else message).strip().splitlines()[0]
@@ -197,23 +230,25 @@ def _unpickling_error(path: Path, message: str) -> CheckpointError:
 
 
 def _find_state_dict(payload: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The tensors of ``payload`` (a state dict, or a dict holding one under ``state_dict`` or
-    ``model``) and its top-level scalar fields (``epoch``, ``arch``, ...)."""
+    """The tensors of ``payload`` (a state dict, or a dict holding one under ``teacher``,
+    ``state_dict`` or ``model``) and its top-level scalar fields (``epoch``, ``arch``, ...);
+    ``info["container"]`` names the key the tensors were found under."""
     if not isinstance(payload, Mapping):
         raise CheckpointError(
             f"{path} holds a {type(payload).__name__}, not a state dict (a mapping of names to "
             "tensors)"
         )
     info = {k: v for k, v in payload.items() if isinstance(v, (str, int, float, bool))}
-    for key in ("state_dict", "model"):
+    for key in _CONTAINERS:
         inner = payload.get(key)
         if isinstance(inner, Mapping) and any(torch.is_tensor(v) for v in inner.values()):
             payload = inner
+            info["container"] = key
             break
     state = {str(k): v for k, v in payload.items() if torch.is_tensor(v)}
     if not state:
         raise CheckpointError(
-            f"{path} holds no tensors at its top level nor under 'state_dict' or 'model'; "
+            f"{path} holds no tensors at its top level nor under {', '.join(_CONTAINERS)}; "
             f"top-level keys: {sorted(map(str, payload))[:_SHOWN]}"
         )
     return state, info
@@ -251,6 +286,16 @@ def convert_state_dict(
     if fmt == "simattr":
         return dict(state), True
     unwrapped = {_strip(k, "module."): v for k, v in state.items()}
+    if fmt == "dino":
+        # DINO: the teacher's (or student's) ``backbone.`` next to ``head.``; the released
+        # backbone-only files are plain torchvision names without ``fc``
+        if any(k.startswith("backbone.") for k in unwrapped):
+            unwrapped = {k: v for k, v in unwrapped.items() if k.startswith("backbone.")}
+            unwrapped = {k[len("backbone.") :]: v for k, v in unwrapped.items()}
+        kept = {k: v for k, v in unwrapped.items() if not k.startswith(("head.", "fc."))}
+        if not kept:
+            raise CheckpointError(f"{path} is not a 'dino' checkpoint: it holds no backbone")
+        return kept, True
     prefix, heads = {
         "torchvision": ("", ("fc.",)),
         "moco": ("encoder_q.", ("fc.",)),
@@ -305,12 +350,31 @@ def _from_sequential(
 
 
 def infer_arch(state: Mapping[str, torch.Tensor], path: Path) -> str:
-    """The architecture whose stem width matches ``conv1.weight``; ``resnet18`` without it."""
+    """The architecture the weights fit: the stem (``conv1.weight``: 3x3 CIFAR, 7x7 ImageNet),
+    the block type (``layer1.0.conv3`` only in Bottleneck blocks: ResNet-50) and, for the
+    CIFAR stem, its width; ``resnet18`` without a ``conv1``."""
+    bottleneck = "layer1.0.conv3.weight" in state
     conv1 = state.get("conv1.weight")
     if conv1 is None or conv1.ndim != 4:
-        return "resnet18"
-    _check_stem(conv1, path)
-    width = int(conv1.shape[0])
+        return "resnet50-imagenet" if bottleneck else "resnet18"
+    width, kernel = int(conv1.shape[0]), tuple(conv1.shape[2:])
+    if kernel == (7, 7):
+        if width != 64:
+            raise CheckpointError(
+                f"{path}: the ImageNet-stem conv1 has {width} output channels; simattr's "
+                "resnet18-imagenet and resnet50-imagenet have 64"
+            )
+        return "resnet50-imagenet" if bottleneck else "resnet18-imagenet"
+    if kernel != (3, 3):
+        raise CheckpointError(
+            f"{path}: conv1.weight has shape {tuple(conv1.shape)}: neither the CIFAR stem (3x3) "
+            "nor the ImageNet stem (7x7) of a ResNet"
+        )
+    if bottleneck:
+        raise CheckpointError(
+            f"{path}: a Bottleneck ResNet (layer1.0.conv3) with the CIFAR stem (3x3 conv1); "
+            "simattr reads Bottleneck ResNets with the ImageNet stem only (resnet50-imagenet)"
+        )
     if width not in WIDTH_TO_ARCH:
         raise CheckpointError(
             f"{path}: conv1 has {width} output channels; simattr's ResNet-18 variants have "
@@ -319,14 +383,22 @@ def infer_arch(state: Mapping[str, torch.Tensor], path: Path) -> str:
     return WIDTH_TO_ARCH[width]
 
 
-def _check_stem(conv1: torch.Tensor, path: Path) -> None:
-    if tuple(conv1.shape[2:]) != (3, 3):
+def _check_stem(conv1: torch.Tensor, arch: str, path: Path) -> None:
+    """A clear word when the stem of the file is not the stem of ``arch``."""
+    kernel = tuple(conv1.shape[2:])
+    if is_imagenet_stem(arch) and kernel != (7, 7):
         raise CheckpointError(
-            f"{path}: conv1.weight has shape {tuple(conv1.shape)}, but simattr's backbones have "
-            "the CIFAR stem, a 3x3 stride-1 conv1 without max-pool "
-            f"(shape ({conv1.shape[0]}, 3, 3, 3)). This looks like an ImageNet-stem ResNet "
-            "(7x7 stride-2 conv1 and max-pool), which cannot be loaded into the CIFAR "
-            "architecture; use a checkpoint trained with the CIFAR stem"
+            f"{path}: conv1.weight has shape {tuple(conv1.shape)}, but {arch} has the ImageNet "
+            "stem (7x7 stride-2 conv1, then max-pool). The file looks like a CIFAR-stem "
+            "network: leave arch unset (it is inferred) or pass a CIFAR architecture "
+            f"({', '.join(a for a in ARCHITECTURES if not is_imagenet_stem(a))})"
+        )
+    if not is_imagenet_stem(arch) and kernel != (3, 3):
+        raise CheckpointError(
+            f"{path}: conv1.weight has shape {tuple(conv1.shape)}, but {arch} has the CIFAR "
+            f"stem, a 3x3 stride-1 conv1 without max-pool (shape ({conv1.shape[0]}, 3, 3, 3)). "
+            "This looks like an ImageNet-stem ResNet (7x7 stride-2 conv1 and max-pool): leave "
+            "arch unset (it is inferred) or pass resnet18-imagenet or resnet50-imagenet"
         )
 
 
@@ -336,9 +408,10 @@ def fit_state_dict(
     """``state`` checked against ``arch``: split batch-norm statistics averaged, dtypes cast to
     the architecture's (fp16 files load as float32), missing ``num_batches_tracked`` counters
     (unused in eval mode) filled. Returns it and the number of split batch norms averaged."""
-    expected = build_architecture(arch).state_dict()
+    with torch.device("meta"):  # names, shapes and dtypes only: nothing allocated or drawn
+        expected = build_architecture(arch).state_dict()
     if "conv1.weight" in state:
-        _check_stem(state["conv1.weight"], path)
+        _check_stem(state["conv1.weight"], arch, path)
     out, n_split = {}, 0
     for key, value in state.items():
         if key in expected and _is_split_stat(key, value, expected[key]):
@@ -348,7 +421,7 @@ def fit_state_dict(
         out[key] = value.to(expected[key].dtype) if key in expected else value
     for key, value in expected.items():
         if key.endswith("num_batches_tracked") and key not in out:
-            out[key] = value
+            out[key] = torch.zeros_like(value, device="cpu")
     _check_fit(out, expected, arch, path)
     return out, n_split
 
@@ -380,7 +453,14 @@ def _check_fit(
         parts.append(f"shape mismatches (file vs {arch}) {_first(shapes)}")
     hint = ""
     if any(".conv3." in k for k in unexpected):
-        hint = "; it looks like a Bottleneck ResNet (50/101/152), and simattr reads ResNet-18"
+        hint = "; it looks like a Bottleneck ResNet: pass arch='resnet50-imagenet'"
+    elif any(".conv3." in k for k in missing):
+        hint = "; it looks like a ResNet with basic blocks (ResNet-18), not a Bottleneck one"
+    elif any(k.startswith(("layer1.2.", "layer3.6.")) for k in unexpected):
+        hint = (
+            "; it looks like a deeper ResNet (34, 101 or 152), and simattr reads ResNet-18 and "
+            "ResNet-50"
+        )
     raise CheckpointError(
         f"{path} does not hold a {arch} backbone: {', '.join(parts)}{hint}. Pass arch= or "
         f"format= if the guess was wrong (formats: {FORMATS[1:]})"

@@ -1,4 +1,4 @@
-"""Backbone architectures: ResNet-18 with the CIFAR stem, at full or reduced width.
+"""Backbone architectures: ResNet-18 with the CIFAR stem, and ImageNet-stem ResNet-18/50.
 
 For 32x32 images the ImageNet stem (7x7 stride-2 convolution, then max-pool) throws away most of
 the resolution before the first block, so self-supervised CIFAR work replaces it with a 3x3
@@ -7,6 +7,12 @@ stride-1 convolution and no max-pool. The network is assembled from torchvision'
 at full width a torchvision ``resnet18`` state dict (minus its stem and ``fc``) loads unchanged.
 Reduced widths (``resnet18-w32``, ``resnet18-w16``: 1/2 and 1/4 of the channels) exist because
 self-supervised training of the full network costs about 40 minutes per epoch on a 2-core CPU.
+
+Photos need the ImageNet stem: ``resnet18-imagenet`` and ``resnet50-imagenet`` are torchvision's
+``resnet18`` / ``resnet50`` themselves (built without weights: nothing is ever downloaded), with
+``fc = Identity`` so that ``forward`` returns the pooled 512- or 2048-d embedding. Their input
+preprocessing (shorter side 256, centre crop 224, ImageNet statistics) is the backbone's, see
+:mod:`simattr.data.preprocess`.
 """
 
 from __future__ import annotations
@@ -58,14 +64,34 @@ def cifar_resnet18(width: int = 64) -> CifarResNet:
     return CifarResNet((2, 2, 2, 2), width)
 
 
+def imagenet_resnet(depth: int) -> nn.Module:
+    """torchvision's ResNet-``depth`` (18 or 50, ImageNet stem), randomly initialised, with
+    ``fc = Identity``; ``out_dim`` is the embedding size."""
+    from torchvision.models import resnet18, resnet50
+
+    module = {18: resnet18, 50: resnet50}[depth](weights=None)
+    module.out_dim = module.fc.in_features
+    module.fc = nn.Identity()
+    return module
+
+
 ARCHITECTURES = {
     "resnet18": lambda: cifar_resnet18(64),
     "resnet18-w32": lambda: cifar_resnet18(32),
     "resnet18-w16": lambda: cifar_resnet18(16),
+    "resnet18-imagenet": lambda: imagenet_resnet(18),
+    "resnet50-imagenet": lambda: imagenet_resnet(50),
 }
+#: Architectures with the ImageNet stem (7x7 stride-2 conv1 and max-pool).
+IMAGENET_ARCHITECTURES = frozenset({"resnet18-imagenet", "resnet50-imagenet"})
 
 
-def build_architecture(name: str) -> CifarResNet:
+def is_imagenet_stem(name: str) -> bool:
+    """Whether architecture ``name`` has the ImageNet stem (and so ImageNet preprocessing)."""
+    return name in IMAGENET_ARCHITECTURES
+
+
+def build_architecture(name: str) -> nn.Module:
     """Instantiate an architecture by name (see :data:`ARCHITECTURES`)."""
     from simattr.errors import InvalidInputError
 
@@ -74,7 +100,7 @@ def build_architecture(name: str) -> CifarResNet:
     return ARCHITECTURES[name]()
 
 
-def random_init(name: str, seed: int = 0) -> CifarResNet:
+def random_init(name: str, seed: int = 0) -> nn.Module:
     """A randomly initialised architecture, identical for identical ``seed``."""
     generator_state = torch.random.get_rng_state()
     try:
