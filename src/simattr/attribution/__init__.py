@@ -6,6 +6,7 @@ Baselines that need more than features live in their own modules, imported on de
 """
 
 from simattr.attribution.attributor import Attributor, SmallPoolWarning, rank
+from simattr.attribution.explain import Explanation, explain
 from simattr.attribution.resumable import rank_resumable
 from simattr.attribution.scorers import (
     SCORERS,
@@ -27,6 +28,7 @@ __all__ = [
     "ClassPriorScorer",
     "CosineScorer",
     "ExemplarSVMScorer",
+    "Explanation",
     "L2Scorer",
     "Ranking",
     "RawL2Scorer",
@@ -34,6 +36,7 @@ __all__ = [
     "SmallPoolWarning",
     "WhitenedExemplarScorer",
     "attribute",
+    "explain",
     "export_paper_npy",
     "load_ranking",
     "rank",

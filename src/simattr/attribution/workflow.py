@@ -116,33 +116,35 @@ def check_features_match_data(data: str, train_features: PathLike, test_features
     features were made, or features of another dataset): ranking them would name the wrong
     images. The message names the file and the command that rebuilds it. Features without a
     sidecar (a user's own ``.npy``) are not checked: nothing says what they were made from."""
+    check_split_features(data, "train", train_features, "--train-features")
+    check_split_features(data, "test", test_features, "--test-features")
+
+
+def check_split_features(data: str, split: str, path: PathLike, option: str) -> None:
+    """:func:`check_features_match_data` for one split's features (``option`` names them)."""
     from simattr.data import dataset_fingerprint
 
-    for split, path, option in (
-        ("train", train_features, "--train-features"),
-        ("test", test_features, "--test-features"),
-    ):
-        meta = load_features_metadata(path) or {}
-        recorded = meta.get("dataset") or {}
-        fingerprint = recorded.get("fingerprint")
-        if not fingerprint:
-            continue
-        size = recorded.get("image_size")
-        now = dataset_fingerprint(data, split, image_size=size)
-        if now == fingerprint:
-            continue
-        backbone = (meta.get("backbone") or {}).get("name")
-        command = " ".join(
-            [f"simattr features --data {data} --split {split}"]
-            + ([f"--backbone {backbone}"] if backbone else [])
-            + ([f"--image-size {size}"] if size is not None else [])
-            + [f"--out {path}"]
-        )
-        raise InvalidInputError(
-            f"{option} {path} was made from other data than the {split} split of {data} "
-            f"(fingerprint {fingerprint} recorded, {now} now: images were added, removed, "
-            f"changed or moved between class folders since); rebuild them with `{command}`"
-        )
+    meta = load_features_metadata(path) or {}
+    recorded = meta.get("dataset") or {}
+    fingerprint = recorded.get("fingerprint")
+    if not fingerprint:
+        return
+    size = recorded.get("image_size")
+    now = dataset_fingerprint(data, split, image_size=size)
+    if now == fingerprint:
+        return
+    backbone = (meta.get("backbone") or {}).get("name")
+    command = " ".join(
+        [f"simattr features --data {data} --split {split}"]
+        + ([f"--backbone {backbone}"] if backbone else [])
+        + ([f"--image-size {size}"] if size is not None else [])
+        + [f"--out {path}"]
+    )
+    raise InvalidInputError(
+        f"{option} {path} was made from other data than the {split} split of {data} "
+        f"(fingerprint {fingerprint} recorded, {now} now: images were added, removed, "
+        f"changed or moved between class folders since); rebuild them with `{command}`"
+    )
 
 
 def _source_ids_record(data: str, ids: dict[str, list[str]]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""CLI commands of the attribution: ``features``, ``attribute`` and ``demo``.
+"""CLI commands of the attribution: ``features``, ``attribute``, ``explain`` and ``demo``.
 
 They parse options and call the Python API (:mod:`simattr.features`, :mod:`simattr.attribution`,
 :mod:`simattr.demo`), then print a short summary.
@@ -149,6 +149,14 @@ def attribute(
             "train_row, train_path, train_label, score); Parquet if it ends in .parquet.",
         ),
     ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            help="Also write DIR/index.html: each target and its top images (thumbnails, files, "
+            "labels, scores), one self-contained page; needs --data.",
+        ),
+    ] = None,
 ) -> None:
     """Rank the training images responsible for each target test image (resumable)."""
     from simattr.attribution import Attributor
@@ -179,6 +187,12 @@ def attribute(
     check_not_input({"--out": out, "--export-paper-npy": export_paper_npy, "--csv": csv}, inputs)
     if csv is not None:
         check_table_path(csv)
+    if html is not None:
+        from simattr.report.attribution_page import check_page_dir
+
+        if data is None:
+            raise InvalidInputError("--html shows the images: it needs --data ROOT")
+        check_page_dir(html, {**inputs, "--out": out, "--csv": csv})
     check_device(device)
     n_test = _n_rows(test_features)
     run = run_attribute(
@@ -224,6 +238,105 @@ def attribute(
         )
         paths = ", with file paths" if data is not None else " (no --data: no file paths)"
         console.print(f"wrote {csv}: one row per ranked training image{paths}")
+    if html is not None and data is not None:
+        from simattr.report.attribution_page import ranking_page
+
+        page = ranking_page(html, run.ranking, data, inputs={**inputs, "--out": out, "--csv": csv})
+        console.print(f"wrote {page}: open it in a browser")
+
+
+@app.command()
+@friendly_errors
+def explain(
+    images: Annotated[list[Path], typer.Argument(help="Image files to explain (any size).")],
+    data: Annotated[str, typer.Option(help="The dataset the training features were made from.")],
+    train_features: Annotated[
+        Path, typer.Option(help="Training features .npy (`simattr features --split train`).")
+    ],
+    backbone: Annotated[
+        str | None,
+        typer.Option(help="Backbone to embed the images (default: the features' sidecar's)."),
+    ] = None,
+    label: Annotated[
+        str | None, typer.Option(help="Class to explain every image with (name or index).")
+    ] = None,
+    predictions: Annotated[
+        Path | None,
+        typer.Option(help="Or a model's predictions: a .csv of file,class rows, one per image."),
+    ] = None,
+    topk: Annotated[int, typer.Option(help="Training images kept per image.")] = 10,
+    method: Annotated[Method, typer.Option(help="Scoring method.")] = Method.esvm,
+    C: Annotated[float, typer.Option("--C", help="ESVM regularisation.")] = 0.1,
+    normalize: Annotated[
+        bool,
+        typer.Option("--normalize/--no-normalize", help="L2-normalise features before scoring."),
+    ] = True,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    csv: Annotated[
+        Path | None,
+        typer.Option(
+            "--csv", help="Also write the table (CSV, or Parquet if it ends in .parquet)."
+        ),
+    ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option("--html", help="Also write DIR/index.html: the images and their top images."),
+    ] = None,
+) -> None:
+    """Explain new image files: the training images of their class that explain each one."""
+    from simattr.attribution import Attributor
+    from simattr.attribution import explain as run_explain
+    from simattr.report.attribution_page import check_page_dir, explanation_page
+    from simattr.report.table import check_table_path, write_explanation_table
+
+    inputs: dict[str, Path | None] = {
+        "--train-features": train_features,
+        "--predictions": predictions,
+        **{f"image {p}": p for p in images},
+    }
+    backbone_file = Path(backbone) if backbone is not None and Path(backbone).suffix else None
+    inputs["--backbone"] = backbone_file
+    check_not_input({"--csv": csv}, inputs)
+    if csv is not None:
+        check_table_path(csv)
+    if html is not None:
+        check_page_dir(html, {**inputs, "--csv": csv})
+    check_device(device)
+    check_positive_int(topk, "--topk")
+    result = run_explain(
+        images,
+        train_features,
+        data=data,
+        backbone=backbone,
+        label=label,
+        predictions=predictions,
+        attributor=Attributor(method.value, C=C, normalize=normalize, device=device),
+        k=topk,
+        device=device,
+    )
+    names = result.class_names
+    for t, image in enumerate(result.images):
+        table = Table(
+            title=f"{image}: explained as {names[int(result.labels[t])]} "
+            f"(top-{topk} by {method.value})",
+            title_justify="left",
+        )
+        table.add_column("rank", justify="right")
+        table.add_column("score", justify="right")
+        table.add_column("label")
+        table.add_column("training file", overflow="fold")
+        for row in (r for r in result.rows() if r["image"] == t):
+            table.add_row(
+                str(row["rank"]), f"{row['score']:+.3f}", row["train_label"], row["train_path"]
+            )
+        console.print(table)
+    console.print(f"backbone: {result.backbone.get('name')}; labels from {result.label_source}")
+    if csv is not None:
+        write_explanation_table(csv, result, inputs=inputs)
+        console.print(f"wrote {csv}: one row per ranked training image")
+    if html is not None:
+        page = explanation_page(html, result, inputs={**inputs, "--csv": csv})
+        console.print(f"wrote {page}: open it in a browser")
 
 
 def _n_rows(features: Path) -> int | None:

@@ -17,7 +17,7 @@ import csv
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from simattr._io import atomic_path, check_not_input, check_writable
 from simattr.errors import InvalidInputError
 from simattr.ranking import Ranking
 from simattr.validation import check_labels
+
+if TYPE_CHECKING:
+    from simattr.attribution.explain import Explanation
 
 #: The table's columns, in order.
 TABLE_COLUMNS = (
@@ -194,6 +197,39 @@ def write_ranking_table(
     columns = ranking_columns(
         ranking, data, train_labels=train_labels, test_labels=test_labels, class_names=class_names
     )
+    return write_columns(path, columns)
+
+
+def explanation_columns(explanation: Explanation) -> dict[str, list[Any]]:
+    """The table of an :class:`~simattr.attribution.Explanation` (``simattr explain``), in the
+    columns of :data:`TABLE_COLUMNS`: ``target`` is the position of the file among those
+    explained and ``target_path`` the file as given."""
+    rows = explanation.rows()
+    keys = ("image", "image_path", "label", "rank", "train_row", "train_path", "train_label")
+    columns = {
+        column: [row[key] for row in rows]
+        for column, key in zip(TABLE_COLUMNS, (*keys, "score"), strict=True)
+    }
+    return columns
+
+
+def write_explanation_table(
+    path: PathLike,
+    explanation: Explanation,
+    *,
+    inputs: dict[str, PathLike | None] | None = None,
+) -> Path:
+    """Write :func:`explanation_columns` to ``path`` (CSV, or Parquet for ``.parquet``),
+    atomically, never over one of ``inputs``. Returns the path."""
+    path = check_table_path(path)
+    check_not_input({"--csv": path}, dict(inputs or {}))
+    return write_columns(path, explanation_columns(explanation))
+
+
+def write_columns(path: PathLike, columns: dict[str, list[Any]]) -> Path:
+    """Write a table given as one list per column of :data:`TABLE_COLUMNS`: CSV, or Parquet
+    when ``path`` ends in ``.parquet``; atomically (a failure leaves no file)."""
+    path = Path(path)
     with atomic_path(path) as tmp:
         if path.suffix.lower() == ".parquet":
             _write_parquet(tmp, columns)
