@@ -120,8 +120,9 @@ class Checkpoint:
 
     def build(self) -> nn.Module:
         """The architecture with these weights, in eval mode."""
-        module = build_architecture(self.arch)
-        module.load_state_dict(self.state_dict)
+        with torch.device("meta"):  # no random initialisation only to be overwritten
+            module = build_architecture(self.arch)
+        module.load_state_dict(self.state_dict, assign=True)
         if not self.stem_relu:
             module.relu = nn.Identity()
         return module.eval()
@@ -199,9 +200,12 @@ def _torch_load(path: Path) -> Any:
     store as ``args``. Unpickling one only sets attributes on an empty namespace (no
     constructor and no method of it runs), and its fields are again plain values."""
     import argparse
+    import contextlib
 
+    # torch >= 2.5; before, a checkpoint with args is refused with the message below
+    allow = getattr(torch.serialization, "safe_globals", None)
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with allow([argparse.Namespace]) if allow else contextlib.nullcontext():
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise _unpickling_error(path, str(exc)) from None
