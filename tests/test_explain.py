@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import html
+import os
 import re
 import shutil
 import subprocess
@@ -127,6 +128,31 @@ def test_re_encoded_copy_and_class_by_index(folder, feats, new_images):
     assert top == new_images["bird_src"].relative_to(folder).as_posix()
 
 
+def test_imagenet_stem_backbone_embeds_new_files_as_features_does(folder, new_images, tmp_path):
+    """A photo backbone decodes files again at its own size (shorter side, centre crop): the
+    new file is embedded through that same path, so a byte copy gets the row's feature."""
+    from simattr.attribution import explain
+
+    train = tmp_path / "train.npy"
+    made = invoke(
+        "features", "--data", folder, "--split", "train",
+        "--backbone", "random:resnet18-imagenet@64", "--out", train,
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    result = explain([new_images["cat"]], train, data=str(folder), label="cat", k=3)
+    assert result.backbone["name"] == "random:resnet18-imagenet@64"
+    row = int(result.ranking.indices[0, 0])
+    assert result.train_ids[row] == f"train/cat/{SCRIPT_NAME}"
+    np.testing.assert_allclose(result.features[0], np.load(train)[row], rtol=1e-4, atol=1e-5)
+    # a backbone other than the one that made the features is refused
+    other = invoke(
+        "explain", new_images["cat"], "--data", folder, "--train-features", train,
+        "--label", "cat", "--backbone", "random:1",
+    )  # fmt: skip
+    assert other.exit_code == 1
+    assert "is not the backbone that made" in " ".join(other.output.split())
+
+
 # -- the command ---------------------------------------------------------------------------------
 def test_explain_command_prints_table_writes_csv_and_page(folder, feats, new_images, tmp_path):
     table, page_dir = tmp_path / "top.csv", tmp_path / "page"
@@ -175,6 +201,21 @@ def test_explain_with_predictions_csv(folder, feats, new_images, tmp_path):
     )
     assert [result.class_names[i] for i in result.labels] == ["cat", "bird"]
     assert result.label_source == f"--predictions {preds}"
+
+
+def test_topk_above_the_class_pool_ranks_it_whole(folder, feats, new_images, tmp_path):
+    table = tmp_path / "all.parquet"
+    result = invoke(
+        "explain", new_images["cat"], "--data", folder, "--train-features", feats[0],
+        "--label", "cat", "--topk", "20", "--method", "cosine", "--csv", table,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "fewer than --topk 20" in " ".join(result.output.split())
+    import pyarrow.parquet as pq
+
+    read = pq.read_table(table)
+    assert read.num_rows == N_TRAIN and read.column("rank").to_pylist() == list(range(1, 9))
+    assert read.column("train_path").to_pylist()[0] == f"train/cat/{SCRIPT_NAME}"
 
 
 def test_explain_refusals_are_one_line(folder, feats, new_images, tmp_path):
@@ -235,6 +276,8 @@ def test_attribute_html_page(folder, feats, tmp_path):
 def _screenshot(page: Path, shot: Path) -> np.ndarray:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail("chromium is not installed (.ci/run installs it)")
         pytest.skip("chromium is not installed")
     subprocess.run(
         [
@@ -265,7 +308,6 @@ def test_page_renders_in_chromium(folder, feats, new_images, tmp_path):
     assert result.exit_code == 0, result.output
     pixels = _screenshot(page_dir / "index.html", tmp_path / "page.png")
     _check_screenshot(pixels)
-    shutil.copy(tmp_path / "page.png", Path("/tmp/simattr-explain-page.png"))
 
 
 # -- the issue's walk-through, as a user would run it from the README --------------------------

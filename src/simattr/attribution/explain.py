@@ -297,9 +297,9 @@ def _backbone(spec: str | None, meta: dict[str, Any], train_features: PathLike, 
                 f"--train-features {train_features} has no backbone record (no sidecar, or "
                 "features made elsewhere): give --backbone, the backbone that made them"
             )
-        fixed = name == "default" or str(name).startswith("shipped:")
-        file = re.sub(r"@\d+$", "", str(name))  # a spec may end in @SIZE, the input side
-        if not fixed and not str(name).startswith("random") and not Path(file).exists():
+        base = re.sub(r"@\d+$", "", str(name))  # a spec may end in @SIZE, the input side
+        fixed = base == "default" or base.startswith("shipped:")
+        if not fixed and not base.startswith("random") and not Path(base).exists():
             raise MissingFileError(
                 f"--train-features {train_features} were made with the backbone file {name}, "
                 "which is no longer there; give its new place with --backbone"
@@ -307,11 +307,10 @@ def _backbone(spec: str | None, meta: dict[str, Any], train_features: PathLike, 
         arch = None if fixed else recorded.get("arch")
         net = load_backbone(str(name), device=device, arch=arch)
     else:
-        fixed = spec == "default" or spec.startswith("shipped:")
-        net = load_backbone(spec, device=device, arch=None if fixed else recorded.get("arch"))
+        net = load_backbone(spec, device=device)
     if recorded:
         now = net.describe()
-        for key in ("arch", "sha256_16", "seed"):
+        for key in ("arch", "sha256_16", "seed", "preprocessing"):
             if key in recorded and now.get(key) != recorded[key]:
                 raise InvalidInputError(
                     f"--backbone {spec or recorded.get('name')} is not the backbone that made "

@@ -330,6 +330,13 @@ def explain(
                 str(row["rank"]), f"{row['score']:+.3f}", row["train_label"], row["train_path"]
             )
         console.print(table)
+    ranked = (result.ranking.indices >= 0).sum(axis=1)
+    if len(ranked) and int(ranked.min()) < topk:
+        err_console.print(
+            f"[yellow]note:[/] a class pool holds fewer than --topk {topk} training images "
+            f"(the smallest: {int(ranked.min())}); it is ranked whole",
+            highlight=False,
+        )
     console.print(f"backbone: {result.backbone.get('name')}; labels from {result.label_source}")
     if csv is not None:
         write_explanation_table(csv, result, inputs=inputs)
