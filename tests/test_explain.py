@@ -83,10 +83,10 @@ def feats(folder, tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture
 def new_images(folder, tmp_path) -> dict[str, Path]:
     """New files outside the dataset: a byte copy of the <script>-named training cat (under
-    another <script> name), and a re-encoded copy of a training bird."""
+    another such name), and a re-encoded copy of a training bird."""
     new = tmp_path / "new"
     new.mkdir()
-    cat = new / "<script>x.png"
+    cat = new / "[red]<script>x.png"  # rich markup and HTML in one name
     shutil.copy(folder / "train" / "cat" / SCRIPT_NAME, cat)
     bird_src = sorted((folder / "train" / "bird").iterdir())[1]
     bird = new / "bird photo.jpg"
@@ -165,6 +165,8 @@ def test_explain_command_prints_table_writes_csv_and_page(folder, feats, new_ima
     flat = " ".join(result.output.split())
     assert "explained as cat" in flat and "rank" in flat and "score" in flat
     assert "train/cat/<script>alert(1)<script>.png" in flat.replace(" ", "")
+    # printed as text, not read as markup
+    assert "[red]<script>x.png:explainedascat" in flat.replace(" ", "")
     with open(table, newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == [

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from simattr.attribution.attributor import Attributor
+from simattr.attribution.attributor import Attributor, SmallPoolWarning
 from simattr.data.dataset import ImageDataset
 from simattr.errors import DataError, InvalidInputError, MissingFileError
 from simattr.features import load_features, load_features_metadata
@@ -164,7 +164,8 @@ def explain(
         )
     attributor.fit(xtr, train.labels)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a pool smaller than k: its slots are -1, shown as such
+        # a pool smaller than k is ranked whole: its slots end in -1, which callers show as such
+        warnings.simplefilter("ignore", SmallPoolWarning)
         indices, scores = attributor.topk(feats, labels, k)
     described = net.describe()
     ranking = Ranking(

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import numpy as np
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from simattr._io import check_not_input, check_writable, read_npy
@@ -316,18 +317,23 @@ def explain(
     )
     names = result.class_names
     for t, image in enumerate(result.images):
-        table = Table(
-            title=f"{image}: explained as {names[int(result.labels[t])]} "
+        # file and class names are the user's: printed as text, never read as rich markup
+        console.print(
+            f"[bold]{escape(image)}[/]: explained as {escape(names[int(result.labels[t])])} "
             f"(top-{topk} by {method.value})",
-            title_justify="left",
+            highlight=False,
         )
+        table = Table()
         table.add_column("rank", justify="right")
         table.add_column("score", justify="right")
         table.add_column("label")
         table.add_column("training file", overflow="fold")
         for row in (r for r in result.rows() if r["image"] == t):
             table.add_row(
-                str(row["rank"]), f"{row['score']:+.3f}", row["train_label"], row["train_path"]
+                str(row["rank"]),
+                f"{row['score']:+.3f}",
+                escape(row["train_label"]),
+                escape(row["train_path"]),
             )
         console.print(table)
     ranked = (result.ranking.indices >= 0).sum(axis=1)
