@@ -282,3 +282,23 @@ def test_describe_a_scorer_instance_by_its_name_and_params(clusters):
         "params": {"C": 1.0, "solver": "newton"},
     }
     assert _described(Attributor(L2Scorer()))["params"] == {}
+
+
+@pytest.mark.parametrize("method", ["esvm", "cosine", "l2"])
+def test_class_names_rank_exactly_as_their_integer_codes(method):
+    """Labels may be class names, as for scikit-learn classifiers: the same pools, the same
+    ranking, and an unknown name is one clear error naming the target."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(60, 6)).astype(np.float32)
+    names = np.array(["zebra", "ant", "moth"])[rng.integers(0, 3, size=60)]
+    codes = np.searchsorted(np.array(["ant", "moth", "zebra"]), names)
+    by_name = Attributor(method).fit(X, names)
+    by_code = Attributor(method).fit(X, codes)
+    assert by_name.classes_.tolist() == ["ant", "moth", "zebra"]
+    idx_n, s_n = by_name.topk(X[:9], names[:9], 5)
+    idx_c, s_c = by_code.topk(X[:9], codes[:9], 5)
+    np.testing.assert_array_equal(idx_n, idx_c)
+    np.testing.assert_allclose(s_n, s_c, rtol=1e-6)
+    assert all(np.all(names[row] == names[t]) for t, row in enumerate(idx_n))
+    with pytest.raises(InvalidInputError, match="target row 1 has label 'wasp'"):
+        by_name.topk(X[:2], np.array(["ant", "wasp"]), 5)

@@ -93,8 +93,10 @@ class Attributor(BaseEstimator):
 
     Attributes (after ``fit``):
         n_train_, n_features_in_: shape of the training features.
-        train_labels_: int64 training labels (``None`` when fitted without labels).
-        classes_: labels present in the training set.
+        train_labels_: int64 training labels (``None`` when fitted without labels); for
+            labels given as class names, their positions in ``classes_``.
+        classes_: labels present in the training set, sorted: integers, or the class names
+            when ``fit`` was given names (strings), as scikit-learn classifiers accept them.
     """
 
     def __init__(
@@ -242,6 +244,17 @@ class Attributor(BaseEstimator):
                 )
             self.train_labels_ = None
             self.classes_ = np.array([], dtype=np.int64)
+        elif _are_names(train_labels):
+            # class names (strings, or any sortable objects): pools are kept by position in
+            # classes_, and target labels are looked up there (an unknown name is an error)
+            names = np.asarray(train_labels)
+            if names.ndim != 1 or len(names) != len(X):
+                raise InvalidInputError(
+                    f"train_labels must be one label per training feature ({len(X)}), "
+                    f"got shape {names.shape}"
+                )
+            self.classes_, self.train_labels_ = np.unique(names, return_inverse=True)
+            self.train_labels_ = self.train_labels_.astype(np.int64)
         else:
             y = check_labels(train_labels, len(X), "train_labels", for_what="training features")
             self.train_labels_ = y
@@ -307,6 +320,8 @@ class Attributor(BaseEstimator):
                 "class-conditional attribution needs target_labels (the label to explain of each "
                 "target); pass them, or use class_conditional=False"
             )
+        if self._by_name():
+            return T, self._codes(target_labels, len(T))
         y = check_labels(target_labels, len(T), "target_labels", for_what="target features")
         missing = np.setdiff1d(np.unique(y), self.classes_)
         if len(missing):
@@ -316,6 +331,29 @@ class Attributor(BaseEstimator):
                 "label: its class-conditional pool is empty"
             )
         return T, y
+
+    def _by_name(self) -> bool:
+        """Whether the training labels were class names (strings) rather than integers."""
+        return self.classes_.dtype.kind not in "iuf"
+
+    def _codes(self, labels: object, n: int) -> np.ndarray:
+        """Target class names as positions in ``classes_``; a name no training image has is
+        an error naming the first target that asks for it."""
+        names = np.asarray(labels)
+        if names.ndim != 1 or len(names) != n:
+            raise InvalidInputError(
+                f"target_labels must be one label per target feature ({n}), got shape {names.shape}"
+            )
+        codes = np.searchsorted(self.classes_, names).clip(0, len(self.classes_) - 1)
+        unknown = self.classes_[codes] != names
+        if unknown.any():
+            row = int(np.flatnonzero(unknown)[0])
+            raise InvalidInputError(
+                f"target row {row} has label {str(names[row])!r}, but no training image has that "
+                f"label (training classes: {', '.join(map(str, self.classes_[:10]))}"
+                f"{', ...' if len(self.classes_) > 10 else ''})"
+            )
+        return codes.astype(np.int64)
 
     def _pools(
         self, y: np.ndarray | None, n_targets: int
@@ -392,6 +430,8 @@ class Attributor(BaseEstimator):
         if target_labels is None or not self.class_conditional:
             sizes = {None: self.n_train_}
         else:
+            if self._by_name() and np.asarray(target_labels).dtype.kind not in "iu":
+                target_labels = self._codes(target_labels, len(np.asarray(target_labels)))
             labels, counts = np.unique(self.train_labels_, return_counts=True)
             known = dict(zip(labels.tolist(), counts.tolist(), strict=True))
             sizes = {int(v): known.get(int(v), 0) for v in np.unique(target_labels)}
@@ -403,7 +443,8 @@ class Attributor(BaseEstimator):
         if label is None:
             where = f"the training set ({n} images)"
         else:
-            where = f"the pool of label {label} ({n} images)"
+            name = self.classes_[label] if self._by_name() else label
+            where = f"the pool of label {name} ({n} images)"
             if len(short) > 1:
                 where += f" and {len(short) - 1} other pool(s) of these targets"
         return width, (
@@ -446,6 +487,11 @@ def _init_defaults() -> dict[str, Any]:
     """Default value of each :class:`Attributor` parameter, read from its signature."""
     params = inspect.signature(Attributor.__init__).parameters.values()
     return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+
+
+def _are_names(labels: object) -> bool:
+    """Whether labels are class names (strings, objects) rather than integer class indices."""
+    return np.asarray(labels).dtype.kind in "USO"
 
 
 def _check_train_features(features: object) -> np.ndarray:

@@ -41,8 +41,11 @@ def features(
     backbone: Annotated[
         str,
         typer.Option(
-            help="'default' (shipped CIFAR-10 MoCo backbone), 'random[:SEED]', or a weights file "
-            "(ours, MoCo v1/v2/v3, lightly, solo-learn or torchvision; never unpickled)."
+            help="'default' (shipped CIFAR-10 MoCo backbone), 'shipped:NAME', "
+            "'random[:ARCH][:SEED]' (ARCH: resnet18, resnet18-w32, resnet18-w16, "
+            "resnet18-imagenet, resnet50-imagenet), or a weights file (ours, torchvision, MoCo "
+            "v1/v2/v3, DINO, lightly, solo-learn; never unpickled; architecture inferred); "
+            "append @SIZE for another input size of an ImageNet-stem backbone."
         ),
     ] = "default",
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
