@@ -218,3 +218,51 @@ def test_esvm_scorer_runs_its_retrieval_on_its_own_device(monkeypatch):
     scorer = scorers.ExemplarSVMScorer(C=0.7, device="cuda:1")
     scorer.retrieval_topk(X[:3], X, CandidateSearch.build(X), 5, n_candidates=20)
     assert seen["device"] == "cuda:1" and seen["C"] == 0.7 and seen["n_candidates"] == 20
+
+
+def test_pool_system_lives_on_the_requested_device():
+    """Every tensor of the prepared pool is built on the requested device (the shape-only
+    ``meta`` device stands in for a GPU), the column of ones included."""
+    from simattr.attribution.esvm import PoolSystem
+
+    pool = np.random.default_rng(8).normal(size=(6, 3))
+    meta = PoolSystem.build(pool, device="meta")
+    assert {meta.X.device.type, meta.gram.device.type, meta.column_sum.device.type} == {"meta"}
+    cpu = PoolSystem.build(pool)
+    np.testing.assert_array_equal(cpu.X.numpy(), np.c_[pool, np.ones(6)])
+    np.testing.assert_allclose(cpu.gram.numpy(), cpu.X.numpy().T @ cpu.X.numpy(), rtol=1e-12)
+
+
+def test_newton_max_iter_counts_newton_steps():
+    """``max_iter=1`` is exactly one Newton step from w = 0 with an exact line search: the
+    minimiser of the active set's quadratic, then scipy's 1-D minimum of the objective along
+    it; ``iterations`` reports the steps taken."""
+    from scipy import optimize
+
+    from simattr.attribution.esvm import balanced_weights
+
+    target, pool = _unscaled(4, n=120, d=6)
+    C = 2.0
+    c_pos, c_neg = balanced_weights(len(pool), C)
+    X, xt = np.c_[pool, np.ones(len(pool))], np.r_[target, 1.0]
+
+    def objective(w):
+        return (
+            0.5 * w @ w
+            + c_pos * max(0.0, 1 - xt @ w) ** 2
+            + c_neg * (np.maximum(0.0, 1 + X @ w) ** 2).sum()
+        )
+
+    system = np.eye(len(xt)) + 2 * c_neg * X.T @ X + 2 * c_pos * np.outer(xt, xt)
+    w_star = np.linalg.solve(system, -2 * c_neg * X.sum(0) + 2 * c_pos * xt)
+    line = optimize.minimize_scalar(
+        lambda t: objective(t * w_star), bounds=(0, 10), method="bounded", options={"xatol": 1e-12}
+    )
+    with pytest.warns(RuntimeWarning, match="did not converge in 1 Newton"):
+        one = fit_newton(target, PoolSystem.build(pool), C, max_iter=1)
+    assert one.iterations == 1
+    np.testing.assert_allclose(np.r_[one.coef, one.intercept], line.x * w_star, rtol=1e-6)
+    full = fit_newton(target, PoolSystem.build(pool), C)
+    assert 2 <= full.iterations < 100
+    exact = fit_newton(target, PoolSystem.build(pool), C, max_iter=full.iterations)
+    np.testing.assert_array_equal(exact.coef, full.coef)
