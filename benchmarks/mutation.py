@@ -1,0 +1,208 @@
+"""Benchmark: the mutation score of the core (how many small planted bugs the tests catch).
+
+mutmut 3 (``[tool.mutmut]`` in ``pyproject.toml``) copies ``src`` to ``mutants/``, plants one
+small change per mutant (an operator, a constant, a comparison, an argument dropped...) in the
+core modules and runs, for each mutant, only the tests that reached the mutated function in a
+first traced run of the suite. A mutant is *killed* when one of those tests fails, *survives*
+when they all pass, *times out* when they run far past their clean time (counted as caught, the
+usual convention: a planted bug that hangs is noticed) and has *no tests* when no test reaches it.
+
+mutmut is not a project dependency: install it next to the dev environment, e.g. a venv that
+sees the project's packages (``pip install mutmut``). Run it from a separate git worktree, so
+that edits to the main checkout do not reach the copy under test. Usage::
+
+    # run mutmut (resumes: mutants with a stored verdict are not run again) and summarise
+    python benchmarks/mutation.py --workdir ../wt-mut --run --mutmut ../mut-venv/bin/mutmut
+    # only summarise the verdicts mutmut stored under <workdir>/mutants
+    python benchmarks/mutation.py --workdir ../wt-mut --wall-seconds 4000
+
+Writes ``benchmarks/results/mutation.json``; ``--survivors FILE`` also writes the diff of every
+surviving mutant (the material for ``benchmarks/results/mutation_survivors.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections import Counter
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # for _common, when run as a script
+
+#: mutmut 3's exit-code convention (``mutmut.stats.status_by_exit_code``), folded into ours.
+STATUS = {
+    1: "killed",
+    3: "killed",  # pytest internal error under the mutant
+    0: "survived",
+    5: "no_tests",
+    33: "no_tests",
+    34: "skipped",
+    36: "timed_out",
+    -24: "timed_out",  # SIGXCPU
+    24: "timed_out",
+    152: "timed_out",
+    255: "timed_out",
+    -11: "segfault",
+    -9: "segfault",
+    37: "killed",  # caught by the type checker (we configure none)
+    None: "not_checked",
+}
+
+
+def _status(code: int | None) -> str:
+    return STATUS.get(code, "suspicious")
+
+
+def read_verdicts(workdir: Path) -> dict[str, str]:
+    """Mutant name -> our status, from the ``.meta`` files mutmut keeps beside each mutated file."""
+    verdicts: dict[str, str] = {}
+    for meta in sorted((workdir / "mutants").rglob("*.py.meta")):
+        data = json.loads(meta.read_text())
+        for name, code in data["exit_code_by_key"].items():
+            verdicts[name] = _status(code)
+    return verdicts
+
+
+def module_of(name: str) -> str:
+    """``simattr._io.x__umask__mutmut_1`` -> ``simattr._io`` (methods: ``xǁClassǁmethod__...``)."""
+    parts = name.split(".")
+    return ".".join(parts[:-1])
+
+
+def summarise(verdicts: dict[str, str]) -> dict[str, Any]:
+    counts = Counter(verdicts.values())
+    caught = counts["killed"] + counts["timed_out"] + counts["segfault"]
+    judged = caught + counts["survived"] + counts["no_tests"] + counts["suspicious"]
+    per_module: dict[str, Counter[str]] = {}
+    for name, status in verdicts.items():
+        per_module.setdefault(module_of(name), Counter())[status] += 1
+    return {
+        "mutants": len(verdicts),
+        "killed": counts["killed"],
+        "survived": counts["survived"],
+        "timed_out": counts["timed_out"],
+        "no_tests": counts["no_tests"],
+        "segfault": counts["segfault"],
+        "suspicious": counts["suspicious"],
+        "not_checked": counts["not_checked"],
+        "skipped": counts["skipped"],
+        # caught / judged: killed, timed out and crashed mutants count as caught; survivors and
+        # mutants that no test reaches count against; unchecked ones are left out.
+        "score": round(caught / judged, 4) if judged else None,
+        "per_module": {mod: dict(sorted(c.items())) for mod, c in sorted(per_module.items())},
+    }
+
+
+def mutmut_config(workdir: Path) -> dict[str, Any]:
+    with open(workdir / "pyproject.toml", "rb") as f:
+        return tomllib.load(f).get("tool", {}).get("mutmut", {})
+
+
+def survivor_diffs(mutmut: str, workdir: Path, names: list[str]) -> str:
+    chunks = []
+    for name in names:
+        out = subprocess.run(
+            [mutmut, "show", name], cwd=workdir, capture_output=True, text=True, check=False
+        )
+        chunks.append(f"## {name}\n\n```diff\n{out.stdout.strip()}\n```\n")
+    return "\n".join(chunks)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workdir", type=Path, default=Path(__file__).resolve().parents[1])
+    ap.add_argument("--mutmut", default="mutmut", help="the mutmut executable")
+    ap.add_argument("--run", action="store_true", help="run mutmut first (else only summarise)")
+    ap.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("names", nargs="*", help="mutant names or globs for --run (default: all)")
+    ap.add_argument("--wall-seconds", type=float, help="wall time of an earlier run to record")
+    ap.add_argument("--survivors", type=Path, help="write every survivor's diff to this file")
+    ap.add_argument("--out", type=Path, help="default: benchmarks/results/mutation.json")
+    ap.add_argument(
+        "--killed-after",
+        type=Path,
+        help="survivors since killed by new tests (one name a line, each checked by re-running "
+        "the new test under that mutant): recorded, with the score they give",
+    )
+    ap.add_argument("--note", help="free text recorded in the result")
+    args = ap.parse_args(argv)
+    workdir = args.workdir.resolve()
+
+    wall = args.wall_seconds
+    if args.run:
+        cmd = [args.mutmut, "run", "--max-children", str(args.max_children), *args.names]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, cwd=workdir, check=False)
+        wall = time.perf_counter() - t0
+
+    verdicts = read_verdicts(workdir)
+    if not verdicts:
+        print(f"no mutmut results under {workdir / 'mutants'}", file=sys.stderr)
+        return 1
+    summary = summarise(verdicts)
+    survivors = sorted(n for n, s in verdicts.items() if s == "survived")
+    if args.survivors:
+        args.survivors.write_text(survivor_diffs(args.mutmut, workdir, survivors))
+
+    from _common import write_result
+
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=workdir, capture_output=True, text=True, check=False
+    ).stdout.strip()
+    after: dict[str, Any] = {}
+    if args.killed_after:
+        fixed = {x.strip() for x in args.killed_after.read_text().split() if x.strip()}
+        unknown = fixed - set(survivors)
+        if unknown:
+            print(f"not survivors of this run: {sorted(unknown)[:5]}", file=sys.stderr)
+            return 1
+        judged = summary["mutants"] - summary["not_checked"] - summary["skipped"]
+        caught = summary["killed"] + summary["timed_out"] + summary["segfault"] + len(fixed)
+        after = {
+            "killed_by_new_tests": sorted(fixed),
+            "score_after_new_tests": round(caught / judged, 4) if judged else None,
+        }
+    payload = {
+        "tool": "mutmut",
+        "version": metadata.version("mutmut") if _has_mutmut() else None,
+        "mutated_commit": commit,
+        "mutmut_command": shlex.join(
+            ["mutmut", "run", "--max-children", str(args.max_children), *args.names]
+        ),
+        "config": mutmut_config(workdir),
+        "modules": mutmut_config(workdir).get("only_mutate", []),
+        **summary,
+        "wall_seconds": round(wall, 1) if wall is not None else None,
+        "survivors": survivors,
+        **after,
+        "note": args.note,
+    }
+    path = write_result("mutation", payload, args.out)
+    skip = ("per_module", "survivors", "killed_by_new_tests", "config")
+    print(json.dumps({k: v for k, v in payload.items() if k not in skip}))
+    print(f"wrote {path}")
+    return 0
+
+
+def _has_mutmut() -> bool:
+    try:
+        metadata.version("mutmut")
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
