@@ -12,8 +12,6 @@ chooses the pool.
 
 from __future__ import annotations
 
-import csv
-import math
 import os
 import re
 import shutil
@@ -28,6 +26,7 @@ import numpy as np
 
 from simattr.attribution.attributor import Attributor, SmallPoolWarning
 from simattr.data.dataset import ImageDataset
+from simattr.data.predictions import class_index, read_file_class_rows
 from simattr.errors import DataError, InvalidInputError, MissingFileError
 from simattr.features import load_features, load_features_metadata
 from simattr.ranking import Ranking
@@ -149,7 +148,7 @@ def explain(
     names = tuple(train.class_names)
     if label is not None:
         label_source = f"--label {label}"
-        labels = np.full(len(files), _class_index(label, names, "--label"), dtype=np.int64)
+        labels = np.full(len(files), class_index(label, names, "--label"), dtype=np.int64)
     else:
         assert predictions is not None
         label_source = f"--predictions {predictions}"
@@ -221,24 +220,6 @@ def _check_images(images: Sequence[PathLike]) -> list[Path]:
     return files
 
 
-def _class_index(value: object, names: Sequence[str], where: str) -> int:
-    """A class given by name or index, as its index."""
-    text = str(value).strip()
-    if text in names:
-        return list(names).index(text)
-    try:
-        number = float(text)
-    except ValueError:
-        number = math.nan
-    if math.isfinite(number) and number == int(number) and 0 <= int(number) < len(names):
-        return int(number)
-    shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
-    raise InvalidInputError(
-        f"{where}: unknown class {text!r}; the classes are {shown} (or their indices 0.."
-        f"{len(names) - 1})"
-    )
-
-
 def _read_image_predictions(
     path: PathLike, files: Sequence[Path], names: Sequence[str]
 ) -> np.ndarray:
@@ -256,27 +237,13 @@ def _read_image_predictions(
     for i, f in enumerate(files):
         by_name.setdefault(f.name, []).append(i)
     found: dict[int, int] = {}
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            records = list(csv.reader(fh))
-    except UnicodeDecodeError:
-        raise InvalidInputError(f"{where} is not a text CSV file (UTF-8)") from None
-    for number, record in enumerate(records, start=1):
-        if not record or all(not cell.strip() for cell in record):
-            continue
-        if len(record) != 2:
-            raise InvalidInputError(
-                f"{where}, line {number}: expected two columns file,class; got {len(record)}"
-            )
-        file, cls = (cell.strip() for cell in record)
-        if number == 1 and (file.lower(), cls.lower()) == ("file", "class"):
-            continue
+    for at, file, cls in read_file_class_rows(path, where):
         matches = [given.get(file), absolute.get(str(Path(file).absolute()))]
         if Path(file).name == file and len(by_name.get(file, [])) == 1:
             matches.append(by_name[file][0])
         hit = next((m for m in matches if m is not None), None)
         if hit is not None:
-            found[hit] = _class_index(cls, names, f"{where}, line {number}")
+            found[hit] = class_index(cls, names, f"{where}, {at}")
     missing = [str(files[i]) for i in range(len(files)) if i not in found]
     if missing:
         raise InvalidInputError(

@@ -86,7 +86,8 @@ class _ClassLookup:
         self.by_name = {} if self.names is None else {c: i for i, c in enumerate(self.names)}
         self.where = where
 
-    def index(self, value: object, at: str) -> int:
+    def index(self, value: object, at: str | None) -> int:
+        where = self.where if at is None else f"{self.where}, {at}"
         text = str(value).strip()
         if text in self.by_name:
             return self.by_name[text]
@@ -100,12 +101,12 @@ class _ClassLookup:
                 return label
         if self.names is None:
             raise InvalidInputError(
-                f"{self.where}, {at}: class {text!r} is not a class index (a whole number >= 0); "
+                f"{where}: class {text!r} is not a class index (a whole number >= 0); "
                 "give --data to name classes"
             )
         shown = ", ".join(self.names[:20]) + (", ..." if len(self.names) > 20 else "")
         raise InvalidInputError(
-            f"{self.where}, {at}: unknown class {text!r}; the classes are {shown} "
+            f"{where}: unknown class {text!r}; the classes are {shown} "
             f"(or their indices 0..{len(self.names) - 1})"
         )
 
@@ -132,41 +133,60 @@ class _FileLookup:
         return None
 
 
-def _read_csv(
-    path: Path, classes: _ClassLookup, files: _FileLookup, name: str
-) -> tuple[list[int], list[int]]:
-    rows: list[int] = []
-    labels: list[int] = []
-    seen: dict[int, int] = {}
+def read_file_class_rows(path: str | os.PathLike[str], where: str) -> list[tuple[str, str, str]]:
+    """The ``file,class`` rows of a predictions CSV as ``(line, file, class)``, stripped.
+
+    Blank lines and a ``file,class`` header are skipped; a file that is not UTF-8 text or a row
+    without exactly two columns is one error naming ``where`` and the line. Shared by
+    ``attribute --predictions`` and ``explain --predictions``, which differ only in how a file
+    name is matched.
+    """
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             records = list(csv.reader(fh))
     except UnicodeDecodeError:
-        raise InvalidInputError(f"{name} {path} is not a text CSV file (UTF-8)") from None
+        raise InvalidInputError(f"{where} is not a text CSV file (UTF-8)") from None
+    rows = []
     for number, record in enumerate(records, start=1):
         if not record or all(not cell.strip() for cell in record):
             continue
         at = f"line {number}"
         if len(record) != 2:
             raise InvalidInputError(
-                f"{name} {path}, {at}: expected two columns file,class; got {len(record)}"
+                f"{where}, {at}: expected two columns file,class; got {len(record)}"
             )
-        file, label = record
-        if number == 1 and (file.strip().lower(), label.strip().lower()) == ("file", "class"):
+        file, label = (cell.strip() for cell in record)
+        if number == 1 and (file.lower(), label.lower()) == ("file", "class"):
             continue  # the header
+        rows.append((at, file, label))
+    return rows
+
+
+def class_index(value: object, class_names: Sequence[str] | None, where: str) -> int:
+    """A class given by name or index (a whole number) as its index; unknown is one error."""
+    return _ClassLookup(class_names, where).index(value, None)
+
+
+def _read_csv(
+    path: Path, classes: _ClassLookup, files: _FileLookup, name: str
+) -> tuple[list[int], list[int]]:
+    rows: list[int] = []
+    labels: list[int] = []
+    seen: dict[int, str] = {}
+    for at, file, label in read_file_class_rows(path, f"{name} {path}"):
         row = files.row(file)
         if row is None:
             example = files.ids[0] if files.ids else "test/<class>/<image>"
             raise InvalidInputError(
-                f"{name} {path}, {at}: {file.strip()!r} is no image of the test split; name "
+                f"{name} {path}, {at}: {file!r} is no image of the test split; name "
                 f"files as the data do (relative to the data root), e.g. {example!r}"
             )
         if row in seen:
             raise InvalidInputError(
-                f"{name} {path}, {at}: {file.strip()!r} has a prediction already (line "
-                f"{seen[row]}); give one per image"
+                f"{name} {path}, {at}: {file!r} has a prediction already ({seen[row]}); give "
+                "one per image"
             )
-        seen[row] = number
+        seen[row] = at
         rows.append(row)
         labels.append(classes.index(label, at))
     if not rows:
