@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from netkit import randomise_bn
 from safetensors.torch import save_file
 from torch import nn
 
@@ -28,21 +29,8 @@ from simattr.models.resnet import random_init
 ARCH = "resnet18-w16"
 
 
-def _randomise_bn(module: nn.Module, seed: int) -> nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(1 + 0.3 * torch.randn(n, generator=gen))
-                m.bias.copy_(0.3 * torch.randn(n, generator=gen))
-                m.running_mean.copy_(0.3 * torch.randn(m.running_mean.shape, generator=gen))
-                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=gen))
-    return module
-
-
 def _source(seed: int = 1) -> nn.Module:
-    return _randomise_bn(random_init(ARCH, seed), seed).eval()
+    return randomise_bn(random_init(ARCH, seed), seed).eval()
 
 
 def _state(module: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
@@ -215,7 +203,7 @@ def test_lightly_resnet_generator_with_split_batch_norm(images, tmp_path):
     torch.manual_seed(3)
     resnet = ResNetGenerator("resnet-18", width=0.25, num_splits=2)
     backbone = nn.Sequential(*list(resnet.children())[:-1], nn.AdaptiveAvgPool2d(1))
-    _randomise_bn(backbone.train(), 3)  # per-split statistics differ, as mid-training
+    randomise_bn(backbone.train(), 3)  # per-split statistics differ, as mid-training
     state = {f"backbone.{k}": v.clone() for k, v in backbone.state_dict().items()}
     assert state["backbone.1.running_mean"].shape == (32,)  # 2 splits x 16 channels
     assert "backbone.3.0.shortcut.0.weight" in state

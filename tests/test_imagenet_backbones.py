@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from netkit import randomise_bn
 from PIL import Image
 from safetensors.torch import save_file
 from torch import nn
@@ -37,24 +38,11 @@ from simattr.models.checkpoints import infer_arch
 SIZE = 64  # centre crop of the tests (resize 73)
 
 
-def _randomise_bn(module: nn.Module, seed: int) -> nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(1 + 0.3 * torch.randn(n, generator=gen))
-                m.bias.copy_(0.3 * torch.randn(n, generator=gen))
-                m.running_mean.copy_(0.1 * torch.randn(n, generator=gen))
-                m.running_var.copy_(0.5 + torch.rand(n, generator=gen))
-    return module
-
-
 def _torchvision(depth: int, seed: int) -> nn.Module:
     """A torchvision ResNet with its 1000-way ``fc``, as torchvision saves it."""
     torch.manual_seed(seed)
     net = {18: torchvision.models.resnet18, 50: torchvision.models.resnet50}[depth](weights=None)
-    return _randomise_bn(net, seed).eval()
+    return randomise_bn(net, seed).eval()
 
 
 def _state(module: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
