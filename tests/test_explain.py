@@ -17,20 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clikit import embed_folder, invoke
 from PIL import Image
-from typer.testing import CliRunner
 
-from simattr.cli import app
-
-runner = CliRunner()
 CLASSES = ("automobile", "bird", "cat")
 N_TRAIN, N_TEST = 8, 2
 #: A real file name with HTML in it (a ``/`` cannot be part of a name on Linux).
 SCRIPT_NAME = "<script>alert(1)<script>.png"
-
-
-def invoke(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def _error_lines(result) -> list[str]:
@@ -56,18 +49,6 @@ def _build_folder(root: Path, cifar_train, cifar_test, offset: int = 0) -> None:
                 image.save(folder / file)
 
 
-def _features(root: Path, out: Path) -> tuple[Path, Path]:
-    paths = []
-    for split in ("train", "test"):
-        path = out / f"{split}.npy"
-        result = invoke(
-            "features", "--data", root, "--split", split, "--backbone", "random:0", "--out", path
-        )
-        assert result.exit_code == 0, result.output
-        paths.append(path)
-    return paths[0], paths[1]
-
-
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory, cifar_train, cifar_test) -> Path:
     root = tmp_path_factory.mktemp("explain") / "mydata"
@@ -77,7 +58,7 @@ def folder(tmp_path_factory, cifar_train, cifar_test) -> Path:
 
 @pytest.fixture(scope="module")
 def feats(folder, tmp_path_factory) -> tuple[Path, Path]:
-    return _features(folder, tmp_path_factory.mktemp("explain-features"))
+    return embed_folder(folder, tmp_path_factory.mktemp("explain-features"))
 
 
 @pytest.fixture

@@ -17,19 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clikit import embed_folder, invoke
 from PIL import Image
-from typer.testing import CliRunner
 
-from simattr.cli import app
-
-runner = CliRunner()
 CLASSES = ("airplane", "cat", "frog", "ship")
 N_TRAIN = {"airplane": 12, "cat": 12, "frog": 12, "ship": 5}  # ship: a small class pool
 N_TEST = 3
-
-
-def invoke(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def _build_folder(root: Path, cifar_train, cifar_test) -> None:
@@ -59,21 +52,9 @@ def photos(tmp_path_factory, cifar_train, cifar_test) -> Path:
     return root
 
 
-def _features(root: Path, out: Path) -> tuple[Path, Path]:
-    paths = []
-    for split in ("train", "test"):
-        path = out / f"{split}.npy"
-        result = invoke(
-            "features", "--data", root, "--split", split, "--backbone", "random:0", "--out", path
-        )
-        assert result.exit_code == 0, result.output
-        paths.append(path)
-    return paths[0], paths[1]
-
-
 @pytest.fixture(scope="module")
 def photo_features(photos, tmp_path_factory) -> tuple[Path, Path]:
-    return _features(photos, tmp_path_factory.mktemp("photo-features"))
+    return embed_folder(photos, tmp_path_factory.mktemp("photo-features"))
 
 
 def _files(root: Path, split: str) -> list[Path]:
