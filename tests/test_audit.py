@@ -65,16 +65,7 @@ def _edited(img: np.ndarray, rng: np.random.Generator, crop: bool) -> np.ndarray
     return np.clip(out + int(rng.integers(-12, 13)), 0, 255).astype(np.uint8)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One torch thread: these problems are tiny, and two threads on a busy two-core machine
-    spin-wait for each other (ten times slower)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

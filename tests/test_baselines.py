@@ -35,13 +35,7 @@ TARGETS = np.arange(0, 120, 12)  # 10 test rows
 PROJ_DIM = 256
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One torch thread: bit-reproducible results and a fair share of a 2-core machine."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -18,14 +18,7 @@ CLASS = 5  # dog: the class whose 5,000 training images form the pool
 N_TARGETS = 6
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Run this file on one thread: its products are small, and two threads on a busy two-core
-    machine spend more time waiting for each other than computing (tenfold slower here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

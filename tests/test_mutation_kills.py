@@ -20,15 +20,7 @@ from simattr.attribution.retrieval import (
 )
 from simattr.attribution.scorers import L2Scorer, Scorer, _join
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _clusters(n: int, dim: int, n_clusters: int, seed: int, spread: float = 0.5):

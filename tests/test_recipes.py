@@ -28,14 +28,7 @@ from simattr.training.trainer import predict_logits, predict_proba, train_classi
 N_TEST = 2000
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One torch thread: on this shared 2-core machine two threads are several times slower
-    when anything else runs (and determinism is per thread count anyway)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -16,15 +16,7 @@ class Interrupted(RuntimeError):
     pass
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: two threads competing with other jobs on 2 cores wait on each other."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

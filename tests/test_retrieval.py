@@ -21,16 +21,7 @@ def clustered(n: int, dim: int, n_clusters: int, seed: int) -> tuple[np.ndarray,
     return centres[labels] + 0.9 * rng.normal(size=(n, dim)), labels
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on this shared 2-core machine two threads competing with other jobs
-    run tens of times slower than one (they wait on each other)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
