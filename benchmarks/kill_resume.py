@@ -8,15 +8,14 @@ Four resumable commands, each in a small configuration that takes seconds to a m
 * ``lds``: six subset models of the ``tiny`` recipe on CIFAR-10, eight targets;
 * ``train-ssl``: MoCo on digits, a 1/4-width ResNet-18, three epochs, a checkpoint each epoch.
 
-For every command the uninterrupted run is made first and timed, and so is the interpreter's
-start-up (``simattr --help``: imports, no work). A trial then starts the same command in a fresh
-folder, sends SIGKILL after a delay drawn from the trial's seed (start-up plus a uniform 0-95 % of
-the rest of the uninterrupted wall time, so that kills land while work is done and files are
-written, not while modules import), runs the command again to completion and
-compares what it produced with the uninterrupted run. A trial passes when the outputs are equal
-(arrays and records exactly; see ``compare`` of each scenario), no temporary or lock file is left
-beside them, and nothing finished before the kill was computed again where the command keeps a
-journal (``support``).
+For every command the uninterrupted run is made first and timed, from the moment it takes its
+output lock (its work begins; the interpreter's start-up before it varies from run to run) to
+its end. A trial then starts the same command in a fresh folder, sends SIGKILL at a moment of its
+work drawn from the trial's seed (uniform over 0-95 % of the uninterrupted run's work), runs the
+command again to completion and compares what it produced with the uninterrupted run. A trial
+passes when the outputs are equal (arrays and records exactly; see ``compare`` of each
+scenario), no temporary or lock file is left beside them, and nothing finished before the kill
+was computed again where the command keeps a journal (``support``).
 
     python benchmarks/kill_resume.py [--trials 10] [--commands attribute,support,lds,train-ssl]
 
@@ -54,11 +53,14 @@ class Scenario:
     """One resumable command: how to run it into a folder and how to compare two results.
 
     ``args(folder)`` is the command line (after ``python -m simattr``) whose outputs go under
-    ``folder``; ``compare(reference, trial)`` returns the differences found (empty when equal);
-    ``redone(folder)`` counts work done twice (``None`` where the command keeps no journal).
+    ``folder``; ``output`` is the output it locks (relative to ``folder``): its lock file
+    appearing marks the start of the work; ``compare(reference, trial)`` returns the
+    differences found (empty when equal); ``redone(folder)`` counts work done twice (``None``
+    where the command keeps no journal).
     """
 
     name: str
+    output: str
     args: Callable[[Path], list[str]]
     compare: Callable[[Path, Path], list[str]]
     redone: Callable[[Path], int | None] = lambda folder: None
@@ -106,7 +108,7 @@ def attribute_scenario(inputs: Path) -> Scenario:
             found += _arrays_differ(key, a[key], b[key])
         return found
 
-    return Scenario("attribute", args, compare)
+    return Scenario("attribute", "ranking.npz", args, compare)
 
 
 def support_scenario(inputs: Path, data: str) -> Scenario:
@@ -146,7 +148,7 @@ def support_scenario(inputs: Path, data: str) -> Scenario:
         journal = read_jsonl(journal_path(folder / "results.jsonl"))
         return len(journal) - sum(r["models_trained"] for r in records)
 
-    return Scenario("support", args, compare, redone)
+    return Scenario("support", "results.jsonl", args, compare, redone)
 
 
 def lds_scenario(data: str) -> Scenario:
@@ -174,7 +176,7 @@ def lds_scenario(data: str) -> Scenario:
             )
         return found
 
-    return Scenario("lds", args, compare)
+    return Scenario("lds", "lds", args, compare)
 
 
 def train_ssl_scenario() -> Scenario:
@@ -197,7 +199,7 @@ def train_ssl_scenario() -> Scenario:
             found += _arrays_differ(key, a[key], b[key])
         return found
 
-    return Scenario("train-ssl", args, compare)
+    return Scenario("train-ssl", "run", args, compare)
 
 
 # -- inputs and trials -----------------------------------------------------------------------
@@ -243,50 +245,54 @@ def scenarios(inputs: Path, data: str) -> dict[str, Scenario]:
     }
 
 
-def run_to_end(scenario: Scenario, folder: Path, timeout: float = 900) -> float:
-    """Run the command to completion in ``folder``; its wall time in seconds."""
+def _lock_of(scenario: Scenario, folder: Path) -> Path:
+    return folder / f"{scenario.output}.lock"
+
+
+def _start(scenario: Scenario, folder: Path) -> tuple[subprocess.Popen, float, float]:
+    """Start the command; wait until it takes its output lock (its work begins) or ends.
+    Returns the process, the start time and the seconds until the lock appeared."""
     folder.mkdir(parents=True, exist_ok=True)
+    lock = _lock_of(scenario, folder)
     start = time.perf_counter()
-    proc = subprocess.run(
-        _simattr(scenario.args(folder)), capture_output=True, text=True, timeout=timeout
+    proc = subprocess.Popen(
+        _simattr(scenario.args(folder)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
+    while proc.poll() is None and not lock.exists():
+        time.sleep(0.01)
+    return proc, start, time.perf_counter() - start
+
+
+def run_to_end(scenario: Scenario, folder: Path, timeout: float = 900) -> tuple[float, float]:
+    """Run the command to completion in ``folder``: (wall seconds, seconds before its work)."""
+    proc, start, before_work = _start(scenario, folder)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
     if proc.returncode != 0:
-        raise RuntimeError(f"{scenario.name} failed (exit {proc.returncode}): {proc.stderr}")
-    return time.perf_counter() - start
-
-
-def startup_seconds(repeats: int = 3) -> float:
-    """Median wall time of ``simattr --help``: what a run spends before its first piece of work."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        subprocess.run(_simattr(["--help"]), capture_output=True, check=True)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+        raise RuntimeError(f"{scenario.name} failed (exit {proc.returncode}): {err.decode()}")
+    return time.perf_counter() - start, before_work
 
 
 def kill_trial(
-    scenario: Scenario,
-    reference: Path,
-    window: tuple[float, float],
-    folder: Path,
-    seed: int,
+    scenario: Scenario, reference: Path, work_seconds: float, folder: Path, seed: int
 ) -> dict[str, Any]:
-    """Start, SIGKILL after a seeded delay, run again to the end, compare with ``reference``.
+    """Start, SIGKILL at a seeded moment of its work, run again to the end, compare.
 
-    ``window`` is (start-up seconds, uninterrupted wall seconds); the delay is drawn between.
+    The moment is drawn uniformly over 0-95 % of ``work_seconds`` (the uninterrupted run's time
+    from taking its output lock to its end), counted from when this run takes its lock, so that
+    the interpreter's start-up, which varies, does not move it. A run that ends before its kill
+    (a quieter machine) is started again with half the delay, at most twice.
     """
     rng = np.random.default_rng([seed, sum(map(ord, scenario.name))])
-    startup, total = window
-    delay = float(startup + rng.uniform(0.0, 0.95) * max(total - startup, 0.0))
+    delay = float(rng.uniform(0.0, 0.95) * work_seconds)
     attempts = 0
-    while True:  # a run that beats its kill (a quieter machine) is retried with half the work
+    while True:
         attempts += 1
         shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        proc = subprocess.Popen(
-            _simattr(scenario.args(folder)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        proc, _, _ = _start(scenario, folder)
         try:
             proc.wait(timeout=delay)
         except subprocess.TimeoutExpired:
@@ -297,16 +303,16 @@ def kill_trial(
         killed = False
         if attempts == 3:
             break  # finished three times: resume from a finished run, still a valid trial
-        delay = startup + (delay - startup) / 2
+        delay /= 2
     files_at_kill = sum(1 for p in folder.rglob("*") if p.is_file())
-    resume_seconds = run_to_end(scenario, folder)
+    resume_seconds, _ = run_to_end(scenario, folder)
     problems = scenario.compare(reference, folder) + _leftovers(folder)
     redone = scenario.redone(folder)
     if redone:
         problems.append(f"{redone} unit(s) of finished work computed again")
     return {
         "seed": seed,
-        "kill_after_s": round(delay, 2),
+        "kill_after_work_s": round(delay, 2),
         "killed": killed,
         "attempts": attempts,
         "files_at_kill": files_at_kill,
@@ -321,27 +327,28 @@ def run_command(
     scenario: Scenario,
     work: Path,
     seeds: list[int],
-    startup: float,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """The uninterrupted reference, then one kill trial per seed."""
     reference = work / scenario.name / "reference"
     shutil.rmtree(reference, ignore_errors=True)
-    seconds = run_to_end(scenario, reference)
-    log(f"{scenario.name}: uninterrupted run {seconds:.1f} s (start-up {startup:.1f} s)")
+    seconds, before_work = run_to_end(scenario, reference)
+    work_seconds = seconds - before_work
+    log(f"{scenario.name}: uninterrupted run {seconds:.1f} s ({work_seconds:.1f} s of work)")
     trials = []
     for seed in seeds:
         folder = work / scenario.name / f"trial-{seed}"
-        shutil.rmtree(folder, ignore_errors=True)
-        trial = kill_trial(scenario, reference, (startup, seconds), folder, seed)
+        trial = kill_trial(scenario, reference, work_seconds, folder, seed)
         trials.append(trial)
         verdict = "equal" if trial["equal"] else "DIFFERENT: " + "; ".join(trial["problems"])
         how = "killed" if trial["killed"] else "finished before the kill"
-        log(f"{scenario.name} seed {seed}: {how} at {trial['kill_after_s']} s -> {verdict}")
+        log(f"{scenario.name} seed {seed}: {how} {trial['kill_after_work_s']} s into its work "
+            f"-> {verdict}")  # fmt: skip
         shutil.rmtree(folder, ignore_errors=True)
     return {
         "command": "simattr " + " ".join(map(str, scenario.args(Path("OUT")))),
         "uninterrupted_s": round(seconds, 2),
+        "work_s": round(work_seconds, 2),
         "trials": trials,
         "killed": sum(t["killed"] for t in trials),
         "equal": sum(t["equal"] for t in trials),
@@ -367,15 +374,13 @@ def main() -> None:
     prepare_inputs(inputs, args.data, commands)
     table = scenarios(inputs, args.data)
     start = time.perf_counter()
-    startup = startup_seconds()
     results = {}
     for name in commands:
-        results[name] = run_command(table[name], work, list(range(args.trials)), startup)
+        results[name] = run_command(table[name], work, list(range(args.trials)))
     payload = {
         "trials_per_command": args.trials,
-        "startup_s": round(startup, 2),
-        "delay": "start-up + uniform 0-95 % of the rest of the uninterrupted wall time, "
-        "seeded by (trial, command)",
+        "delay": "uniform 0-95 % of the uninterrupted run's work (from taking its output lock "
+        "to its end), counted from when the run takes its lock; seeded by (trial, command)",
         "results": results,
         "all_equal": all(r["equal"] == len(r["trials"]) for r in results.values()),
         "wall_s": round(time.perf_counter() - start, 1),
