@@ -11,8 +11,11 @@ mutmut is not a project dependency: install it next to the dev environment, e.g.
 sees the project's packages (``pip install mutmut``). Run it from a separate git worktree, so
 that edits to the main checkout do not reach the copy under test. Usage::
 
-    # run mutmut (resumes: mutants with a stored verdict are not run again) and summarise
+    # trace the tests, scope each module to its tests (MODULE_TESTS), run every mutant, summarise
     python benchmarks/mutation.py --workdir ../wt-mut --run --mutmut ../mut-venv/bin/mutmut
+    # resume an interrupted run (mutants with a stored verdict are not run again)
+    (cd ../wt-mut && PYTHONPATH=mutants/src mutmut run)
+    python benchmarks/mutation.py --workdir ../wt-mut
     # only summarise the verdicts mutmut stored under <workdir>/mutants
     python benchmarks/mutation.py --workdir ../wt-mut --wall-seconds 4000
 
@@ -59,6 +62,103 @@ STATUS = {
     37: "killed",  # caught by the type checker (we configure none)
     None: "not_checked",
 }
+
+
+#: The tests each core module's mutants are run against: the files named for the module and the
+#: cross-cutting files that check it against independent references. mutmut alone would run a
+#: mutant against every selected test that reached the mutated function, so a mutant deep in the
+#: solver would also pay for the end-to-end training tests that merely pass through it; scoping
+#: each module to its own tests is what lets a full run fit in a session on a 2-core machine.
+#: ``test_mutation_kills.py`` (tests written against survivors) is in every scope.
+MODULE_TESTS: dict[str, tuple[str, ...]] = {
+    "simattr._io": ("test_io.py", "test_resume_attribute.py"),
+    "simattr.validation": (
+        "test_attribution.py",
+        "test_attributor_estimator.py",
+        "test_contracts.py",
+    ),
+    "simattr.data.dataset": ("test_dataset_views.py", "test_attribution.py"),
+    "simattr.attribution.scorers": (
+        "test_attribution.py",
+        "test_attributor_estimator.py",
+        "test_contracts.py",
+        "test_references.py",
+    ),
+    "simattr.attribution.esvm": (
+        "test_attribution.py",
+        "test_references.py",
+        "test_esvm_batched.py",
+    ),
+    "simattr.attribution.esvm_batched": (
+        "test_esvm_batched.py",
+        "test_references.py",
+        "test_contracts.py",
+    ),
+    "simattr.attribution.attributor": (
+        "test_attributor_estimator.py",
+        "test_attribution.py",
+        "test_contracts.py",
+        "test_references.py",
+    ),
+    "simattr.attribution.retrieval": ("test_retrieval.py",),
+    "simattr.attribution.explain": ("test_explain.py",),
+    "simattr.attribution.workflow": ("test_explain.py", "test_resume_attribute.py"),
+    "simattr.attribution.resumable": ("test_resume_attribute.py",),
+    "simattr.evaluation.margins": ("test_margins.py",),
+    "simattr.evaluation.lds": ("test_lds.py",),
+    "simattr.evaluation.support": (
+        "test_support_search.py",
+        "test_support_e2e.py",
+        "test_contracts.py",
+    ),
+    "simattr.evaluation.ensemble": ("test_support_e2e.py",),
+}
+EVERY_SCOPE = ("test_mutation_kills.py",)
+
+#: The order of a full run: modules whose tests are unit tests first, then the support search and
+#: the ensemble, whose tests train models (about 15 s of fixtures per mutant).
+PHASES: tuple[tuple[str, ...], ...] = (
+    (
+        "simattr._io.*",
+        "simattr.validation.*",
+        "simattr.data.*",
+        "simattr.attribution.*",
+        "simattr.evaluation.margins.*",
+        "simattr.evaluation.lds.*",
+    ),
+    ("simattr.evaluation.support.*", "simattr.evaluation.ensemble.*"),
+)
+
+
+def scope_of(function: str) -> tuple[str, ...]:
+    """The test files for a mangled function name (``simattr._io.x_read_json`` -> ``_io``'s)."""
+    module = ".".join(p for p in function.split(".") if not p.startswith("x"))
+    for name in sorted(MODULE_TESTS, key=len, reverse=True):
+        if module == name or module.startswith(name + "."):
+            return MODULE_TESTS[name] + EVERY_SCOPE
+    raise KeyError(f"no test scope for {function}: add its module to MODULE_TESTS")
+
+
+def scope_stats(workdir: Path) -> tuple[int, int]:
+    """Keep, for every mutated function, only the tests of its module's scope.
+
+    Rewrites ``mutants/mutmut-stats.json`` in place (mutmut reads it back on its next run and
+    only re-traces tests it has never seen). Returns (associations before, after).
+    """
+    path = workdir / "mutants" / "mutmut-stats.json"
+    stats = json.loads(path.read_text())
+    before = after = 0
+    scoped: dict[str, list[str]] = {}
+    for function, tests in stats["tests_by_mangled_function_name"].items():
+        files = scope_of(function)
+        keep = [t for t in tests if t.split("::")[0].rsplit("/", 1)[-1] in files]
+        before, after = before + len(tests), after + len(keep)
+        scoped[function] = keep
+    stats["tests_by_mangled_function_name"] = scoped
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(stats, indent=4))
+    os.replace(tmp, path)
+    return before, after
 
 
 def _status(code: int | None) -> str:
@@ -127,6 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run", action="store_true", help="run mutmut first (else only summarise)")
     ap.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
     ap.add_argument("names", nargs="*", help="mutant names or globs for --run (default: all)")
+    ap.add_argument(
+        "--prime",
+        default="simattr._io.x_lock_path__mutmut_1",
+        help="a cheap mutant run first, so that mutmut traces the tests before they are scoped",
+    )
     ap.add_argument("--wall-seconds", type=float, help="wall time of an earlier run to record")
     ap.add_argument("--survivors", type=Path, help="write every survivor's diff to this file")
     ap.add_argument("--out", type=Path, help="default: benchmarks/results/mutation.json")
@@ -142,9 +247,20 @@ def main(argv: list[str] | None = None) -> int:
 
     wall = args.wall_seconds
     if args.run:
-        cmd = [args.mutmut, "run", "--max-children", str(args.max_children), *args.names]
+        run = [args.mutmut, "run", "--max-children", str(args.max_children)]
+        # the project is importable only from mutmut's copy (a venv that sees the dev packages
+        # but has no editable install of the project)
+        env = {**os.environ, "PYTHONPATH": str(workdir / "mutants" / "src")}
         t0 = time.perf_counter()
-        subprocess.run(cmd, cwd=workdir, check=False)
+        # 1. one mutant, so that mutmut generates the mutants and traces the tests (stats) ...
+        subprocess.run([*run, args.prime], cwd=workdir, env=env, check=False)
+        # 2. ... then each function keeps only its module's tests ...
+        before, after = scope_stats(workdir)
+        print(f"scoped test associations: {before} -> {after}", flush=True)
+        # 3. ... and the mutants run, the cheap modules first. Naming mutants makes mutmut re-run
+        # them even when judged before; an interrupted run resumes with a bare ``mutmut run``.
+        for names in [args.names] if args.names else PHASES:
+            subprocess.run([*run, *names], cwd=workdir, env=env, check=False)
         wall = time.perf_counter() - t0
 
     verdicts = read_verdicts(workdir)
