@@ -250,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         run = [args.mutmut, "run", "--max-children", str(args.max_children)]
         # the project is importable only from mutmut's copy (a venv that sees the dev packages
         # but has no editable install of the project)
+        # (it must exist when mutmut starts: Python caches a missing sys.path entry as empty)
         env = {**os.environ, "PYTHONPATH": str(workdir / "mutants" / "src")}
+        (workdir / "mutants" / "src").mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         # 1. one mutant, so that mutmut generates the mutants and traces the tests (stats) ...
         subprocess.run([*run, args.prime], cwd=workdir, env=env, check=False)
