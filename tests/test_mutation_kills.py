@@ -258,3 +258,44 @@ def test_newton_max_iter_counts_newton_steps():
     assert 2 <= full.iterations < 100
     exact = fit_newton(target, PoolSystem.build(pool), C, max_iter=full.iterations)
     np.testing.assert_array_equal(exact.coef, full.coef)
+
+
+# -- device placement: torch's default device must not decide where we compute ---------------
+
+_DEVICE_CASES = [
+    ("esvm", {}),
+    ("esvm", {"solver": "newton"}),
+    ("esvm", {"class_conditional": False}),
+    ("esvm", {"class_conditional": False, "retrieval": "faiss"}),
+    ("l2", {"class_conditional": False, "retrieval": "faiss"}),
+    ("cosine", {"class_conditional": False, "retrieval": "faiss"}),
+    ("l2", {}),
+    ("l2-raw", {}),
+    ("cosine", {}),
+    ("lda", {}),
+    ("class-prior", {}),
+]
+
+
+@pytest.mark.parametrize(("method", "kwargs"), _DEVICE_CASES, ids=lambda c: str(c))
+def test_results_do_not_depend_on_torchs_default_device(method, kwargs):
+    """A user who set ``torch.set_default_device`` (to a GPU, say) and asks for a CPU attributor
+    gets the same rankings: every tensor we create names its device. Checked on this CPU by
+    making the shape-only ``meta`` device the default: a tensor created without a device would
+    be a meta tensor and could not be read back, so any forgotten ``device=`` fails here."""
+    import torch
+
+    from simattr import Attributor
+
+    X, labels = _clusters(240, 8, 4, seed=11, spread=1.5)
+    targets, target_labels = X[:5] + 0.1, labels[:5]
+    ref = Attributor(method, device="cpu", **kwargs).fit(X, labels)
+    ref_idx, ref_val = ref.topk(targets, target_labels, 12)
+    ref_dense = ref.score(targets, target_labels)
+    with torch.device("meta"):
+        att = Attributor(method, device="cpu", **kwargs).fit(X, labels)
+        idx, val = att.topk(targets, target_labels, 12)
+        dense = att.score(targets, target_labels)
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_allclose(val, ref_val, rtol=1e-12)
+    np.testing.assert_allclose(dense, ref_dense, rtol=1e-12, equal_nan=True)

@@ -164,8 +164,9 @@ class L2Scorer(_SimilarityRetrieval):
     similarity = "l2"
 
     def score(self, prepared: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        t = torch.as_tensor(targets, dtype=torch.float64)
-        p = torch.as_tensor(prepared, dtype=torch.float64)
+        # on the CPU by name, whatever torch's default device is: the result goes to numpy
+        t = torch.as_tensor(targets, dtype=torch.float64, device="cpu")
+        p = torch.as_tensor(prepared, dtype=torch.float64, device="cpu")
         return (-torch.cdist(t, p)).numpy()
 
 
@@ -329,15 +330,16 @@ class WhitenedExemplarScorer(Scorer):
 
     def prepare(self, pool: np.ndarray) -> Any:
         shrinkage = float(self.shrinkage)
-        x = torch.as_tensor(pool, dtype=torch.float64)
+        # on the CPU by name, whatever torch's default device is (as L2Scorer)
+        x = torch.as_tensor(pool, dtype=torch.float64, device="cpu")
         mu = x.mean(dim=0)
         centred = x - mu
         cov = centred.T @ centred / max(1, len(x) - 1)
         scale = torch.trace(cov) / cov.shape[0]
         if not bool(torch.isfinite(scale)) or float(scale) <= 0:
             # one image, or identical images: no spread to whiten; fall back to the identity
-            scale = torch.ones((), dtype=cov.dtype)
-        eye = torch.eye(cov.shape[0], dtype=cov.dtype)
+            scale = torch.ones((), dtype=cov.dtype, device=cov.device)
+        eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
         shrunk = (1 - shrinkage) * cov + shrinkage * scale * eye
         try:
             factor = torch.linalg.cholesky(shrunk)
@@ -351,7 +353,7 @@ class WhitenedExemplarScorer(Scorer):
 
     def score(self, prepared: Any, targets: np.ndarray) -> np.ndarray:
         mu, whitened = prepared
-        t = torch.as_tensor(targets, dtype=torch.float64) - mu
+        t = torch.as_tensor(targets, dtype=torch.float64, device=mu.device) - mu
         return (t @ whitened.T).numpy()
 
 
