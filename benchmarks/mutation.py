@@ -71,8 +71,14 @@ STATUS = {
 #: each module to its own tests is what lets a full run fit in a session on a 2-core machine.
 #: ``test_mutation_kills.py`` (tests written against survivors) is in every scope.
 MODULE_TESTS: dict[str, tuple[str, ...]] = {
-    "simattr._io": ("test_io.py", "test_resume_attribute.py"),
+    "simattr._io": (
+        "test_io.py",
+        "test_mechanisms.py",
+        "test_support_search.py",
+        "test_resume_attribute.py",
+    ),
     "simattr.validation": (
+        "test_mechanisms.py",
         "test_attribution.py",
         "test_attributor_estimator.py",
         "test_contracts.py",
@@ -143,21 +149,31 @@ def scope_stats(workdir: Path) -> tuple[int, int]:
     """Keep, for every mutated function, only the tests of its module's scope.
 
     Rewrites ``mutants/mutmut-stats.json`` in place (mutmut reads it back on its next run and
-    only re-traces tests it has never seen). Returns (associations before, after).
+    only traces tests it has never seen). The associations taken out are kept in
+    ``mutants/mutmut-stats.unscoped.json``, so that scoping again after ``MODULE_TESTS``
+    changes starts from everything mutmut traced. Returns (associations before, after).
     """
     path = workdir / "mutants" / "mutmut-stats.json"
+    dropped_path = path.with_name("mutmut-stats.unscoped.json")
     stats = json.loads(path.read_text())
+    dropped = json.loads(dropped_path.read_text()) if dropped_path.exists() else {}
+    known = set(stats["duration_by_test"])
     before = after = 0
     scoped: dict[str, list[str]] = {}
-    for function, tests in stats["tests_by_mangled_function_name"].items():
+    out: dict[str, list[str]] = {}
+    for function in set(stats["tests_by_mangled_function_name"]) | set(dropped):
+        tests = set(stats["tests_by_mangled_function_name"].get(function, ()))
+        tests |= {t for t in dropped.get(function, ()) if t in known}  # still collected
         files = scope_of(function)
-        keep = [t for t in tests if t.split("::")[0].rsplit("/", 1)[-1] in files]
+        keep = sorted(t for t in tests if t.split("::")[0].rsplit("/", 1)[-1] in files)
         before, after = before + len(tests), after + len(keep)
         scoped[function] = keep
+        out[function] = sorted(tests - set(keep))
     stats["tests_by_mangled_function_name"] = scoped
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(stats, indent=4))
-    os.replace(tmp, path)
+    for target, payload in ((dropped_path, out), (path, stats)):
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(json.dumps(payload, indent=4))
+        os.replace(tmp, target)
     return before, after
 
 

@@ -299,3 +299,60 @@ def test_results_do_not_depend_on_torchs_default_device(method, kwargs):
     np.testing.assert_array_equal(idx, ref_idx)
     np.testing.assert_allclose(val, ref_val, rtol=1e-12)
     np.testing.assert_allclose(dense, ref_dense, rtol=1e-12, equal_nan=True)
+
+
+# -- rank() and the prediction-driven targets of attribute -------------------------------------
+
+
+def test_rank_ranks_the_chosen_rows_with_their_own_labels():
+    """``rank`` picks the target rows of the test features and their labels (not the first
+    rows, not the unpicked labels) and records which rows it ranked."""
+    from simattr import Attributor
+    from simattr.attribution import rank
+
+    X, labels = _clusters(200, 6, 4, seed=12, spread=1.0)
+    test, test_labels = X[::7] + 0.05, labels[::7]
+    att = Attributor("esvm").fit(X, labels)
+    targets = np.array([5, 2, 9])
+    r = rank(att, test, test_labels, targets, 8)
+    idx, val = att.topk(test[targets], test_labels[targets], 8)
+    np.testing.assert_array_equal(r.targets, targets)
+    np.testing.assert_array_equal(r.indices, idx)
+    np.testing.assert_allclose(r.scores, val, rtol=1e-12)
+    assert (labels[r.indices] == test_labels[targets][:, None]).all()
+    unlabeled = rank(Attributor("cosine", class_conditional=False).fit(X), test, None, targets, 4)
+    brute = test[targets] / np.linalg.norm(test[targets], axis=1, keepdims=True)
+    pool = X / np.linalg.norm(X, axis=1, keepdims=True)
+    np.testing.assert_array_equal(unlabeled.indices, np.argsort(-(brute @ pool.T), axis=1)[:, :4])
+
+
+def test_explain_predictions_uses_the_predicted_class_and_only_rows_with_one(tmp_path):
+    """Predictions replace the true label row by row; targets default to the rows that have a
+    prediction (sorted), and a chosen target without one is refused by row and file."""
+    from simattr.attribution.workflow import _explain_predictions
+    from simattr.errors import InvalidInputError
+
+    true = np.array([0, 1, 2, 0, 1], dtype=np.int64)
+    names = ("cat", "dog", "ship")
+    ids = [f"test/img{i}.png" for i in range(5)]
+    explained, chosen = _explain_predictions(
+        np.array([2, 2, 0, 1, 0]), true, None, 5, names, ids, None
+    )
+    np.testing.assert_array_equal(explained, [2, 2, 0, 1, 0])
+    np.testing.assert_array_equal(chosen, np.arange(5))
+    assert true.tolist() == [0, 1, 2, 0, 1]  # the caller's labels are not written over
+
+    csv = tmp_path / "preds.csv"
+    csv.write_text("file,class\ntest/img3.png,ship\ntest/img1.png,cat\n")
+    explained, chosen = _explain_predictions(csv, true, None, 5, names, ids, None)
+    np.testing.assert_array_equal(explained, [0, 0, 2, 2, 1])
+    np.testing.assert_array_equal(chosen, [1, 3])
+    explained, chosen = _explain_predictions(csv, None, np.array([3]), 5, names, ids, None)
+    np.testing.assert_array_equal(explained, [0, 0, 0, 2, 0])
+    np.testing.assert_array_equal(chosen, [3])
+    with pytest.raises(InvalidInputError, match=r"test row 2 \(test/img2.png\) is a target"):
+        _explain_predictions(csv, true, np.array([1, 2]), 5, names, ids, None)
+    with pytest.raises(InvalidInputError, match=r"targets contains 5, outside"):
+        _explain_predictions(
+            np.ones(5, dtype=np.int64), true, np.array([4, 5]), 5, names, None, None
+        )
