@@ -226,14 +226,41 @@ def mutmut_config(workdir: Path) -> dict[str, Any]:
         return tomllib.load(f).get("tool", {}).get("mutmut", {})
 
 
-def survivor_diffs(mutmut: str, workdir: Path, names: list[str]) -> str:
-    chunks = []
-    for name in names:
-        out = subprocess.run(
-            [mutmut, "show", name], cwd=workdir, capture_output=True, text=True, check=False
-        )
-        chunks.append(f"## {name}\n\n```diff\n{out.stdout.strip()}\n```\n")
-    return "\n".join(chunks)
+def survivor_diffs(workdir: Path, names: list[str]) -> str:
+    """The changed lines of every named mutant, grouped by function (mutmut's own diff, read in
+    this process: one ``mutmut show`` per mutant costs a second each)."""
+    from mutmut.configuration import config  # only where mutmut is installed
+    from mutmut.mutation.diff_apply import find_mutant, get_diff_for_mutant
+
+    here = Path.cwd()
+    os.chdir(workdir)  # mutmut reads its config and mutants/ relative to the project
+    try:
+        config()
+        paths: dict[str, Path] = {}
+        chunks, last = [], None
+
+        def order(name: str) -> tuple[str, int]:
+            function, _, number = name.rpartition("__mutmut_")
+            return function, int(number)
+
+        for name in sorted(names, key=order):
+            function = name.rsplit("__mutmut_", 1)[0]
+            if function != last:
+                chunks.append(f"\n### `{function}`\n")
+                last = function
+            module = name.rsplit(".", 1)[0]
+            if module not in paths:
+                paths[module] = find_mutant(name).path
+            diff = get_diff_for_mutant(name, path=paths[module])
+            changed = [
+                line
+                for line in diff.splitlines()
+                if line[:1] in "+-" and not line.startswith(("+++", "---"))
+            ]
+            chunks.append(f"- {name.rsplit('__mutmut_', 1)[1]}: `" + " => ".join(changed) + "`")
+        return "\n".join(chunks) + "\n"
+    finally:
+        os.chdir(here)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -288,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(verdicts)
     survivors = sorted(n for n, s in verdicts.items() if s == "survived")
     if args.survivors:
-        args.survivors.write_text(survivor_diffs(args.mutmut, workdir, survivors))
+        args.survivors.write_text(survivor_diffs(workdir, survivors))
 
     from _common import write_result
 
