@@ -62,3 +62,17 @@ def test_dataset_refuses_inconsistent_labels_and_images():
         ImageDataset(px, [0, 1, 0, 2], ("a", "b"))
     with pytest.raises(InvalidInputError, match=r"uint8 array"):
         ImageDataset(px.astype(np.float32), [0, 1, 0, 1], ("a", "b"))
+
+
+def test_class_counts_files_and_description_follow_the_view(base):
+    """A view counts its own labels (every class listed, empty ones as 0), names the files of
+    its own rows and says it is a view."""
+    rem = base.remove([0, 3, 6, 9])  # every row of class 0 gone
+    np.testing.assert_array_equal(rem.class_counts(), [0, 3, 3])
+    np.testing.assert_array_equal(base.relabel([1, 2], 0).class_counts(), [6, 2, 2])
+    assert base.get_files(slice(0, 2)) is None
+    files = tuple(f"/data/toy/img{i}.png" for i in range(10))
+    named = ImageDataset(base.pixels, base.labels, base.class_names, name="toy", files=files)
+    assert named.subset([7, 2, 4]).get_files(slice(1, 3)) == [files[2], files[4]]
+    assert repr(base) == "ImageDataset(toy/train: 10 images 4x4x3, 3 classes)"
+    assert repr(rem) == "ImageDataset(view of toy/train: 6 images 4x4x3, 3 classes)"

@@ -29,3 +29,36 @@ def test_atomic_write_gives_umask_permissions(tmp_path):
         os.umask(mask)
     assert path.read_text() == "x"
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_json_writers_turn_numpy_values_and_paths_into_plain_json(tmp_path):
+    """Results hold numpy scalars, arrays and paths; both writers store them as plain JSON
+    (exact values, not strings) and refuse anything else rather than guessing."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from simattr._io import append_jsonl, read_json, read_jsonl, write_json
+
+    record = {
+        "k": np.int64(3),
+        "x": np.float32(0.5),
+        "rows": np.arange(3),
+        "grid": np.eye(2),
+        "out": Path("a") / "b.npz",
+    }
+    plain = {
+        "k": 3,
+        "x": 0.5,
+        "rows": [0, 1, 2],
+        "grid": [[1.0, 0.0], [0.0, 1.0]],
+        "out": "a/b.npz",
+    }
+    write_json(tmp_path / "r.json", record)
+    assert read_json(tmp_path / "r.json") == plain
+    assert type(read_json(tmp_path / "r.json")["k"]) is int
+    append_jsonl(tmp_path / "r.jsonl", record)
+    assert read_jsonl(tmp_path / "r.jsonl") == [plain]
+    with pytest.raises(TypeError, match="not JSON serialisable: complex"):
+        write_json(tmp_path / "bad.json", {"z": 1j})
+    assert not (tmp_path / "bad.json").exists()

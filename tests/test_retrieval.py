@@ -43,6 +43,17 @@ def test_faiss_esvm_equals_exact_all_class_esvm(data):
     stats = fast.retrieval_stats_
     assert fast.retrieval_ == "faiss" and stats.uncertified == 0
     assert stats.rounds >= 2  # 60 cosine neighbours do not hold the active set
+    assert stats.n_targets >= len(
+        T
+    ) and stats.as_dict() == {  # targets refit in later rounds count again
+        "n_targets": stats.n_targets,
+        "n_groups": stats.n_groups,
+        "union_rows": stats.union_rows,
+        "max_active_fraction": stats.max_active_fraction,
+        "unconverged": 0,
+        "rounds": stats.rounds,
+        "uncertified": 0,
+    }
     np.testing.assert_allclose(s_new, s_ref, atol=1e-4)
     # Identical rankings except where two scores tie to float32 rounding.
     differ = i_new != i_ref
