@@ -278,3 +278,78 @@ def test_balanced_bench_targets_are_the_first_half_of_the_margin_draw():
     assert np.bincount(labels[support_draw]).tolist() == [5] * 10
     prof = PROFILES["cpu-k250"]
     assert prof.balanced_targets and prof.k * 4 == 1000 and prof.k / 2**prof.budget <= 20
+
+
+def test_balanced_targets_draw_exactly_n_and_use_every_eligible_row_when_asked():
+    """A draw stops at n even mid-round, and n = all eligible rows returns each of them once,
+    however unevenly they fall over classes (no row skipped, no class round skipped)."""
+    labels = np.repeat(np.arange(4), 25)
+    eligible = np.arange(100)[np.arange(100) % 3 != 0]
+    for n in (1, 3, 6, 7):
+        a = choose_balanced_targets(eligible, labels, n, seed=2)
+        counts = np.bincount(labels[a], minlength=4)
+        assert len(a) == n and len(np.unique(a)) == n
+        assert counts.max() - counts.min() <= 1  # as even as n allows
+    one_each = np.array([3, 30, 60, 90])  # one eligible row per class
+    assert choose_balanced_targets(one_each, labels, 4).tolist() == one_each.tolist()
+    uneven = np.array([0, 1, 2, 30, 31, 60])  # 3, 2 and 1 rows in classes 0, 1, 2
+    assert choose_balanced_targets(uneven, labels, 6).tolist() == uneven.tolist()
+    # 5 of 6: the first three rounds take one row per class while it lasts, so only one row of
+    # class 0 (which alone reaches the third round) is left out
+    five = choose_balanced_targets(uneven, labels, 5, seed=4)
+    assert np.bincount(labels[five], minlength=3).tolist() == [2, 2, 1]
+
+
+def test_balanced_targets_are_integer_rows_even_when_none_exist_or_none_are_asked():
+    """The draw returns row indices: an empty eligible list gets the clear refusal (not a numpy
+    indexing error), and a draw of 0 targets is still an integer array one can index with."""
+    labels = np.repeat(np.arange(3), 5)
+    with pytest.raises(InvalidInputError, match="only 0 eligible targets"):
+        choose_balanced_targets([], labels, 2)
+    none = choose_balanced_targets([1, 6], labels, 0)
+    assert none.dtype == np.int64 and labels[none].size == 0
+    some = choose_balanced_targets([1, 6, 11], labels, 2)
+    assert some.dtype == np.int64
+
+
+def test_design_control_pairs_only_what_both_designs_measured():
+    """The single-target control runs on a sample of targets and rankings and may stop half way:
+    readings exist only where both designs (and, for the relative one, the reference) have
+    effects, computed on the targets all four cells share; nothing raises on the rest."""
+    full = {0: {t: 0.0 for t in range(6)}}  # zero baseline: effects are the removal margins
+    multi = {
+        ("esvm", 0.1): {(t, 0): -1.0 - t for t in range(6)},
+        ("random", 0.1): {(t, 0): -0.1 * t for t in range(6)},
+        ("trak", 0.1): {(t, 0): -2.0 for t in range(6)},  # sorts after the reference
+        ("l2", 0.1): {(t, 0): -0.5 for t in range(6)},  # not in the single-target run
+    }
+    single = {
+        ("esvm", 0.1): {(t, 0): -0.5 * t for t in (0, 1, 3)},  # target 2's model is missing
+        ("random", 0.1): {(t, 0): 0.2 * t for t in (0, 1, 2, 3)},
+        ("trak", 0.1): {(t, 0): -1.0 - t for t in (0, 1, 2, 3)},
+    }
+    out = compare_designs(_records(full, multi), _records(full, single))
+    assert sorted(out) == [
+        "esvm - random @ 0.1",
+        "esvm @ 0.1",
+        "random @ 0.1",
+        "trak - random @ 0.1",
+        "trak @ 0.1",
+    ]
+    # esvm relative to random on targets {0, 1, 3}: multiplexed (-1 - t) - (-0.1 t),
+    # single (-0.5 t) - (0.2 t); their difference is -1 - 0.2 t
+    d = np.array([-1.0 - 0.2 * t for t in (0, 1, 3)])
+    rel = out["esvm - random @ 0.1"]
+    assert rel["n"] == 3 and math.isclose(rel["mean"], d.mean())
+    assert math.isclose(rel["t_p"], stats.ttest_1samp(d, 0).pvalue)
+    # trak: (-2 - (-0.1 t)) - ((-1 - t) - 0.2 t) = -1 + 1.3 t on targets 0..3
+    d = np.array([-1.0 + 1.3 * t for t in range(4)])
+    assert out["trak - random @ 0.1"]["n"] == 4
+    assert math.isclose(out["trak - random @ 0.1"]["mean"], d.mean())
+    assert out["esvm @ 0.1"]["n"] == 3 and out["random @ 0.1"]["n"] == 4
+    # the reference missing from one design: raw shifts only, no relative reading
+    no_ref = {k: v for k, v in single.items() if k[0] != "random"}
+    out = compare_designs(_records(full, multi), _records(full, no_ref))
+    assert sorted(out) == ["esvm @ 0.1", "trak @ 0.1"]
+    out = compare_designs(_records(full, no_ref), _records(full, multi))
+    assert sorted(out) == ["esvm @ 0.1", "trak @ 0.1"]
