@@ -307,7 +307,7 @@ def test_results_do_not_depend_on_torchs_default_device(method, kwargs):
 def test_rank_ranks_the_chosen_rows_with_their_own_labels():
     """``rank`` picks the target rows of the test features and their labels (not the first
     rows, not the unpicked labels) and records which rows it ranked."""
-    from simattr import Attributor
+    from simattr import Attributor, InvalidInputError
     from simattr.attribution import rank
 
     X, labels = _clusters(200, 6, 4, seed=12, spread=1.0)
@@ -324,6 +324,8 @@ def test_rank_ranks_the_chosen_rows_with_their_own_labels():
     brute = test[targets] / np.linalg.norm(test[targets], axis=1, keepdims=True)
     pool = X / np.linalg.norm(X, axis=1, keepdims=True)
     np.testing.assert_array_equal(unlabeled.indices, np.argsort(-(brute @ pool.T), axis=1)[:, :4])
+    with pytest.raises(InvalidInputError, match=r"targets contains 99"):
+        rank(att, test, test_labels, np.array([1, 99]), 3)
 
 
 def test_explain_predictions_uses_the_predicted_class_and_only_rows_with_one(tmp_path):
@@ -356,3 +358,69 @@ def test_explain_predictions_uses_the_predicted_class_and_only_rows_with_one(tmp
         _explain_predictions(
             np.ones(5, dtype=np.int64), true, np.array([4, 5]), 5, names, None, None
         )
+
+
+# -- the attributor's FAISS path: blocks, progress, candidates, description ---------------------
+
+
+def test_faiss_path_reports_progress_block_by_block_and_accepts_k_equal_to_candidates(
+    capsys, monkeypatch
+):
+    """With ``block_size=16`` and 40 targets the FAISS path ranks three blocks and says so in
+    plain progress lines (label, running count, total); ``k`` may equal ``n_candidates``, and
+    the result is the exact all-class ranking."""
+    import re
+
+    from simattr import Attributor
+
+    monkeypatch.setenv("SIMATTR_PROGRESS_INTERVAL", "0")  # a line per block
+    X, _ = _clusters(300, 8, 4, seed=13, spread=1.5)
+    T = X[:40] + 0.05
+    exact = Attributor("esvm", class_conditional=False, retrieval="exact").fit(X)
+    fast = Attributor(
+        "esvm",
+        class_conditional=False,
+        retrieval="faiss",
+        n_candidates=20,
+        block_size=16,
+        progress=True,
+    ).fit(X)
+    capsys.readouterr()
+    idx, val = fast.topk(T, k=20)
+    ref_idx, ref_val = exact.topk(T, k=20)
+    np.testing.assert_allclose(val, ref_val, atol=1e-6)
+    assert (idx == ref_idx).mean() > 0.99
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("attribution")]
+    counts = [re.match(r"attribution \(esvm, faiss\): (\d+)/40 ", x) for x in lines]
+    assert all(counts), lines
+    assert [int(c.group(1)) for c in counts] == [16, 32, 40, 40]  # three blocks, then "done"
+    assert lines[-1].split(", ")[-1].startswith("done in")
+
+
+def test_describe_records_the_index_settings_as_given():
+    """What a manifest records about the FAISS index is what the user asked for."""
+    from simattr import Attributor
+
+    X, _ = _clusters(300, 8, 4, seed=15)
+    att = Attributor(
+        "cosine", class_conditional=False, retrieval="faiss", index="ivf", nlist=7, nprobe=3
+    )
+    d = att.fit(X).describe()
+    assert (d["retrieval"], d["index"], d["nlist"], d["nprobe"]) == ("faiss", "ivf", 7, 3)
+
+
+def test_class_name_labels_refuse_a_wrong_shape_and_an_unknown_name_after_every_class():
+    """Target class names must be one per target; a name sorting after every training class
+    is an unknown label named by its row, not an index error."""
+    from simattr import Attributor
+    from simattr.errors import InvalidInputError
+
+    X, labels = _clusters(60, 4, 3, seed=14)
+    names = np.array(["bird", "cat", "dog"])[labels]
+    att = Attributor("cosine").fit(X, names)
+    with pytest.raises(InvalidInputError, match=r"one label per target feature \(3\)"):
+        att.topk(X[:3], names[:3].reshape(3, 1), 2)
+    with pytest.raises(InvalidInputError, match=r"target row 1 has label 'zebra'"):
+        att.topk(X[:3], np.array(["cat", "zebra", "dog"]), 2)
+    with pytest.raises(InvalidInputError, match=r"target row 0 has label 'ant'"):
+        att.topk(X[:1], np.array(["ant"]), 2)
