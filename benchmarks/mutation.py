@@ -89,6 +89,7 @@ MODULE_TESTS: dict[str, tuple[str, ...]] = {
         "test_attributor_estimator.py",
         "test_contracts.py",
         "test_references.py",
+        "test_retrieval.py",
     ),
     "simattr.attribution.esvm": (
         "test_attribution.py",
@@ -105,6 +106,7 @@ MODULE_TESTS: dict[str, tuple[str, ...]] = {
         "test_attribution.py",
         "test_contracts.py",
         "test_references.py",
+        "test_retrieval.py",
     ),
     "simattr.attribution.retrieval": ("test_retrieval.py",),
     "simattr.attribution.explain": ("test_explain.py",),

@@ -395,6 +395,8 @@ def test_faiss_path_reports_progress_block_by_block_and_accepts_k_equal_to_candi
     assert all(counts), lines
     assert [int(c.group(1)) for c in counts] == [16, 32, 40, 40]  # three blocks, then "done"
     assert lines[-1].split(", ")[-1].startswith("done in")
+    fast.set_params(progress=False).topk(T, k=20)
+    assert "attribution" not in capsys.readouterr().err  # progress=False keeps quiet
 
 
 def test_describe_records_the_index_settings_as_given():
