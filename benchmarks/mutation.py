@@ -11,11 +11,9 @@ mutmut is not a project dependency: install it next to the dev environment, e.g.
 sees the project's packages (``pip install mutmut``). Run it from a separate git worktree, so
 that edits to the main checkout do not reach the copy under test. Usage::
 
-    # trace the tests, scope each module to its tests (MODULE_TESTS), run every mutant, summarise
+    # trace the tests, scope each module to its tests (MODULE_TESTS), run every mutant without
+    # a verdict (phase by phase, see PHASES), summarise; the same command resumes a stopped run
     python benchmarks/mutation.py --workdir ../wt-mut --run --mutmut ../mut-venv/bin/mutmut
-    # resume an interrupted run (mutants with a stored verdict are not run again)
-    (cd ../wt-mut && PYTHONPATH=mutants/src mutmut run)
-    python benchmarks/mutation.py --workdir ../wt-mut
     # only summarise the verdicts mutmut stored under <workdir>/mutants
     python benchmarks/mutation.py --workdir ../wt-mut --wall-seconds 4000
 
@@ -26,6 +24,7 @@ surviving mutant (the material for ``benchmarks/results/mutation_survivors.md``)
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import shlex
@@ -123,19 +122,40 @@ MODULE_TESTS: dict[str, tuple[str, ...]] = {
 }
 EVERY_SCOPE = ("test_mutation_kills.py",)
 
-#: The order of a full run: modules whose tests are unit tests first, then the support search and
-#: the ensemble, whose tests train models (about 15 s of fixtures per mutant).
+#: The order of a full run: modules whose tests are unit tests first, then the modules whose
+#: tests build real fixtures (a folder embedded by a backbone, models trained for the support
+#: search and the ensemble: 10-20 s of fixtures per mutant).
 PHASES: tuple[tuple[str, ...], ...] = (
     (
         "simattr._io.*",
         "simattr.validation.*",
         "simattr.data.*",
-        "simattr.attribution.*",
+        "simattr.attribution.attributor.*",
+        "simattr.attribution.scorers.*",
+        "simattr.attribution.esvm.*",
+        "simattr.attribution.esvm_batched.*",
+        "simattr.attribution.retrieval.*",
+        "simattr.attribution.workflow.*",
+        "simattr.attribution.resumable.*",
         "simattr.evaluation.margins.*",
         "simattr.evaluation.lds.*",
     ),
-    ("simattr.evaluation.support.*", "simattr.evaluation.ensemble.*"),
+    (
+        "simattr.attribution.explain.*",
+        "simattr.evaluation.support.*",
+        "simattr.evaluation.ensemble.*",
+    ),
 )
+
+
+def unjudged(workdir: Path, patterns: tuple[str, ...] | list[str]) -> list[str]:
+    """The mutants matching ``patterns`` that have no verdict yet. mutmut re-runs every mutant
+    it is given by name, so a resumed phase names only these."""
+    return sorted(
+        name
+        for name, status in read_verdicts(workdir).items()
+        if status == "not_checked" and any(fnmatch.fnmatchcase(name, p) for p in patterns)
+    )
 
 
 def scope_of(function: str) -> tuple[str, ...]:
@@ -304,10 +324,13 @@ def main(argv: list[str] | None = None) -> int:
         # 2. ... then each function keeps only its module's tests ...
         before, after = scope_stats(workdir)
         print(f"scoped test associations: {before} -> {after}", flush=True)
-        # 3. ... and the mutants run, the cheap modules first. Naming mutants makes mutmut re-run
-        # them even when judged before; an interrupted run resumes with a bare ``mutmut run``.
+        # 3. ... and the mutants without a verdict run, the cheap modules first (running this
+        # command again resumes: mutmut re-runs any mutant it is named, so only those are named).
         for names in [args.names] if args.names else PHASES:
-            subprocess.run([*run, *names], cwd=workdir, env=env, check=False)
+            todo = unjudged(workdir, names)
+            print(f"phase {' '.join(names)}: {len(todo)} mutants to judge", flush=True)
+            if todo:
+                subprocess.run([*run, *todo], cwd=workdir, env=env, check=False)
         wall = time.perf_counter() - t0
 
     verdicts = read_verdicts(workdir)
