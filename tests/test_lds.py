@@ -239,3 +239,180 @@ def test_run_lds_trains_replicates_with_other_seeds(lds_dir, data_root):
     report = read_json(out)
     assert report["noise_ceiling"] == pytest.approx(noise_ceiling(result).mean)
     assert -1.0 <= report["rankings"][str(path)]["beyond_class_prior"]["mean"] <= 1.0 + 1e-9
+
+
+# -- pure pieces on hand-built data (no training) ----------------------------------------------
+
+
+def test_subset_masks_are_boolean_rows_of_the_asked_size_and_refuse_empty_subsets():
+    """Masks select training rows (boolean indexing of the pool) and hold round(f * n) each;
+    a fraction of 0 (empty subsets, nothing to correlate) is refused like 1 is."""
+    masks = subset_masks(40, 3, seed=0, fraction=0.3)
+    assert masks.dtype == np.bool_
+    assert (masks.sum(axis=1) == 12).all()
+    pool = np.arange(40) + 1000
+    assert len(pool[masks[0]]) == 12
+    with pytest.raises(InvalidInputError, match="fraction"):
+        subset_masks(10, 2, fraction=0.0)
+
+
+def _small_lds(margins, pool=None, masks=None, manifest=None, replicate=None):
+    """An in-memory LDS run: ``margins`` (S, n_targets); targets are test rows 0..n-1."""
+    from simattr.evaluation.lds import LdsData
+
+    margins = np.asarray(margins, dtype=np.float64)
+    n_subsets, n_targets = margins.shape
+    pool = np.arange(12) if pool is None else np.asarray(pool)
+    masks = subset_masks(len(pool), n_subsets, seed=5) if masks is None else masks
+    return LdsData(
+        pool=pool,
+        masks=masks,
+        targets=np.arange(n_targets),
+        margins=margins,
+        manifest=manifest or {},
+        replicate=replicate,
+    )
+
+
+def test_lds_score_against_a_brute_force_reference_with_unranked_entries_and_centring():
+    """Predicted margins are the masks times the dense scores (rows outside the ranking 0,
+    unranked -1 entries ignored, row 0 of the pool a ranked image like any other); centring
+    subtracts the mean over the ranked entries only. Checked against numpy + scipy."""
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(1)
+    lds = _small_lds(rng.normal(size=(9, 2)))  # pool rows 0..11, so row 0 is rankable
+    indices = np.array([[0, 5, 7, 2, -1, -1], [3, 0, 11, 4, 6, -1]])
+    scores = np.array([[9.0, 1.0, -0.5, 0.25, np.nan, np.nan], [2.0, 8.0, -1.0, 0.5, 3.0, np.nan]])
+    ranking = Ranking([0, 1], indices, scores)
+    masks = lds.masks.astype(float)
+    for centre in (False, True):
+        expected = []
+        for j in range(2):
+            ranked = indices[j] >= 0
+            shift = scores[j][ranked].mean() if centre else 0.0
+            dense = np.zeros(12)
+            dense[indices[j][ranked]] = scores[j][ranked] - shift
+            expected.append(spearmanr(masks @ dense, lds.margins[:, j]).statistic)
+        got = lds_score(lds, ranking, centre=centre).per_target
+        np.testing.assert_allclose(got, expected, atol=1e-12)
+    # the two differ here (a ranked count that varies by subset): centring does something
+    assert not np.allclose(
+        lds_score(lds, ranking).per_target, lds_score(lds, ranking, centre=True).per_target
+    )
+
+
+def test_lds_score_with_exactly_three_models_and_a_control_on_partly_trained_runs():
+    """Three trained subsets are enough; untrained (NaN) subsets drop out of the margins and of
+    the control alike, so the partial correlation is the textbook one on the trained rows."""
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(2)
+    margins = rng.normal(size=(8, 2))
+    margins[[1, 4]] = np.nan  # two models not trained yet
+    lds = _small_lds(margins)
+    control = rng.normal(size=(8, 2))
+    ranking = Ranking([0, 1], [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]], rng.normal(size=(2, 5)))
+    res = lds_score(lds, ranking, control=control)
+    assert res.subsets_used == 6
+    trained = ~np.isnan(margins).any(axis=1)
+    for j in range(2):
+        dense = np.zeros(12)
+        dense[ranking.indices[j]] = ranking.scores[j]
+        a = lds.masks[trained].astype(float) @ dense
+        b, z = margins[trained, j], control[trained, j]
+        r_ab, r_az, r_bz = (spearmanr(u, v).statistic for u, v in ((a, b), (a, z), (b, z)))
+        expected = (r_ab - r_az * r_bz) / np.sqrt((1 - r_az**2) * (1 - r_bz**2))
+        assert res.per_target[j] == pytest.approx(expected, abs=1e-12)
+    three = margins.copy()
+    three[[0, 2, 3]] = np.nan  # trained: 5, 6, 7
+    assert lds_score(_small_lds(three), ranking).subsets_used == 3
+    three[5] = np.nan
+    with pytest.raises(InvalidInputError, match="only 2 subset models"):
+        lds_score(_small_lds(three), ranking)
+
+
+def test_constant_margins_or_predictions_score_zero_not_nan():
+    """A target whose margins do not vary over the subsets (or a prediction that does not)
+    carries no ranking information: LDS and the noise ceiling read 0 there, never NaN."""
+    rng = np.random.default_rng(3)
+    margins = rng.normal(size=(7, 2))
+    margins[:, 1] = 0.75  # constant margins for target 1
+    replicate = rng.normal(size=(7, 2))
+    lds = _small_lds(margins, replicate=replicate)
+    ranking = Ranking([0, 1], [[1, 2, 3], [4, 5, 6]], [[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
+    res = lds_score(lds, ranking)
+    assert np.isfinite(res.per_target[0]) and res.per_target[0] != 0.0
+    assert res.per_target[1] == 0.0
+    from simattr.evaluation.lds import noise_ceiling
+
+    ceiling = noise_ceiling(lds)
+    assert ceiling.per_target[1] == 0.0 and np.isfinite(ceiling.per_target[0])
+    lds.replicate[:, 0] = -2.0  # the second seed constant instead
+    assert noise_ceiling(lds).per_target[0] == 0.0
+
+
+def test_lds_score_refuses_a_ranking_of_other_data_naming_the_split():
+    """The LDS run records its data's fingerprints; a ranking whose sidecar records others was
+    made on another train or test split and is refused, naming which."""
+    fps = {"train_fingerprint": "train-aaa", "test_fingerprint": "test-bbb"}
+    lds = _small_lds(np.random.default_rng(4).normal(size=(5, 1)), manifest=fps)
+
+    def ranking(train, test):
+        meta = {"data_fingerprints": {"train": train, "test": test}}
+        return Ranking([0], [[1, 2]], [[1.0, 0.5]], metadata=meta)
+
+    assert len(lds_score(lds, ranking("train-aaa", "test-bbb")).per_target) == 1
+    with pytest.raises(InvalidInputError, match="another train split"):
+        lds_score(lds, ranking("train-zzz", "test-bbb"))
+    with pytest.raises(InvalidInputError, match="another test split"):
+        lds_score(lds, ranking("train-aaa", "test-zzz"))
+
+
+def _write_lds_folder(out, pool, masks, targets, margins=None, replicate=None):
+    """An LDS folder laid out as the module docstring documents, written through the store."""
+    from simattr.store import Store
+
+    store = Store(out, "lds", {"subsets": len(masks)})
+    store.write_array("pool.npy", np.asarray(pool))
+    store.write_array("masks.npy", np.asarray(masks))
+    store.write_array("targets.npy", np.asarray(targets))
+    for s, row in (margins or {}).items():
+        store.write_array(f"margins/subset-{s:05d}.npy", np.asarray(row, dtype=np.float64))
+    for s, row in (replicate or {}).items():
+        store.write_array(f"replicate/subset-{s:05d}.npy", np.asarray(row, dtype=np.float64))
+    store.save()
+    return out
+
+
+def test_load_lds_reads_the_documented_layout_and_refuses_arrays_that_do_not_fit(tmp_path):
+    """margins/subset-<s>.npy and replicate/subset-<s>.npy fill their rows (missing: NaN);
+    masks, pool and targets that do not fit together are refused with one clear line."""
+    masks = subset_masks(6, 3, seed=1)
+    out = _write_lds_folder(
+        tmp_path / "ok",
+        np.arange(6) + 10,
+        masks,
+        [4, 9],
+        margins={0: [1.0, 2.0], 2: [3.0, 4.0]},
+        replicate={0: [5.0, 6.0]},
+    )
+    data = load_lds(out)
+    np.testing.assert_array_equal(data.margins, [[1, 2], [np.nan, np.nan], [3, 4]])
+    np.testing.assert_array_equal(data.replicate[0], [5, 6])
+    assert np.isnan(data.replicate[1:]).all()
+    assert data.trained.tolist() == [True, False, True]
+    assert data.replicated.tolist() == [True, False, False]
+    np.testing.assert_array_equal(data.masks, masks)
+    np.testing.assert_array_equal(data.targets, [4, 9])
+    bad = _write_lds_folder(tmp_path / "short", np.arange(6), masks, [4, 9], margins={1: [1.0]})
+    with pytest.raises(InvalidInputError, match=r"subset-00001\.npy holds"):
+        load_lds(bad)
+    for name, pool, m, targets in (
+        ("pool", np.arange(5), masks, [4, 9]),  # masks have 6 columns
+        ("masks", np.arange(6), masks[0], [4, 9]),  # one mask, not a table
+        ("targets", np.arange(6), masks, [[4, 9]]),
+    ):
+        folder = _write_lds_folder(tmp_path / name, pool, m, targets)
+        with pytest.raises(InvalidInputError, match="do not fit together"):
+            load_lds(folder)

@@ -15,6 +15,7 @@ import pytest
 from simattr._io import append_jsonl, read_jsonl
 from simattr.errors import InvalidInputError
 from simattr.evaluation.support import SupportSettings, search_support
+from simattr.ranking import Ranking
 from simattr.report.support import (
     head_to_head,
     head_to_head_table,
@@ -217,3 +218,139 @@ def test_report_refuses_missing_and_foreign_files(tmp_path):
     with pytest.raises(InvalidInputError, match="not a support record"):
         support_report([bad], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+# -- pure helpers: settings, records, journal, targets, resume checks (no training) ------------
+
+
+def test_settings_summary_majority_and_k_are_checked():
+    """The summary is what a resumed results file must match (recipe by name, M, B, k, seed,
+    mode); majority is half the models rounded up; k below 1 is refused naming k."""
+    s = SupportSettings(data="d", recipe="tiny", mode="mislabel", models=5, budget=3, k=64, seed=2)
+    assert s.summary() == {
+        "recipe": "tiny",
+        "mode": "mislabel",
+        "models": 5,
+        "budget": 3,
+        "k": 64,
+        "seed": 2,
+    }
+    assert [_settings(models=m).majority for m in (1, 2, 3, 5, 6)] == [1, 1, 2, 3, 3]
+    with pytest.raises(InvalidInputError, match="k must"):
+        _settings(k=0)
+    with pytest.raises(InvalidInputError, match="models must"):
+        _settings(models=2.5)
+
+
+def test_describe_record_names_target_ranking_mode_and_support():
+    """The log line of a finished search says what was searched and what came of it."""
+    from simattr.evaluation.support import describe_record
+
+    rec = {"target": 17, "ranking": "esvm", "mode": "remove", "support": 40, "models_trained": 12}
+    assert describe_record({**rec, "wall_seconds": 61.4}) == (
+        "target 17 / esvm / remove: support 40 (12 models, 61 s)"
+    )
+    assert describe_record({**rec, "support": None}) == (
+        "target 17 / esvm / remove: not found (12 models, 0 s)"
+    )
+
+
+def test_journal_round_trips_models_and_refuses_another_dataset(tmp_path):
+    """Each trained model's logits are journaled next to the results (RESULTS.models.jsonl)
+    and read back exactly on resume; a journal of another dataset's models is refused."""
+    from simattr.evaluation.support import _Journal, journal_path
+
+    assert journal_path(tmp_path / "run.v2.jsonl") == tmp_path / "run.v2.models.jsonl"
+    path = journal_path(tmp_path / "r.jsonl")
+    job = TrainJob(data="d", recipe="tiny", seed=3, remove=(1, 2, 5), predict=(7,))
+    logits = np.array([[0.5, -1.25, 3.0]], dtype=np.float32)
+    journal = _Journal(path, "fp-1")
+    journal.add(job.key(), job, JobResult(logits=logits, seconds=2.5, n_train=97))
+    (line,) = read_jsonl(path)
+    assert line["seed"] == 3 and line["predict"] == [7] and line["n_removed"] == 3
+    assert line["n_relabelled"] == 0 and line["data_fingerprint"] == "fp-1"
+    again = _Journal(path, "fp-1").results[job.key()]
+    np.testing.assert_array_equal(again.logits, logits)
+    assert again.logits.dtype == np.float32
+    assert (again.seconds, again.n_train) == (2.5, 97)
+    assert job.key() in _Journal(path).results  # no fingerprint to compare: read as is
+    with pytest.raises(InvalidInputError, match="another dataset"):
+        _Journal(path, "fp-2")
+
+
+def _ensemble(correct):
+    """A hand-made ensemble over 8 test images: ``correct[t]`` decides its prediction."""
+    from simattr.evaluation.ensemble import Ensemble
+
+    labels = np.arange(8) % 3
+    probs = np.full((1, 8, 3), 0.1, dtype=np.float32)
+    for t, ok in enumerate(correct):
+        probs[0, t, labels[t] if ok else (labels[t] + 1) % 3] = 0.8
+    return Ensemble(probs=probs, labels=labels, seeds=(0,))
+
+
+def test_targets_are_those_every_ranking_ranks_and_draws_take_correct_ones():
+    """Common targets keep the first ranking's order; given targets must be ranked by all;
+    a draw takes only targets the ensemble gets right, seeded, and refuses to draw too many."""
+    from simattr.evaluation.support import choose_targets, common_targets
+
+    def ranking(targets):
+        return Ranking(targets, np.zeros((len(targets), 2), int), np.zeros((len(targets), 2)))
+
+    rankings = {"a": ranking([6, 1, 4, 0, 7]), "b": ranking([0, 1, 2, 4, 5, 6])}
+    assert common_targets(rankings).tolist() == [6, 1, 4, 0]
+    with pytest.raises(InvalidInputError, match="at least one ranking"):
+        common_targets({})
+    ens = _ensemble([True, False, True, True, True, False, True, True])
+    assert choose_targets(rankings, ens).tolist() == [6, 1, 4, 0]
+    assert choose_targets(rankings, ens, targets=[4, 1]).tolist() == [4, 1]
+    with pytest.raises(InvalidInputError, match="target 7 is not ranked"):
+        choose_targets(rankings, ens, targets=[4, 7])
+    draws = {tuple(choose_targets(rankings, ens, n_targets=2, seed=s)) for s in range(20)}
+    assert draws <= {(0, 4), (0, 6), (4, 6)}  # target 1 is misclassified
+    assert len(draws) > 1  # seeded, not fixed
+    assert choose_targets(rankings, ens, n_targets=3, seed=5).tolist() == [0, 4, 6]
+    with pytest.raises(InvalidInputError, match="only 3 of the ranked targets"):
+        choose_targets(rankings, ens, n_targets=4)
+
+
+def test_resume_refuses_other_settings_rankings_and_data(tmp_path):
+    """What a results file holds is reused only for the same settings, the same ranking under
+    each name and the same data; otherwise refused, saying which."""
+    from simattr.evaluation.support import _existing
+
+    ranking = Ranking([1, 2], [[0, 1], [1, 0]], [[1.0, 0.5], [1.0, 0.5]])
+    other = Ranking([1, 2], [[1, 0], [1, 0]], [[1.0, 0.5], [1.0, 0.5]])
+    summary = _settings(recipe="tiny").summary()
+    out = tmp_path / "r.jsonl"
+    base = {"mode": "remove", "settings": summary, "data_fingerprint": "fp"}
+    append_jsonl(out, {**base, "target": 1, "ranking": "esvm", "ranking_digest": ranking.digest})
+    append_jsonl(out, {**base, "target": 2, "ranking": "l2"})  # no digest recorded: not compared
+    assert _existing(out, summary, {"esvm": ranking, "l2": other}, "fp") == {
+        (1, "esvm", "remove"),
+        (2, "l2", "remove"),
+    }
+    assert _existing(tmp_path / "none.jsonl", summary) == set()
+    with pytest.raises(InvalidInputError, match="another ranking named 'esvm'"):
+        _existing(out, summary, {"esvm": other}, "fp")
+    with pytest.raises(InvalidInputError, match="another dataset"):
+        _existing(out, summary, {"esvm": ranking}, "fp-other")
+    with pytest.raises(InvalidInputError, match="other settings"):
+        _existing(out, {**summary, "k": 64}, {"esvm": ranking}, "fp")
+
+
+def test_support_ranking_check_refuses_unranked_and_foreign_rows():
+    """The top k of every target must be real training rows of the recipe's pool."""
+    from simattr.evaluation.support import _check_ranking
+
+    pool = np.array([2, 4, 6, 8, 10])
+    ok = Ranking([0, 1], [[2, 4, 6], [10, 8, -1]], [[3.0, 2, 1], [3, 2, np.nan]])
+    _check_ranking("ok", ok, pool, "tiny", 2)  # -1 beyond the top 2 is fine
+    with pytest.raises(InvalidInputError, match=r"'ok' has unranked \(-1\) entries"):
+        _check_ranking("ok", ok, pool, "tiny", 3)
+    with pytest.raises(InvalidInputError, match="top 3 images per target but the search needs"):
+        _check_ranking("ok", ok, pool, "tiny", 4)
+    foreign = Ranking([0], [[2, 5, 11]], [[3.0, 2, 1]])
+    with pytest.raises(InvalidInputError, match=r"training row 5 \(and 1 more\)"):
+        _check_ranking("foreign", foreign, pool, "tiny", 3)
+    _check_ranking("foreign", foreign, pool, "tiny", 1)
