@@ -354,3 +354,89 @@ def test_support_ranking_check_refuses_unranked_and_foreign_rows():
     with pytest.raises(InvalidInputError, match=r"training row 5 \(and 1 more\)"):
         _check_ranking("foreign", foreign, pool, "tiny", 3)
     _check_ranking("foreign", foreign, pool, "tiny", 1)
+
+
+def test_concurrent_searches_write_records_journal_every_model_and_replay_it(tmp_path, monkeypatch):
+    """The driver runs several searches at once on an executor: each finished search appends its
+    record (and a log line), each trained model its journal line; a restart replays every model
+    from the journal and trains nothing. Outcomes come from an oracle, not from training."""
+    from simattr.evaluation import support
+    from simattr.training.executors import InlineExecutor
+
+    threshold = {7: 37, 8: 100, 9: None}  # target 9 never flips
+    trained: list[TrainJob] = []
+
+    def fake_run_job(job):
+        trained.append(job)
+        (t,) = job.predict
+        flips = threshold[t] is not None and len(job.remove) >= threshold[t]
+        logits = np.zeros((1, 10), dtype=np.float32)
+        logits[0, FLIP if flips else LABEL] = 5.0
+        return JobResult(logits=logits, seconds=1.0, n_train=100)
+
+    monkeypatch.setattr(support, "run_job", fake_run_job)
+    settings = _settings(data="d", recipe="tiny")
+    order = np.arange(10_000, 10_000 + settings.k)
+
+    def searches():
+        return [
+            ({"target": t, "ranking": "esvm", "mode": "remove"}, search_support(
+                settings, t, LABEL, FLIP, order
+            ))
+            for t in (7, 8, 9)
+        ]  # fmt: skip
+
+    out = tmp_path / "r.jsonl"
+    for slots in (1, 4):
+        trained.clear()
+        run = tmp_path / f"slots{slots}.jsonl"
+        lines: list[str] = []
+        journal = support._Journal(support.journal_path(run), "fp")
+        written = support._run_searches(searches(), InlineExecutor(), slots, journal, run, False,
+                                        lines.append)  # fmt: skip
+        by_target = {r["target"]: r for r in written}
+        assert sorted(by_target) == [7, 8, 9]
+        assert by_target[7]["support"] == 37 and by_target[8]["support"] == 100
+        assert by_target[9]["support"] is None and by_target[9]["models_trained"] == 2
+        assert read_jsonl(run) == written
+        assert sorted(lines) == sorted(support.describe_record(r) for r in written)
+        assert len(trained) == sum(r["models_trained"] for r in written)
+        assert len(read_jsonl(support.journal_path(run))) == len(trained)
+        out = run
+
+    # a restart with the journal: the same records, no model trained again
+    def no_training(job):
+        raise AssertionError("a journaled model was trained again")
+
+    monkeypatch.setattr(support, "run_job", no_training)
+    journal = support._Journal(support.journal_path(out), "fp")
+    again = support._run_searches(searches(), InlineExecutor(), 2, journal, tmp_path / "b.jsonl",
+                                  False)  # fmt: skip
+    first = {r["target"]: r for r in read_jsonl(out)}
+    for rec in again:
+        old = first[rec["target"]]
+        assert rec["support"] == old["support"] and rec["steps"] == old["steps"]
+
+
+def test_ensemble_cache_entries_are_reused_refused_or_retrained(tmp_path):
+    """A cached ensemble model is read back when its sidecar names the same identity, refused
+    when it names another, dropped (to be retrained, with a warning) when its bytes are damaged,
+    and refused when its shape does not fit the test split."""
+    from simattr._io import provenance, write_with_sidecar
+    from simattr.evaluation.ensemble import _cached
+
+    ident = {"recipe": {"name": "tiny"}, "seed": 0, "train_fingerprint": "a"}
+    probs = np.full((4, 3), 1 / 3, dtype=np.float32)
+    path = tmp_path / "seed-0.npy"
+    assert _cached(path, ident, 4) is None  # nothing cached yet
+    meta = provenance(kind="ensemble-model", identity=ident)
+    write_with_sidecar(path, lambda tmp: np.save(tmp, probs), meta)
+    np.testing.assert_array_equal(_cached(path, ident, 4), probs)
+    with pytest.raises(InvalidInputError, match=r"other settings .*seed"):
+        _cached(path, {**ident, "seed": 1}, 4)
+    with pytest.raises(InvalidInputError, match=r"has shape \(4, 3\); expected \(5, C\)"):
+        _cached(path, ident, 5)
+    path.write_bytes(path.read_bytes()[:-4] + b"\0\0\0\0")  # damaged on disk
+    with pytest.warns(UserWarning, match="retraining"):
+        assert _cached(path, ident, 4) is None
+    assert not path.exists()
