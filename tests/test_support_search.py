@@ -236,6 +236,7 @@ def test_settings_summary_majority_and_k_are_checked():
         "seed": 2,
     }
     assert [_settings(models=m).majority for m in (1, 2, 3, 5, 6)] == [1, 1, 2, 3, 3]
+    assert _settings(k=1, budget=0).k == 1  # the smallest search: m = 1 only
     with pytest.raises(InvalidInputError, match="k must"):
         _settings(k=0)
     with pytest.raises(InvalidInputError, match="models must"):
@@ -265,14 +266,14 @@ def test_journal_round_trips_models_and_refuses_another_dataset(tmp_path):
     job = TrainJob(data="d", recipe="tiny", seed=3, remove=(1, 2, 5), predict=(7,))
     logits = np.array([[0.5, -1.25, 3.0]], dtype=np.float32)
     journal = _Journal(path, "fp-1")
-    journal.add(job.key(), job, JobResult(logits=logits, seconds=2.5, n_train=97))
+    journal.add(job.key(), job, JobResult(logits=logits, seconds=2.12345, n_train=97))
     (line,) = read_jsonl(path)
     assert line["seed"] == 3 and line["predict"] == [7] and line["n_removed"] == 3
     assert line["n_relabelled"] == 0 and line["data_fingerprint"] == "fp-1"
     again = _Journal(path, "fp-1").results[job.key()]
     np.testing.assert_array_equal(again.logits, logits)
     assert again.logits.dtype == np.float32
-    assert (again.seconds, again.n_train) == (2.5, 97)
+    assert (again.seconds, again.n_train) == (2.123, 97)  # seconds kept to the millisecond
     assert job.key() in _Journal(path).results  # no fingerprint to compare: read as is
     with pytest.raises(InvalidInputError, match="another dataset"):
         _Journal(path, "fp-2")
@@ -306,9 +307,13 @@ def test_targets_are_those_every_ranking_ranks_and_draws_take_correct_ones():
     assert choose_targets(rankings, ens, targets=[4, 1]).tolist() == [4, 1]
     with pytest.raises(InvalidInputError, match="target 7 is not ranked"):
         choose_targets(rankings, ens, targets=[4, 7])
+    assert choose_targets(rankings, ens, targets=[]).dtype == np.int64  # still row indices
     draws = {tuple(choose_targets(rankings, ens, n_targets=2, seed=s)) for s in range(20)}
     assert draws <= {(0, 4), (0, 6), (4, 6)}  # target 1 is misclassified
     assert len(draws) > 1  # seeded, not fixed
+    for s in range(10):  # and the same seed draws the same targets
+        a, b = (choose_targets(rankings, ens, n_targets=2, seed=s) for _ in range(2))
+        assert a.tolist() == b.tolist()
     assert choose_targets(rankings, ens, n_targets=3, seed=5).tolist() == [0, 4, 6]
     with pytest.raises(InvalidInputError, match="only 3 of the ranked targets"):
         choose_targets(rankings, ens, n_targets=4)
@@ -331,6 +336,9 @@ def test_resume_refuses_other_settings_rankings_and_data(tmp_path):
         (2, "l2", "remove"),
     }
     assert _existing(tmp_path / "none.jsonl", summary) == set()
+    # without rankings or a fingerprint to compare, or resuming with only some of the rankings
+    assert len(_existing(out, summary)) == 2
+    assert len(_existing(out, summary, {"l2": other}, "fp")) == 2
     with pytest.raises(InvalidInputError, match="another ranking named 'esvm'"):
         _existing(out, summary, {"esvm": other}, "fp")
     with pytest.raises(InvalidInputError, match="another dataset"):
@@ -354,6 +362,8 @@ def test_support_ranking_check_refuses_unranked_and_foreign_rows():
     with pytest.raises(InvalidInputError, match=r"training row 5 \(and 1 more\)"):
         _check_ranking("foreign", foreign, pool, "tiny", 3)
     _check_ranking("foreign", foreign, pool, "tiny", 1)
+    first_row = Ranking([0], [[0, 4]], [[1.0, 0.5]])  # training row 0 is a row like any other
+    _check_ranking("first", first_row, np.array([0, 4, 6]), "tiny", 2)
 
 
 def test_concurrent_searches_write_records_journal_every_model_and_replay_it(tmp_path, monkeypatch):
