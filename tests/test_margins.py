@@ -353,3 +353,88 @@ def test_design_control_pairs_only_what_both_designs_measured():
     assert sorted(out) == ["esvm @ 0.1", "trak @ 0.1"]
     out = compare_designs(_records(full, no_ref), _records(full, multi))
     assert sorted(out) == ["esvm @ 0.1", "trak @ 0.1"]
+
+
+def test_removal_sizes_ignore_classes_absent_from_the_pool():
+    """The smallest class is the smallest one the pool has: a label never used (class 0 here)
+    is not a class of size 0."""
+    labels = np.repeat([1, 2, 4], [50, 80, 60])
+    assert removal_sizes([0.1, 0.5], labels) == {0.1: 5, 0.5: 25}
+
+
+def test_margin_settings_summary_seeds_and_refusals():
+    """The summary is what a resumed results file must match; seeds run seed .. seed+models-1;
+    fractions outside (0, 1), none at all, or a non-integer model count are refused."""
+    s = MarginSettings(data="d", recipe="tiny", fractions=(0.2, 0.05), models=3, seed=4)
+    assert s.summary() == {
+        "recipe": "tiny",
+        "fractions": [0.2, 0.05],
+        "models": 3,
+        "seed": 4,
+        "multiplex": True,
+    }
+    assert s.seeds == (4, 5, 6)
+    assert MarginSettings(data="d", recipe="tiny", models=np.int64(2)).seeds == (0, 1)
+    assert MarginSettings(data="d", recipe="tiny", multiplex=False).summary()["multiplex"] is False
+    for fractions in ((), (0.0,), (1.0,), (0.1, -0.2)):
+        with pytest.raises(InvalidInputError, match="fractions must lie in"):
+            MarginSettings(data="d", recipe="tiny", fractions=fractions)
+    with pytest.raises(InvalidInputError, match="models must"):
+        MarginSettings(data="d", recipe="tiny", models=1.5)
+
+
+def test_margin_ranking_check_names_each_problem():
+    """A ranking must rank every target, keep at least m images, have no -1 and no repeat in
+    its top m, and rank only rows of the recipe's pool (row 0 included)."""
+    from simattr.evaluation.margins import _check_ranking
+
+    pool = np.array([0, 2, 4, 6, 8])
+    targets = np.array([3, 5])
+    ok = Ranking([3, 5, 9], [[0, 2, 4], [8, 6, -1], [2, 4, 6]], np.ones((3, 3)))
+    _check_ranking("ok", ok, targets, pool, 2)
+    with pytest.raises(InvalidInputError, match="'ok' does not rank target 7"):
+        _check_ranking("ok", ok, np.array([3, 7]), pool, 2)
+    with pytest.raises(InvalidInputError, match="top 3 images per target but the largest"):
+        _check_ranking("ok", ok, targets, pool, 4)
+    with pytest.raises(InvalidInputError, match=r"unranked \(-1\) entries within its top 3"):
+        _check_ranking("ok", ok, targets, pool, 3)
+    outside = Ranking([3, 5], [[0, 2], [2, 5]], np.ones((2, 2)))
+    with pytest.raises(InvalidInputError, match="ranks training row 5, outside the 5-image pool"):
+        _check_ranking("out", outside, targets, pool, 2)
+    _check_ranking("out", outside, targets, pool, 1)
+    repeat = Ranking([3, 5], [[0, 2], [4, 4]], np.ones((2, 2)))
+    with pytest.raises(InvalidInputError, match=r"repeats a training row .* top 2 of target 5"):
+        _check_ranking("rep", repeat, targets, pool, 2)
+
+
+def test_mean_ci_matches_scipy_and_is_undefined_below_two_values():
+    """Mean, standard error and t-interval at any level; with 0 or 1 value only the mean
+    (if any) is defined."""
+    from simattr.evaluation.margins import mean_ci
+
+    x = [0.5, -1.0, 2.0, 0.25]
+    out = mean_ci(x, level=0.9)
+    low, high = stats.t.interval(0.9, 3, loc=np.mean(x), scale=stats.sem(x))
+    assert out["n"] == 4 and math.isclose(out["mean"], 0.4375)
+    assert math.isclose(out["se"], stats.sem(x))
+    assert math.isclose(out["low"], low) and math.isclose(out["high"], high)
+    one = mean_ci([3.0])
+    assert one["n"] == 1 and one["mean"] == 3.0
+    assert all(math.isnan(one[k]) for k in ("se", "low", "high"))
+    none = mean_ci([])
+    assert none["n"] == 0 and all(math.isnan(none[k]) for k in ("mean", "se", "low", "high"))
+
+
+def test_paired_counts_each_side_and_has_no_test_for_degenerate_differences():
+    """a_lower counts targets where a's effect is lower, b_lower where b's is; ties count for
+    neither. Differences all equal have no t-test, all zero no Wilcoxon either."""
+    out = paired({1: -1.0, 2: 0.5, 3: 2.0, 4: 1.0}, {1: 0.0, 2: 0.5, 3: 1.0, 4: 3.0})
+    assert (out["n"], out["a_lower"], out["b_lower"]) == (4, 2, 1)
+    same = paired({1: 1.0, 2: 2.0, 3: 3.0}, {1: 0.5, 2: 1.5, 3: 2.5})  # every difference 0.5
+    assert math.isnan(same["t_p"]) and not math.isnan(same["wilcoxon_p"])
+    assert same["b_lower"] == 3 and same["a_lower"] == 0
+    zero = paired({1: 1.0, 2: 2.0}, {1: 1.0, 2: 2.0})
+    assert math.isnan(zero["t_p"]) and math.isnan(zero["wilcoxon_p"])
+    one = paired({1: 1.0}, {1: 0.0, 2: 5.0})
+    assert one["n"] == 1 and math.isnan(one["t_p"]) and math.isnan(one["wilcoxon_p"])
+    assert math.isnan(paired({}, {})["mean"])
