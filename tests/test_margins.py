@@ -418,6 +418,9 @@ def test_mean_ci_matches_scipy_and_is_undefined_below_two_values():
     assert out["n"] == 4 and math.isclose(out["mean"], 0.4375)
     assert math.isclose(out["se"], stats.sem(x))
     assert math.isclose(out["low"], low) and math.isclose(out["high"], high)
+    two = mean_ci([1.0, 2.0])  # the smallest sample with an interval: se 0.5, 1 dof
+    assert two["n"] == 2 and two["se"] == pytest.approx(0.5)
+    assert two["high"] == pytest.approx(1.5 + stats.t.ppf(0.975, 1) * 0.5)
     one = mean_ci([3.0])
     assert one["n"] == 1 and one["mean"] == 3.0
     assert all(math.isnan(one[k]) for k in ("se", "low", "high"))
@@ -438,3 +441,55 @@ def test_paired_counts_each_side_and_has_no_test_for_degenerate_differences():
     one = paired({1: 1.0}, {1: 0.0, 2: 5.0})
     assert one["n"] == 1 and math.isnan(one["t_p"]) and math.isnan(one["wilcoxon_p"])
     assert math.isnan(paired({}, {})["mean"])
+
+
+def test_paired_tests_two_targets_and_reads_rounding_noise_as_no_variation():
+    """Two targets are enough for both tests. Differences that agree to about 9 significant
+    digits (relative to max(1, |d|)) are equal for the t-test: its statistic would be noise."""
+    out = paired({1: 0.25, 2: 1.5}, {1: 0.0, 2: 1.0})
+    d = np.array([0.25, 0.5])
+    assert math.isclose(out["t_p"], stats.ttest_1samp(d, 0).pvalue)
+    assert math.isclose(out["wilcoxon_p"], stats.wilcoxon(d).pvalue)
+    assert not math.isnan(out["low"])
+    zeros = {1: 0.0, 2: 0.0, 3: 0.0}
+    big = paired({1: 3e6, 2: 3e6 + 1e-6, 3: 3e6 - 1e-6}, zeros)  # spread 2e-6 on 3e6
+    assert math.isnan(big["t_p"]) and not math.isnan(big["wilcoxon_p"])
+    # near 0 the tolerance is absolute, 1e-9 inclusive
+    assert math.isnan(paired({1: 0.0, 2: 1e-9}, {1: 0.0, 2: 0.0})["t_p"])
+    assert not math.isnan(paired({1: 0.0, 2: 1.5e-9}, {1: 0.0, 2: 0.0})["t_p"])
+
+
+def test_summary_defaults_to_random_and_skips_what_was_not_measured():
+    """The reference defaults to the random ranking; a ranking measured at only some fractions
+    appears only there, and a pair naming an unmeasured ranking is left out (not an error)."""
+    full = {0: {t: 1.0 for t in range(4)}}
+    removed = {
+        ("esvm", 0.1): {(t, 0): -1.0 - t for t in range(4)},  # only at 0.1
+        ("l2", 0.1): {(t, 0): -0.5 * t for t in range(4)},
+        ("l2", 0.2): {(t, 0): -0.7 * t for t in range(4)},
+        ("random", 0.1): {(t, 0): 0.9 for t in range(4)},
+        ("random", 0.2): {(t, 0): 0.8 for t in range(4)},
+    }
+    table = summarise(_records(full, removed), pairs=[("l2", "esvm"), ("l2", "trak")])
+    assert table["reference"] == "random"
+    at1, at2 = table["fractions"]["0.1"], table["fractions"]["0.2"]
+    assert sorted(at1["rankings"]) == ["esvm", "l2", "random"]
+    assert sorted(at2["rankings"]) == ["l2", "random"]
+    # l2 vs random at 0.2: effects -1 - 0.7 t vs -0.2, differences -0.8 - 0.7 t, mean -1.85
+    assert at2["rankings"]["l2"]["vs_reference"]["a_lower"] == 4
+    assert math.isclose(at2["rankings"]["l2"]["vs_reference"]["mean"], -1.85)
+    assert list(at1["pairs"]) == ["l2 - esvm"] and at2["pairs"] == {}
+    no_ref = summarise(_records(full, removed), reference="trak")
+    assert all("vs_reference" not in row for row in no_ref["fractions"]["0.1"]["rankings"].values())
+
+
+def test_effects_refuse_records_whose_targets_and_margins_differ_in_length():
+    """A record pairs each target with its margin; a damaged one with fewer margins than
+    targets must not be silently truncated into effects for the wrong targets."""
+    good = _records({0: {1: 1.0, 2: 2.0}}, {("esvm", 0.1): {(1, 0): 0.5}})
+    short_base = [dict(good[0], margins=[1.0]), *good[1:]]
+    with pytest.raises(ValueError):
+        effects(short_base)
+    short_removal = [*good[:1], dict(good[1], targets=[1, 2])]
+    with pytest.raises(ValueError):
+        effects(short_removal)
