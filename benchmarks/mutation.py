@@ -148,6 +148,12 @@ PHASES: tuple[tuple[str, ...], ...] = (
 )
 
 
+#: Where --rerun-survivors keeps the verdicts from before the re-run.
+BEFORE_RERUN = "verdicts-before-rerun.json"
+MISSED = ("survived", "no_tests")
+CAUGHT = ("killed", "timed_out", "segfault")
+
+
 def unjudged(workdir: Path, patterns: tuple[str, ...] | list[str]) -> list[str]:
     """The mutants matching ``patterns`` that have no verdict yet. mutmut re-runs every mutant
     it is given by name, so a resumed phase names only these."""
@@ -301,10 +307,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--survivors", type=Path, help="write every survivor's diff to this file")
     ap.add_argument("--out", type=Path, help="default: benchmarks/results/mutation.json")
     ap.add_argument(
-        "--killed-after",
-        type=Path,
-        help="survivors since killed by new tests (one name a line, each checked by re-running "
-        "the new test under that mutant): recorded, with the score they give",
+        "--rerun-survivors",
+        action="store_true",
+        help="with --run: instead of the phases, run the survivors and the mutants no test reached "
+        "again, against the tests as they are now (after new tests were written); the verdicts "
+        f"before are kept in mutants/{BEFORE_RERUN} and the result records both",
     )
     ap.add_argument("--note", help="free text recorded in the result")
     args = ap.parse_args(argv)
@@ -326,7 +333,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"scoped test associations: {before} -> {after}", flush=True)
         # 3. ... and the mutants without a verdict run, the cheap modules first (running this
         # command again resumes: mutmut re-runs any mutant it is named, so only those are named).
-        for names in [args.names] if args.names else PHASES:
+        if args.rerun_survivors:
+            snapshot = workdir / "mutants" / BEFORE_RERUN
+            if not snapshot.exists():
+                snapshot.write_text(json.dumps(read_verdicts(workdir), indent=1))
+            earlier = json.loads(snapshot.read_text())
+            now = read_verdicts(workdir)
+            todo = sorted(n for n, s in earlier.items() if s in MISSED and now.get(n) in MISSED)
+            print(f"re-running {len(todo)} survivors against the current tests", flush=True)
+            if todo:
+                subprocess.run([*run, *todo], cwd=workdir, env=env, check=False)
+        for names in [] if args.rerun_survivors else [args.names] if args.names else PHASES:
             todo = unjudged(workdir, names)
             print(f"phase {' '.join(names)}: {len(todo)} mutants to judge", flush=True)
             if todo:
@@ -348,17 +365,15 @@ def main(argv: list[str] | None = None) -> int:
         ["git", "rev-parse", "HEAD"], cwd=workdir, capture_output=True, text=True, check=False
     ).stdout.strip()
     after: dict[str, Any] = {}
-    if args.killed_after:
-        fixed = {x.strip() for x in args.killed_after.read_text().split() if x.strip()}
-        unknown = fixed - set(survivors)
-        if unknown:
-            print(f"not survivors of this run: {sorted(unknown)[:5]}", file=sys.stderr)
-            return 1
-        judged = summary["mutants"] - summary["not_checked"] - summary["skipped"]
-        caught = summary["killed"] + summary["timed_out"] + summary["segfault"] + len(fixed)
+    snapshot = workdir / "mutants" / BEFORE_RERUN
+    if snapshot.exists():  # survivors were run again after new tests were written
+        earlier = json.loads(snapshot.read_text())
+        before = summarise(earlier)
         after = {
-            "killed_by_new_tests": sorted(fixed),
-            "score_after_new_tests": round(caught / judged, 4) if judged else None,
+            "before_new_tests": {k: v for k, v in before.items() if k != "per_module"},
+            "killed_by_new_tests": sorted(
+                n for n, s in earlier.items() if s in MISSED and verdicts.get(n) in CAUGHT
+            ),
         }
     payload = {
         "tool": "mutmut",
