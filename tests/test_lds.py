@@ -416,3 +416,77 @@ def test_load_lds_reads_the_documented_layout_and_refuses_arrays_that_do_not_fit
         folder = _write_lds_folder(tmp_path / name, pool, m, targets)
         with pytest.raises(InvalidInputError, match="do not fit together"):
             load_lds(folder)
+
+
+def test_run_lds_plans_seeded_subset_jobs_and_resumes_with_fake_models(
+    data_root, cifar_train, cifar_test, tmp_path, monkeypatch
+):
+    """What run_lds asks to train, checked without training (the models are faked): one job per
+    subset on exactly the pool rows its mask selects, seeds ``seed * 100003 + s`` (replicates
+    another seed each), predicting the targets; each result stored as its margins; a rerun
+    trains only what is missing; bad arguments are refused before anything is written."""
+    from simattr.evaluation import lds as lds_module
+    from simattr.evaluation import recipe_pool
+    from simattr.evaluation.lds import REPLICATE_SEED_OFFSET
+
+    planned: list[dict] = []
+
+    def fake_run_jobs(executor, jobs, on_result):
+        planned.append(dict(jobs))
+        for key, job in jobs.items():
+            logits = np.zeros((len(job.predict), 10), dtype=np.float32)
+            logits[:, 0] = job.seed % 1000 / 100  # a margin that tells the models apart
+            on_result(key, JobResult(logits=logits, seconds=0.0, n_train=len(job.subset)))
+
+    monkeypatch.setattr(lds_module, "run_jobs", fake_run_jobs)
+    data = str(data_root / "cifar10")
+    out = tmp_path / "lds"
+    targets = (0, 1, 2)
+    result = run_lds(data, "tiny", out, subsets=2, targets=targets, seed=3, replicates=2)
+    (jobs,) = planned
+    assert sorted(jobs) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    pool = recipe_pool("tiny", cifar_train)
+    masks = subset_masks(len(pool), 2, seed=3)
+    np.testing.assert_array_equal(result.masks, masks)
+    for (s, r), job in jobs.items():
+        assert job.seed == 3 * 100_003 + s + r * REPLICATE_SEED_OFFSET
+        assert job.subset == tuple(pool[masks[s]].tolist())
+        assert job.predict == targets and not job.remove
+    assert len({job.seed for job in jobs.values()}) == 4
+    labels = cifar_test.labels[list(targets)]
+    for s in range(2):
+        for r, got in ((0, result.margins[s]), (1, result.replicate[s])):
+            logits = np.zeros((3, 10), dtype=np.float32)
+            logits[:, 0] = jobs[(s, r)].seed % 1000 / 100
+            want = JobResult(logits=logits, seconds=0, n_train=0).margins(labels)
+            np.testing.assert_allclose(got, want)
+    assert (out / "margins" / "subset-00001.npy").exists()
+    assert (out / "replicate" / "subset-00001.npy").exists()
+    # a rerun trains nothing; more subsets train only the new ones (replicates as asked)
+    run_lds(data, "tiny", out, subsets=2, targets=targets, seed=3, replicates=2)
+    assert planned[-1] == {}
+    run_lds(data, "tiny", out, subsets=3, targets=targets, seed=3)
+    assert sorted(planned[-1]) == [(2, 0)]
+    # all of the test split when no targets are given
+    whole = run_lds(data, "tiny", tmp_path / "whole", subsets=2, seed=0)
+    assert np.array_equal(whole.targets, np.arange(len(cifar_test)))
+    assert planned[-1][(1, 0)].seed == 1 and planned[-1][(0, 0)].seed == 0
+    # refusals, before anything is written
+    bad = tmp_path / "bad"
+    for kwargs, match in (
+        ({"subsets": 1}, "at least 2 subsets"),
+        ({"subsets": 2, "replicates": 1.5}, "replicates must be an integer"),
+        ({"subsets": 2, "replicates": 3}, "replicates must be an integer"),
+        ({"subsets": 2, "threads": 0}, "--threads"),
+        ({"subsets": 2, "targets": (0, 10_000)}, "targets"),
+        ({"subsets": 2, "device": "nonsense"}, "device"),
+    ):
+        with pytest.raises(InvalidInputError, match=match):
+            run_lds(data, "tiny", bad, **kwargs)
+    assert not bad.exists()
+    afile = tmp_path / "a-file"
+    afile.write_text("")
+    with pytest.raises(InvalidInputError, match=r"--out .* is a file; give a folder"):
+        run_lds(data, "tiny", afile, subsets=2)
+    with pytest.raises(InvalidInputError, match="fraction"):
+        run_lds(data, "tiny", out, subsets=3, targets=targets, seed=3, fraction=0.4)
