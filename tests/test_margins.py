@@ -493,3 +493,66 @@ def test_effects_refuse_records_whose_targets_and_margins_differ_in_length():
     short_removal = [*good[:1], dict(good[1], targets=[1, 2])]
     with pytest.raises(ValueError):
         effects(short_removal)
+
+
+def test_margin_jobs_remove_each_targets_own_top_m_with_paired_seeds(
+    data_root, cifar_train, cifar_test, tmp_path, monkeypatch
+):
+    """What run_margins asks to train, checked without training (models faked): baselines on
+    the full pool for every seed; per group, ranking, m and seed one model without the union of
+    its targets' top-m rows; records carry each target's margin; log lines name each model."""
+    from scipy.special import logsumexp
+
+    from simattr.evaluation import margins as margins_module
+    from simattr.training.jobs import JobResult
+
+    planned: list[dict] = []
+
+    def fake_run_jobs(executor, jobs, on_result):
+        planned.append(dict(jobs))
+        for key, job in jobs.items():
+            logits = np.zeros((len(job.predict), 10), dtype=np.float32)
+            logits[:, 1] = len(job.remove) / 10 + job.seed  # margins that tell models apart
+            on_result(key, JobResult(logits=logits, seconds=2.0, n_train=50_000))
+
+    monkeypatch.setattr(margins_module, "run_jobs", fake_run_jobs)
+    data = str(data_root / "cifar10")
+    pool = recipe_pool("tiny", cifar_train)
+    labels = cifar_test.labels
+    targets = np.array([0, 1, 3, 5])  # labels 3, 8, 0, 0: two groups when multiplexed
+    assert labels[targets].tolist() == [3, 8, 0, 0]
+    rng = np.random.default_rng(0)
+    rows = np.stack([rng.choice(pool, 12, replace=False) for _ in targets])
+    rankings = {"r": Ranking(targets, rows, np.ones((4, 12)))}
+    settings = MarginSettings(data=data, recipe="tiny", fractions=(0.02,), models=2, seed=5)
+    m = removal_sizes([0.02], cifar_train.labels[pool])[0.02]
+    lines: list[str] = []
+    records = run_margins(settings, rankings, targets, tmp_path / "m.jsonl", log=lines.append)
+    (jobs,) = planned
+    base = [r for r in records if r["kind"] == "baseline"]
+    assert [r["seed"] for r in base] == [5, 6]
+    assert all(r["targets"] == [0, 1, 3, 5] and r["n_removed"] == 0 for r in base)
+    removal = [r for r in records if r["kind"] == "removal"]
+    assert len(removal) == 2 * 2  # 2 groups x 2 seeds
+    for rec in removal:
+        group = rec["targets"]
+        assert len(set(labels[group])) == len(group)  # at most one target per class
+        want = np.unique(np.concatenate([rows[targets.tolist().index(t), :m] for t in group]))
+        job = next(j for j in jobs.values() if j.seed == rec["seed"] and list(j.predict) == group)
+        assert job.remove == tuple(want.tolist()) and rec["n_removed"] == len(want)
+        assert rec["m"] == m and rec["labels"] == labels[group].tolist()
+        z = np.zeros(10)
+        z[1] = len(want) / 10 + rec["seed"]  # what the fake model answers (no label is 1)
+        for t, margin in zip(group, rec["margins"], strict=True):
+            expected = z[labels[t]] - logsumexp(np.delete(z, labels[t]))
+            assert margin == pytest.approx(expected, abs=1e-5)
+    assert sorted(sorted(r["targets"]) for r in removal) == [[0, 1, 3], [0, 1, 3], [5], [5]]
+    assert len(lines) == 6 and lines[0].startswith("margin model 1/6: full pool, seed 5")
+    assert any(f"r m={m} group 1, seed 6" in line for line in lines)
+    # one target per model: every target its own group, with the same seeds
+    single = MarginSettings(data=data, recipe="tiny", fractions=(0.02,), models=2, seed=5,
+                            multiplex=False)  # fmt: skip
+    records = run_margins(single, rankings, targets, tmp_path / "s.jsonl")
+    assert sorted(r["targets"] for r in records if r["kind"] == "removal") == sorted(
+        [[0], [1], [3], [5]] * 2
+    )
