@@ -76,3 +76,46 @@ def test_class_counts_files_and_description_follow_the_view(base):
     assert named.subset([7, 2, 4]).get_files(slice(1, 3)) == [files[2], files[4]]
     assert repr(base) == "ImageDataset(toy/train: 10 images 4x4x3, 3 classes)"
     assert repr(rem) == "ImageDataset(view of toy/train: 6 images 4x4x3, 3 classes)"
+
+
+def test_views_keep_the_provenance_of_their_parent():
+    """Sidecars and caches identify a view's data by its parent's name, split, fingerprint,
+    image size and files: a view must carry all of them, not the defaults."""
+    pixels = np.zeros((6, 2, 2, 3), dtype=np.uint8)
+    files = tuple(f"/data/toy/test/img{i}.png" for i in range(6))
+    parent = ImageDataset(
+        pixels, [0, 1, 0, 1, 0, 1], ("a", "b"), name="toy", split="test",
+        fingerprint="f00d", image_size=2, files=files,
+    )  # fmt: skip
+    for view in (parent.subset([4, 1]), parent.remove([0]), parent.relabel([2], 1)):
+        got = (view.name, view.split, view.fingerprint, view.image_size, view.files)
+        assert got == ("toy", "test", "f00d", 2, files)
+
+
+def test_class_counts_list_every_class_even_empty_last_ones(base):
+    """``class_counts`` has one entry per class: a view without any item of the last class
+    still reports it, as 0."""
+    np.testing.assert_array_equal(base.remove([2, 5, 8]).class_counts(), [4, 3, 0])
+
+
+def test_empty_index_lists_give_empty_or_unchanged_views(base):
+    """No indices is valid: an empty subset, a removal that keeps everything, a relabelling
+    that changes nothing."""
+    empty = base.subset([])
+    assert len(empty) == 0 and empty.get_images([]).shape == (0, 4, 4, 3)
+    np.testing.assert_array_equal(base.remove([]).source_indices, np.arange(10))
+    np.testing.assert_array_equal(base.relabel([], 1).labels, base.labels)
+
+
+@pytest.mark.parametrize(
+    ("method", "args", "what"),
+    [
+        ("subset", ([[0, 1]],), "subset indices"),
+        ("remove", ([[0, 1]],), "indices to remove"),
+        ("relabel", ([[0, 1]], 0), "indices to relabel"),
+    ],
+)
+def test_view_refusals_name_the_indices(base, method, args, what):
+    """A refusal names which indices were bad (the project's one line naming the culprit)."""
+    with pytest.raises(InvalidInputError, match=rf"^{what} must be one-dimensional"):
+        getattr(base, method)(*args)

@@ -62,3 +62,17 @@ def test_json_writers_turn_numpy_values_and_paths_into_plain_json(tmp_path):
     with pytest.raises(TypeError, match="not JSON serialisable: complex"):
         write_json(tmp_path / "bad.json", {"z": 1j})
     assert not (tmp_path / "bad.json").exists()
+
+
+def test_read_npy_never_unpickles(tmp_path):
+    """A user's ``.npy`` may hold pickled objects (code run on load): it is refused, naming the
+    option, never loaded."""
+    import numpy as np
+
+    from simattr._io import read_npy
+    from simattr.errors import InvalidInputError
+
+    path = tmp_path / "labels.npy"
+    np.save(path, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    with pytest.raises(InvalidInputError, match=r"^--train-labels .*labels\.npy: not a \.npy"):
+        read_npy(path, "--train-labels")

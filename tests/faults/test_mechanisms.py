@@ -154,9 +154,33 @@ def test_a_jsonl_line_cut_short_is_skipped_not_refused(tmp_path):
         assert read_jsonl(path) == [*records[:1], {"after": cut}]
 
 
+def test_a_cut_in_a_literal_or_a_number_is_a_cut_not_damage(tmp_path):
+    """A kill can stop a line in the middle of ``true``, ``null`` or a number: every prefix of
+    such a record reads as the records before it."""
+    path = tmp_path / "r.jsonl"
+    append_jsonl(path, {"target": 1})
+    append_jsonl(path, {"ok": True, "by": None, "x": -1.5e-3, "found": False})
+    data = path.read_bytes()
+    first_end = data.index(b"\n") + 1
+    for cut in range(first_end, len(data) - 1):
+        path.write_bytes(data[:cut])
+        assert read_jsonl(path) == [{"target": 1}], data[first_end:cut]
+
+
 def test_jsonl_records_written_before_checksums_still_read(tmp_path):
     path = tmp_path / "old.jsonl"
     path.write_text('{"target": 1, "support": 4}\n{"target": 2, "sup\n{"target": 3}\n')
     assert read_jsonl(path) == [{"target": 1, "support": 4}, {"target": 3}]
     with pytest.raises(ValueError, match="_crc32"):
         append_jsonl(path, {"_crc32": "x"})
+
+
+def test_old_records_with_a_key_like_the_checksum_key_still_read(tmp_path):
+    """Only the checksum key itself, or one bit away from it, marks a damaged checksum; an old
+    record whose last key merely resembles it (``_crc16``: two characters differ) is read."""
+    path = tmp_path / "old.jsonl"
+    path.write_text('{"target": 1, "_crc16": "ab12"}\n{"target": 2, "_crc3x": 0}\n')
+    assert read_jsonl(path) == [{"target": 1, "_crc16": "ab12"}, {"target": 2, "_crc3x": 0}]
+    path.write_text('{"target": 1, "_crc22": "ab12"}\n')  # "3" -> "2": one bit
+    with pytest.raises(DamagedFileError, match="line 1"):
+        read_jsonl(path)
