@@ -419,7 +419,7 @@ def test_load_lds_reads_the_documented_layout_and_refuses_arrays_that_do_not_fit
 
 
 def test_run_lds_plans_seeded_subset_jobs_and_resumes_with_fake_models(
-    data_root, cifar_train, cifar_test, tmp_path, monkeypatch
+    data_root, cifar_train, cifar_test, tmp_path, monkeypatch, capsys
 ):
     """What run_lds asks to train, checked without training (the models are faked): one job per
     subset on exactly the pool rows its mask selects, seeds ``seed * 100003 + s`` (replicates
@@ -439,11 +439,13 @@ def test_run_lds_plans_seeded_subset_jobs_and_resumes_with_fake_models(
             on_result(key, JobResult(logits=logits, seconds=0.0, n_train=len(job.subset)))
 
     monkeypatch.setattr(lds_module, "run_jobs", fake_run_jobs)
+    monkeypatch.setenv("SIMATTR_PROGRESS_INTERVAL", "0")  # a progress line per model, if shown
     data = str(data_root / "cifar10")
     out = tmp_path / "lds"
     targets = (0, 1, 2)
     result = run_lds(data, "tiny", out, subsets=2, targets=targets, seed=3, replicates=2)
     (jobs,) = planned
+    assert capsys.readouterr().err == ""  # quiet unless progress is asked for
     assert sorted(jobs) == [(0, 0), (0, 1), (1, 0), (1, 1)]
     pool = recipe_pool("tiny", cifar_train)
     masks = subset_masks(len(pool), 2, seed=3)
@@ -465,8 +467,10 @@ def test_run_lds_plans_seeded_subset_jobs_and_resumes_with_fake_models(
     # a rerun trains nothing; more subsets train only the new ones (replicates as asked)
     run_lds(data, "tiny", out, subsets=2, targets=targets, seed=3, replicates=2)
     assert planned[-1] == {}
-    run_lds(data, "tiny", out, subsets=3, targets=targets, seed=3)
-    assert sorted(planned[-1]) == [(2, 0)]
+    run_lds(data, "tiny", out, subsets=4, targets=targets, seed=3, progress=True)
+    assert sorted(planned[-1]) == [(2, 0), (3, 0)]
+    err = capsys.readouterr().err
+    assert "LDS models (tiny): 2/2" in err and "3/2" not in err
     # all of the test split when no targets are given
     whole = run_lds(data, "tiny", tmp_path / "whole", subsets=2, seed=0)
     assert np.array_equal(whole.targets, np.arange(len(cifar_test)))
@@ -489,4 +493,4 @@ def test_run_lds_plans_seeded_subset_jobs_and_resumes_with_fake_models(
     with pytest.raises(InvalidInputError, match=r"--out .* is a file; give a folder"):
         run_lds(data, "tiny", afile, subsets=2)
     with pytest.raises(InvalidInputError, match="fraction"):
-        run_lds(data, "tiny", out, subsets=3, targets=targets, seed=3, fraction=0.4)
+        run_lds(data, "tiny", out, subsets=4, targets=targets, seed=3, fraction=0.4)

@@ -496,7 +496,7 @@ def test_effects_refuse_records_whose_targets_and_margins_differ_in_length():
 
 
 def test_margin_jobs_remove_each_targets_own_top_m_with_paired_seeds(
-    data_root, cifar_train, cifar_test, tmp_path, monkeypatch
+    data_root, cifar_train, cifar_test, tmp_path, monkeypatch, capsys
 ):
     """What run_margins asks to train, checked without training (models faked): baselines on
     the full pool for every seed; per group, ranking, m and seed one model without the union of
@@ -513,9 +513,10 @@ def test_margin_jobs_remove_each_targets_own_top_m_with_paired_seeds(
         for key, job in jobs.items():
             logits = np.zeros((len(job.predict), 10), dtype=np.float32)
             logits[:, 1] = len(job.remove) / 10 + job.seed  # margins that tell models apart
-            on_result(key, JobResult(logits=logits, seconds=2.0, n_train=50_000))
+            on_result(key, JobResult(logits=logits, seconds=2.34567, n_train=50_000))
 
     monkeypatch.setattr(margins_module, "run_jobs", fake_run_jobs)
+    monkeypatch.setenv("SIMATTR_PROGRESS_INTERVAL", "0")  # a progress line per model, if shown
     data = str(data_root / "cifar10")
     pool = recipe_pool("tiny", cifar_train)
     labels = cifar_test.labels
@@ -529,9 +530,13 @@ def test_margin_jobs_remove_each_targets_own_top_m_with_paired_seeds(
     lines: list[str] = []
     records = run_margins(settings, rankings, targets, tmp_path / "m.jsonl", log=lines.append)
     (jobs,) = planned
+    assert capsys.readouterr().err == ""  # quiet unless progress is asked for
     base = [r for r in records if r["kind"] == "baseline"]
     assert [r["seed"] for r in base] == [5, 6]
     assert all(r["targets"] == [0, 1, 3, 5] and r["n_removed"] == 0 for r in base)
+    assert all((r["ranking"], r["fraction"], r["m"]) == (None, 0.0, 0) for r in base)
+    assert all(r["seconds"] == 2.346 and r["n_train"] == 50_000 for r in records)
+    assert all(round(v, 6) == v for r in records for v in r["margins"])  # 6 decimals kept
     removal = [r for r in records if r["kind"] == "removal"]
     assert len(removal) == 2 * 2  # 2 groups x 2 seeds
     for rec in removal:
@@ -556,3 +561,18 @@ def test_margin_jobs_remove_each_targets_own_top_m_with_paired_seeds(
     assert sorted(r["targets"] for r in records if r["kind"] == "removal") == sorted(
         [[0], [1], [3], [5]] * 2
     )
+    # progress when asked: one line per model trained, counted once each
+    run_margins(settings, rankings, [0], tmp_path / "p.jsonl", progress=True)
+    err = capsys.readouterr().err
+    assert "margin models: 2/4" in err and "margin models: 4/4" in err and "5/4" not in err
+    # refusals name what is wrong
+    for bad, match in (
+        ([], "at least one target"),
+        ([1, 1], "each test row once"),
+        ([-1, 2], "rows of the 10000-image test split"),
+        ([2, 10_000], "rows of the 10000-image test split"),
+    ):
+        with pytest.raises(InvalidInputError, match=match):
+            run_margins(settings, rankings, bad, tmp_path / "x.jsonl")
+    with pytest.raises(InvalidInputError, match="at least one ranking"):
+        run_margins(settings, {}, [0], tmp_path / "x.jsonl")

@@ -366,7 +366,9 @@ def test_support_ranking_check_refuses_unranked_and_foreign_rows():
     _check_ranking("first", first_row, np.array([0, 4, 6]), "tiny", 2)
 
 
-def test_concurrent_searches_write_records_journal_every_model_and_replay_it(tmp_path, monkeypatch):
+def test_concurrent_searches_write_records_journal_every_model_and_replay_it(
+    tmp_path, monkeypatch, capsys
+):
     """The driver runs several searches at once on an executor: each finished search appends its
     record (and a log line), each trained model its journal line; a restart replays every model
     from the journal and trains nothing. Outcomes come from an oracle, not from training."""
@@ -420,8 +422,12 @@ def test_concurrent_searches_write_records_journal_every_model_and_replay_it(tmp
 
     monkeypatch.setattr(support, "run_job", no_training)
     journal = support._Journal(support.journal_path(out), "fp")
+    monkeypatch.setenv("SIMATTR_PROGRESS_INTERVAL", "0")  # a progress line per search
+    capsys.readouterr()
     again = support._run_searches(searches(), InlineExecutor(), 2, journal, tmp_path / "b.jsonl",
-                                  False)  # fmt: skip
+                                  True)  # fmt: skip
+    err = capsys.readouterr().err
+    assert "support search: 3/3" in err and "4/3" not in err
     first = {r["target"]: r for r in read_jsonl(out)}
     for rec in again:
         old = first[rec["target"]]
