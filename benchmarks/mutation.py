@@ -36,6 +36,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -162,6 +164,67 @@ def unjudged(workdir: Path, patterns: tuple[str, ...] | list[str]) -> list[str]:
         for name, status in read_verdicts(workdir).items()
         if status == "not_checked" and any(fnmatch.fnmatchcase(name, p) for p in patterns)
     )
+
+
+def module_name(mutant: str) -> str:
+    """``simattr._io.x_read_json__mutmut_3`` -> ``simattr._io``."""
+    return ".".join(p for p in mutant.split(".") if not p.startswith("x"))
+
+
+def draw_sample(names: list[str], per_module: int, seed: int) -> list[str]:
+    """A stratified uniform sample: ``per_module`` mutants of each module (all of a smaller
+    one), drawn with ``seed`` from the sorted names, so the same arguments draw the same sample
+    on any machine."""
+    rng = np.random.default_rng(seed)
+    by_module: dict[str, list[str]] = {}
+    for name in sorted(names):
+        by_module.setdefault(module_name(name), []).append(name)
+    chosen: list[str] = []
+    for module in sorted(by_module):
+        pool = by_module[module]
+        take = min(per_module, len(pool))
+        chosen.extend(pool[i] for i in sorted(rng.choice(len(pool), size=take, replace=False)))
+    return chosen
+
+
+def stratified_score(verdicts: dict[str, str], sample: list[str]) -> dict[str, Any]:
+    """The core's mutation score estimated from a stratified sample, with a 95 % interval.
+
+    Each module's share of caught mutants among its judged sampled mutants is weighted by the
+    module's number of mutants (stratified estimator, finite-population corrected normal
+    interval). Sampled mutants without a verdict are left out of their module's share.
+    """
+    sizes = Counter(module_name(n) for n in verdicts)
+    total = sum(sizes.values())
+    estimate = variance = 0.0
+    per_module: dict[str, dict[str, Any]] = {}
+    for module, size in sorted(sizes.items()):
+        judged = [verdicts[n] for n in sample if module_name(n) == module]
+        judged = [s for s in judged if s in CAUGHT or s in MISSED]
+        if not judged:
+            per_module[module] = {"mutants": size, "sampled": 0}
+            continue
+        share = sum(s in CAUGHT for s in judged) / len(judged)
+        weight = size / total
+        estimate += weight * share
+        fpc = (size - len(judged)) / max(size - 1, 1)
+        variance += weight**2 * share * (1 - share) / len(judged) * fpc
+        per_module[module] = {
+            "mutants": size,
+            "sampled": len(judged),
+            "caught": sum(s in CAUGHT for s in judged),
+            "score": round(share, 4),
+        }
+    half = 1.96 * variance**0.5
+    covered = sum(v["mutants"] for v in per_module.values() if v["sampled"])
+    return {
+        "score": round(estimate * total / covered, 4) if covered else None,
+        "ci95": [round((estimate - half) * total / covered, 4),
+                 round((estimate + half) * total / covered, 4)] if covered else None,
+        "sampled_judged": sum(v["sampled"] for v in per_module.values()),
+        "modules_sampled": sum(1 for v in per_module.values() if v["sampled"]),
+        "per_module": per_module,
+    }  # fmt: skip
 
 
 def scope_of(function: str) -> tuple[str, ...]:
@@ -313,6 +376,15 @@ def main(argv: list[str] | None = None) -> int:
         "again, against the tests as they are now (after new tests were written); the verdicts "
         f"before are kept in mutants/{BEFORE_RERUN} and the result records both",
     )
+    ap.add_argument(
+        "--sample",
+        type=int,
+        metavar="N",
+        help="judge a stratified random sample of N mutants per module instead of every mutant "
+        "(a full run of the core takes longer than a session on 2 cores); the score is then an "
+        "estimate with a 95%% interval",
+    )
+    ap.add_argument("--seed", type=int, default=0, help="seed of the sample")
     ap.add_argument("--note", help="free text recorded in the result")
     args = ap.parse_args(argv)
     workdir = args.workdir.resolve()
@@ -340,10 +412,23 @@ def main(argv: list[str] | None = None) -> int:
             earlier = json.loads(snapshot.read_text())
             now = read_verdicts(workdir)
             todo = sorted(n for n, s in earlier.items() if s in MISSED and now.get(n) in MISSED)
+            if args.sample:  # only the sample's survivors: the estimate is made of them
+                chosen = set(draw_sample(list(now), args.sample, args.seed))
+                todo = [n for n in todo if n in chosen]
             print(f"re-running {len(todo)} survivors against the current tests", flush=True)
             if todo:
                 subprocess.run([*run, *todo], cwd=workdir, env=env, check=False)
-        for names in [] if args.rerun_survivors else [args.names] if args.names else PHASES:
+        if args.sample and not args.rerun_survivors:
+            todo = [
+                n
+                for n in draw_sample(list(read_verdicts(workdir)), args.sample, args.seed)
+                if read_verdicts(workdir)[n] == "not_checked"
+            ]
+            print(f"sample: {len(todo)} mutants without a verdict", flush=True)
+            if todo:
+                subprocess.run([*run, *todo], cwd=workdir, env=env, check=False)
+        phases = [args.names] if args.names else PHASES
+        for names in [] if args.rerun_survivors or args.sample else phases:
             todo = unjudged(workdir, names)
             print(f"phase {' '.join(names)}: {len(todo)} mutants to judge", flush=True)
             if todo:
@@ -390,8 +475,15 @@ def main(argv: list[str] | None = None) -> int:
         **after,
         "note": args.note,
     }
+    if args.sample:
+        sample = draw_sample(list(verdicts), args.sample, args.seed)
+        payload["sample"] = {"per_module": args.sample, "seed": args.seed, "mutants": sample}
+        payload["estimate"] = stratified_score(verdicts, sample)
+        if snapshot.exists():
+            earlier = json.loads(snapshot.read_text())
+            payload["estimate_before_new_tests"] = stratified_score(earlier, sample)
     path = write_result("mutation", payload, args.out)
-    skip = ("per_module", "survivors", "killed_by_new_tests", "config")
+    skip = ("per_module", "survivors", "killed_by_new_tests", "config", "sample")
     print(json.dumps({k: v for k, v in payload.items() if k not in skip}))
     print(f"wrote {path}")
     return 0
