@@ -14,6 +14,10 @@ that edits to the main checkout do not reach the copy under test. Usage::
     # trace the tests, scope each module to its tests (MODULE_TESTS), run every mutant without
     # a verdict (phase by phase, see PHASES), summarise; the same command resumes a stopped run
     python benchmarks/mutation.py --workdir ../wt-mut --run --mutmut ../mut-venv/bin/mutmut
+    # what fits a session on 2 cores: a stratified sample of 25 mutants per module (the score is
+    # then an estimate with a 95 % interval); after writing tests, run the sample's survivors again
+    python benchmarks/mutation.py --workdir ../wt-mut --run --sample 25 --mutmut MUTMUT
+    python benchmarks/mutation.py --workdir ../wt-mut --run --sample 25 --rerun-survivors -m MUTMUT
     # only summarise the verdicts mutmut stored under <workdir>/mutants
     python benchmarks/mutation.py --workdir ../wt-mut --wall-seconds 4000
 
@@ -357,7 +361,7 @@ def survivor_diffs(workdir: Path, names: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", type=Path, default=Path(__file__).resolve().parents[1])
-    ap.add_argument("--mutmut", default="mutmut", help="the mutmut executable")
+    ap.add_argument("-m", "--mutmut", default="mutmut", help="the mutmut executable")
     ap.add_argument("--run", action="store_true", help="run mutmut first (else only summarise)")
     ap.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
     ap.add_argument("names", nargs="*", help="mutant names or globs for --run (default: all)")
