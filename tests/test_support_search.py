@@ -28,7 +28,7 @@ from simattr.training.jobs import JobResult, TrainJob
 LABEL, FLIP = 3, 5
 
 
-def _drive(settings: SupportSettings, outcome) -> tuple[dict, list[TrainJob]]:
+def _drive(settings: SupportSettings, outcome, seconds=1.0) -> tuple[dict, list[TrainJob]]:
     """Run a search where ``outcome(m, seed)`` is the class the model predicts."""
     order = np.arange(10_000, 10_000 + settings.k)
     search = search_support(settings, target=7, label=LABEL, flip=FLIP, order=order)
@@ -45,7 +45,7 @@ def _drive(settings: SupportSettings, outcome) -> tuple[dict, list[TrainJob]]:
             m = len(job.remove) or len(job.relabel)
             logits = np.zeros((1, 10), dtype=np.float32)
             logits[0, outcome(m, job.seed)] = 5.0
-            value.append(JobResult(logits=logits, seconds=1.0, n_train=100))
+            value.append(JobResult(logits=logits, seconds=seconds, n_train=100))
 
 
 def _settings(**kw) -> SupportSettings:
@@ -456,3 +456,48 @@ def test_ensemble_cache_entries_are_reused_refused_or_retrained(tmp_path):
     with pytest.warns(UserWarning, match="retraining"):
         assert _cached(path, ident, 4) is None
     assert not path.exists()
+
+
+def test_bisection_stops_when_the_interval_closes_and_reaches_support_one():
+    """A budget larger than needed does not test any m twice; a target flipped by its top
+    image alone has support 1 (the bisection starts from 0 removed images, not 1)."""
+    result, _ = _drive(_settings(budget=20), lambda m, seed: FLIP if m >= 37 else LABEL)
+    assert [s["m"] for s in result["steps"]] == [128, 64, 32, 48, 40, 36, 38, 37]
+    assert result["support"] == 37
+    result, _ = _drive(_settings(budget=20), lambda m, seed: FLIP if m >= 1 else LABEL)
+    assert [s["m"] for s in result["steps"]] == [128, 64, 32, 16, 8, 4, 2, 1]
+    assert result["support"] == 1
+
+
+def test_five_models_stop_as_soon_as_the_majority_is_settled():
+    """With M = 5 (majority 3) a step trains 3 models, then only as many as could still change
+    the outcome: one more after 2 flips and 1 keep; one more after 1 flip and 2 keeps."""
+    flips = {0, 2, 3}  # seeds 0, 2 flip in the first three; seed 3 settles it
+    result, _ = _drive(_settings(models=5, budget=0), lambda m, s: FLIP if s in flips else LABEL)
+    step = result["steps"][0]
+    assert step["seeds"] == [0, 1, 2, 3] and step["flipped"] is True
+    assert step["misclassified_by"] == 3 and step["fraction_flipped"] == 0.75
+    kept = {0}  # only seed 0 flips: after 1 flip and 2 keeps, seed 3 keeps too
+    result, _ = _drive(_settings(models=5, budget=0), lambda m, s: FLIP if s in kept else LABEL)
+    step = result["steps"][0]
+    assert step["seeds"] == [0, 1, 2, 3] and step["flipped"] is False
+    assert step["misclassified_by"] == 1
+
+
+def test_seconds_add_up_over_models_and_steps_to_the_millisecond():
+    """A step's seconds are the sum over its models, the record's the sum over steps, each
+    rounded to the millisecond."""
+    result, _ = _drive(_settings(budget=1), lambda m, s: FLIP, seconds=0.12345)
+    assert [s["seconds"] for s in result["steps"]] == [0.247, 0.247]  # 2 x 0.12345
+    assert result["seconds"] == 0.494
+
+
+def test_a_search_refuses_a_reply_with_fewer_results_than_jobs():
+    """Each job the search asks for must come back with one result; a short reply from a
+    driver is an error, not a silently smaller vote."""
+    search = search_support(_settings(), 7, LABEL, FLIP, np.arange(128))
+    batch = search.send(None)
+    assert len(batch) == 2
+    logits = np.zeros((1, 10), dtype=np.float32)
+    with pytest.raises(ValueError):
+        search.send([JobResult(logits=logits, seconds=1.0, n_train=100)])
