@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -470,7 +472,7 @@ def test_run_lds_plans_seeded_subset_jobs_and_resumes_with_fake_models(
     run_lds(data, "tiny", out, subsets=4, targets=targets, seed=3, progress=True)
     assert sorted(planned[-1]) == [(2, 0), (3, 0)]
     err = capsys.readouterr().err
-    assert "LDS models (tiny): 2/2" in err and "3/2" not in err
+    assert set(re.findall(r"LDS models \(tiny\): (\d+)/2", err)) == {"1", "2"}
     # all of the test split when no targets are given
     whole = run_lds(data, "tiny", tmp_path / "whole", subsets=2, seed=0)
     assert np.array_equal(whole.targets, np.arange(len(cifar_test)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -564,7 +565,7 @@ def test_margin_jobs_remove_each_targets_own_top_m_with_paired_seeds(
     # progress when asked: one line per model trained, counted once each
     run_margins(settings, rankings, [0], tmp_path / "p.jsonl", progress=True)
     err = capsys.readouterr().err
-    assert "margin models: 2/4" in err and "margin models: 4/4" in err and "5/4" not in err
+    assert set(re.findall(r"margin models: (\d+)/4", err)) == {"1", "2", "3", "4"}
     # refusals name what is wrong
     for bad, match in (
         ([], "at least one target"),
