@@ -186,6 +186,23 @@ def test_explain_with_predictions_csv(folder, feats, new_images, tmp_path):
     assert result.label_source == f"--predictions {preds}"
 
 
+def test_predictions_refusals_name_the_predictions_file(folder, feats, new_images, tmp_path):
+    """A predictions file of the wrong kind, or a row with an unknown class, is refused naming
+    ``--predictions`` and the file (and the line)."""
+    from simattr.attribution import explain
+    from simattr.errors import InvalidInputError
+
+    images = [new_images["cat"]]
+    txt = tmp_path / "preds.txt"
+    txt.write_text(f"{new_images['cat']},cat\n")
+    with pytest.raises(InvalidInputError, match=rf"^--predictions {txt}: give a \.csv"):
+        explain(images, feats[0], data=str(folder), predictions=txt)
+    csv = tmp_path / "preds.csv"
+    csv.write_text(f"file,class\n{new_images['cat']},dog\n")
+    with pytest.raises(InvalidInputError, match=rf"--predictions {csv}, line 2"):
+        explain(images, feats[0], data=str(folder), predictions=csv)
+
+
 def test_topk_above_the_class_pool_ranks_it_whole(folder, feats, new_images, tmp_path):
     table = tmp_path / "all.parquet"
     result = invoke(

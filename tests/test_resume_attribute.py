@@ -126,3 +126,137 @@ def test_cli_attribute_resumes_after_a_crash(split, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert len(calls) == 2  # 4 blocks of 16 targets, 2 already done
     np.testing.assert_array_equal(load_ranking(out).indices, load_ranking(reference).indices)
+
+
+# -- attribute's inputs: file identities, predictions, data checks and provenance ---------------
+
+
+def test_fingerprint_file_is_resolved_path_size_and_sha256(tmp_path):
+    """A resumed run is refused when an input file moved, changed size or changed bytes: the
+    identity holds exactly those three, checked here against ``os`` and ``hashlib``."""
+    import hashlib
+
+    from simattr.attribution.resumable import fingerprint_file
+
+    path = tmp_path / "x.npy"
+    np.save(path, np.arange(7.0))
+    (tmp_path / "sub").mkdir()
+    assert fingerprint_file(tmp_path / "sub" / ".." / "x.npy") == {
+        "path": str(path.resolve()),
+        "size": path.stat().st_size,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    }
+
+
+def _save_split(tmp_path, split):
+    xtr, _, xte, _ = split
+    paths = {"xtr": tmp_path / "xtr.npy", "xte": tmp_path / "xte.npy"}
+    np.save(paths["xtr"], xtr)
+    np.save(paths["xte"], xte)
+    return paths
+
+
+def test_predicted_classes_choose_the_pool_without_test_labels(split, tmp_path):
+    """With predictions (a ``.npy`` file or an array) and no test labels, each target is
+    ranked in the training pool of its predicted class, and the sidecar records those classes
+    as integers."""
+    from simattr.attribution import attribute
+
+    ytr = split[1]
+    paths = _save_split(tmp_path, split)
+    predicted = (np.arange(60) * 7) % 4
+    np.save(tmp_path / "pred.npy", predicted)
+    for i, given in enumerate((tmp_path / "pred.npy", predicted)):
+        out = tmp_path / f"r{i}.npz"
+        run = attribute(
+            paths["xtr"], paths["xte"], out, attributor=Attributor("cosine"), train_labels=ytr,
+            predictions=given, k=5,
+        )  # fmt: skip
+        np.testing.assert_array_equal(run.ranking.targets, np.arange(60))
+        for t, rows in zip(run.ranking.targets, run.ranking.indices, strict=True):
+            assert set(ytr[rows]) == {predicted[t]}
+        recorded = load_ranking(out).metadata["target_labels"]
+        assert recorded == predicted.tolist() and {type(v) for v in recorded} == {int}
+
+
+def test_explain_predictions_refusals_name_the_predictions(tmp_path):
+    """An array of predictions is checked like labels (its length against the test images,
+    its classes against the dataset's); a CSV may name test files by absolute path under the
+    data root, and a target it lacks is refused naming the file."""
+    from simattr.attribution.workflow import _explain_predictions
+
+    names = ("cat", "dog", "ship")
+    ids = [f"test/img{i}.png" for i in range(4)]
+    true = np.array([0, 1, 2, 0])
+    with pytest.raises(InvalidInputError, match=r"^predictions has label 3 at row 1, outside"):
+        _explain_predictions(np.array([0, 3, 1, 2]), true, None, 4, names, ids, None)
+    with pytest.raises(InvalidInputError, match=r"^predictions has 3 entries but there are 4 test"):
+        _explain_predictions(np.array([0, 1, 1]), true, None, 4, names, ids, None)
+    no_names = (None, None, 4, None, None, None)
+    explained, chosen = _explain_predictions(np.array([5, 1, 1, 0]), *no_names)
+    assert explained.tolist() == [5, 1, 1, 0] and chosen.tolist() == [0, 1, 2, 3]
+
+    root = tmp_path / "mydata"
+    csv = tmp_path / "preds.csv"
+    csv.write_text(f"{root}/test/img2.png,dog\n{root / 'test' / 'img0.png'},2\n")
+    explained, chosen = _explain_predictions(csv, true, None, 4, names, ids, str(root))
+    assert explained.tolist() == [2, 1, 1, 0] and chosen.tolist() == [0, 2]
+    with pytest.raises(InvalidInputError, match=rf"^test row 3 .* but --predictions {csv} has no"):
+        _explain_predictions(csv, true, np.array([2, 3]), 4, names, ids, str(root))
+
+
+def test_label_and_feature_refusals_name_the_option(split, tmp_path):
+    """A missing labels file, or features whose sidecar records other data, is refused naming
+    the option that gave it; a list of training rows is read as such."""
+    import json
+
+    from simattr.attribution import attribute
+    from simattr.attribution.workflow import candidate_rows
+    from simattr.errors import MissingFileError
+
+    paths = _save_split(tmp_path, split)
+    gone = tmp_path / "gone.npy"
+    with pytest.raises(MissingFileError, match=r"^--train-labels: no such file .*gone\.npy"):
+        attribute(
+            paths["xtr"], paths["xte"], tmp_path / "a.npz", train_labels=gone, test_labels=gone
+        )
+    other = json.dumps({"dataset": {"fingerprint": "0123456789abcdef"}})
+    for option, key in (("--train-features", "xtr"), ("--test-features", "xte")):
+        side = paths[key].with_name(paths[key].name + ".json")
+        side.write_text(other)
+        with pytest.raises(InvalidInputError, match=rf"^{option} .*{key}\.npy was made from other"):
+            attribute(paths["xtr"], paths["xte"], tmp_path / "b.npz", data="digits")
+        side.unlink()
+    assert candidate_rows(None, [3, 1], None, 5).tolist() == [1, 3]
+
+
+def test_ranking_records_its_files_and_the_table_refuses_moved_ones(tmp_path):
+    """The sidecar says where the ranked rows come from (the data root) and which files they
+    were; after a file is renamed, writing the table of the ranking against the folder is
+    refused rather than naming the wrong file."""
+    from PIL import Image
+
+    from simattr.attribution import attribute
+    from simattr.report.table import ranking_columns
+
+    root = tmp_path / "mydata"
+    rng = np.random.default_rng(1)
+    for split, count in (("train", 3), ("test", 1)):
+        for name in ("cat", "dog"):
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{i}.png")
+    np.save(tmp_path / "xtr.npy", rng.normal(size=(6, 4)))
+    np.save(tmp_path / "xte.npy", rng.normal(size=(2, 4)))
+    out = tmp_path / "r.npz"
+    attribute(
+        tmp_path / "xtr.npy", tmp_path / "xte.npy", out, attributor=Attributor("cosine"),
+        data=str(root), k=2,
+    )  # fmt: skip
+    ranking = load_ranking(out)
+    assert ranking.metadata["source_ids"]["root"] == str(root)
+    assert ranking_columns(ranking, str(root))["train_path"][0].startswith("train/")
+    (root / "train" / "dog" / "2.png").rename(root / "train" / "dog" / "9.png")
+    with pytest.raises(InvalidInputError, match="made on other files than the train split"):
+        ranking_columns(ranking, str(root))
