@@ -260,3 +260,286 @@ def test_ranking_records_its_files_and_the_table_refuses_moved_ones(tmp_path):
     (root / "train" / "dog" / "2.png").rename(root / "train" / "dog" / "9.png")
     with pytest.raises(InvalidInputError, match="made on other files than the train split"):
         ranking_columns(ranking, str(root))
+
+
+# -- rank_resumable: pools, row mapping, the manifest, progress ----------------------------------
+
+
+def _cosine_topk(xtr, xte, ytr, yte, k):
+    """Brute-force cosine top-k (within the target's class when labels are given)."""
+    a = xtr / np.linalg.norm(xtr, axis=1, keepdims=True)
+    b = xte / np.linalg.norm(xte, axis=1, keepdims=True)
+    sims = b @ a.T
+    idx = np.full((len(xte), k), -1)
+    val = np.full((len(xte), k), np.nan)
+    for t in range(len(xte)):
+        pool = np.arange(len(xtr)) if yte is None else np.flatnonzero(ytr == yte[t])
+        order = pool[np.argsort(-sims[t, pool], kind="stable")][:k]
+        idx[t, : len(order)], val[t, : len(order)] = order, sims[t, order]
+    return idx, val
+
+
+def test_small_pools_are_padded_and_mapped_back_to_split_rows(tmp_path):
+    """Pools of 3, 4 and 5 images with k=10: each row is as wide as the largest pool, shorter
+    ones end in -1 / NaN (one warning), and indices name rows of the full split, not of the
+    subset the attributor was fitted on."""
+    from simattr.attribution.attributor import SmallPoolWarning
+
+    rng = np.random.default_rng(3)
+    ytr = np.array([0] * 3 + [1] * 4 + [2] * 5)
+    xtr, xte = rng.normal(size=(12, 6)), rng.normal(size=(6, 6))
+    yte = np.array([2, 0, 1, 0, 2, 1])
+    train_rows = np.arange(12) * 3 + 1  # the fitted rows are every third row of the split
+    att = Attributor("cosine").fit(xtr, ytr)
+    with pytest.warns(SmallPoolWarning) as caught:
+        ranking = rank_resumable(
+            att, xte, yte, np.arange(6), 10, tmp_path / "r.npz", block_size=2,
+            train_rows=train_rows,
+        )  # fmt: skip
+    assert len(caught) == 1
+    idx, val = _cosine_topk(xtr, xte, ytr, yte, 5)
+    expected = np.where(idx >= 0, train_rows[np.maximum(idx, 0)], -1)
+    for got in (ranking, load_ranking(tmp_path / "r.npz")):
+        np.testing.assert_array_equal(got.indices, expected)
+        np.testing.assert_allclose(got.scores, val, rtol=1e-5)
+
+
+def test_all_class_ranking_ignores_labels_and_reports_each_block(tmp_path):
+    """Without classes every target ranks the whole training set; ``on_block`` hears
+    ``(done, total)`` after each block and the caller's metadata reaches the file."""
+    rng = np.random.default_rng(4)
+    xtr, xte = rng.normal(size=(30, 5)), rng.normal(size=(5, 5))
+    att = Attributor("cosine", class_conditional=False).fit(xtr)
+    heard = []
+    ranking = rank_resumable(
+        att, xte, None, np.array([4, 0, 2, 1, 3]), 7, tmp_path / "r.npz", block_size=2,
+        metadata={"note": "all classes"}, on_block=lambda done, total: heard.append((done, total)),
+    )  # fmt: skip
+    idx, val = _cosine_topk(xtr, xte, None, None, 7)
+    np.testing.assert_array_equal(ranking.indices, idx[[4, 0, 2, 1, 3]])
+    np.testing.assert_allclose(ranking.scores, val[[4, 0, 2, 1, 3]], rtol=1e-5)
+    assert heard == [(1, 3), (2, 3), (3, 3)]
+    assert load_ranking(tmp_path / "r.npz").metadata["note"] == "all classes"
+
+
+def test_rank_resumable_refusals_name_the_argument(split, tmp_path):
+    """Bad ``block_size``, ``k`` or ``targets`` are refused by name; no targets at all is
+    refused, a single one is ranked."""
+    xtr, ytr, xte, yte = split
+    att = Attributor("cosine").fit(xtr, ytr)
+    out = tmp_path / "r.npz"
+    cases = [
+        (dict(targets=[1], k=3, block_size=0), r"^block_size must be a positive integer"),
+        (dict(targets=[1], k=0, block_size=4), r"^k must be a positive integer"),
+        (dict(targets=[60], k=3, block_size=4), r"^targets contains 60"),
+        (dict(targets=[], k=3, block_size=4), r"^no targets given"),
+    ]
+    for kwargs, pattern in cases:
+        with pytest.raises(InvalidInputError, match=pattern):
+            rank_resumable(att, xte, yte, kwargs["targets"], kwargs["k"], out,
+                           block_size=kwargs["block_size"])  # fmt: skip
+    assert rank_resumable(att, xte, yte, [7], 3, out).indices.shape == (1, 3)
+
+
+def _interrupt(att, xte, yte, targets, out, **kwargs):
+    def stop(done, total):
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        rank_resumable(att, xte, yte, targets, 5, out, block_size=4, on_block=stop, **kwargs)
+
+
+def test_resume_refuses_each_changed_input_by_name(split, tmp_path):
+    """A resumed run whose targets, test features, training labels, labels to explain,
+    training rows, caller's input identities or block size differ from the interrupted one is
+    refused naming what changed; the manifest records each of them."""
+    import json
+
+    from simattr.attribution.resumable import MANIFEST_VERSION
+
+    xtr, ytr, xte, yte = split
+    att = Attributor("cosine").fit(xtr, ytr)
+    targets = np.flatnonzero(yte == 1)[:6]
+    other_labels = yte.copy()
+    other_labels[targets[2]] = 3
+    rows = np.arange(400)
+    first = dict(att=att, xte=xte, yte=yte, targets=targets, train_rows=rows)
+    changes = {  # same labels in the same order for other targets:
+        r"\(targets was": dict(targets=targets[[1, 0, 2, 3, 4, 5]]),
+        r"\(inputs\.test_features was": dict(xte=xte + 1),
+        r"\(inputs\.train_labels was": dict(att=Attributor("cosine").fit(xtr, ytr[::-1])),
+        r"\(target_labels was": dict(yte=other_labels),
+        r"\(train_rows was": dict(train_rows=rows[::-1]),
+        r"\(block_size was 4, now 3\)": dict(block_size=3),
+    }
+    for i, (pattern, change) in enumerate(changes.items()):
+        out = tmp_path / f"r{i}.npz"
+        _interrupt(att, xte, yte, targets, out, train_rows=rows)
+        run = {**first, "block_size": 4, **change}
+        with pytest.raises(InvalidInputError, match=pattern + r".*--no-resume"):
+            rank_resumable(
+                run["att"], run["xte"], run["yte"], run["targets"], 5, out,
+                block_size=run["block_size"], train_rows=run["train_rows"],
+            )  # fmt: skip
+    out = tmp_path / "given.npz"
+    _interrupt(att, xte, yte, targets, out, inputs={"x": 1})
+    with pytest.raises(InvalidInputError, match=r"\(inputs\.x was 1, now 2\)"):
+        rank_resumable(att, xte, yte, targets, 5, out, block_size=4, inputs={"x": 2})
+    manifest = json.loads((parts_dir(tmp_path / "r0.npz") / "manifest.json").read_text())
+    assert manifest["version"] == MANIFEST_VERSION
+    assert (manifest["k"], manifest["block_size"], manifest["n_blocks"]) == (5, 4, 2)
+    assert manifest["n_targets"] == 6
+    assert set(manifest["inputs"]) == {"train_features", "train_labels", "test_features"}
+
+
+def test_blocks_go_class_by_class_in_a_stable_order(split, tmp_path, monkeypatch):
+    """Targets are grouped by label into blocks (each block ranks one pool when the classes
+    fill whole blocks), keeping the given order within a label, as a stable sort does."""
+    from simattr.attribution.resumable import block_plan
+
+    labels = np.random.default_rng(0).integers(0, 3, 100)
+    order = sorted(range(100), key=lambda i: labels[i])  # Python's sort is stable
+    plan = block_plan(np.arange(100), labels, 30)
+    np.testing.assert_array_equal(np.concatenate(plan), order)
+    assert [len(b) for b in plan] == [30, 30, 30, 10]
+    np.testing.assert_array_equal(np.concatenate(block_plan(np.arange(5), None, 2)), range(5))
+
+    xtr, ytr, xte, yte = split
+    targets = np.concatenate([np.flatnonzero(yte == c)[:3] for c in (2, 0, 1)])[
+        [0, 3, 6, 1, 4, 7, 2, 5, 8]
+    ]
+    seen = []
+    original = Attributor.topk
+
+    def spy(self, features, labels=None, k=100):
+        seen.append(sorted(set(np.asarray(labels).tolist())))
+        return original(self, features, labels, k)
+
+    monkeypatch.setattr(Attributor, "topk", spy)
+    att = Attributor("cosine").fit(xtr, ytr)
+    rank_resumable(att, xte, yte, targets, 4, tmp_path / "r.npz", block_size=3)
+    assert seen == [[0], [1], [2]]
+
+
+def test_progress_counts_resumed_blocks_once_and_is_off_by_default(
+    split, tmp_path, capsys, monkeypatch
+):
+    """Progress is off unless asked; asked, its plain lines name the method and count the
+    targets of resumed blocks as done from the start, up to the total."""
+    import re
+
+    monkeypatch.setenv("SIMATTR_PROGRESS_INTERVAL", "0")  # a line per advance
+    xtr, ytr, xte, yte = split
+    att = Attributor("cosine").fit(xtr, ytr)
+    targets = np.flatnonzero(yte == 0)[:6]
+    out = tmp_path / "r.npz"
+    _interrupt(att, xte, yte, targets, out)  # the first block of 4 is saved
+    assert capsys.readouterr().err == ""
+    rank_resumable(att, xte, yte, targets, 5, out, block_size=4, progress=True)
+    err = capsys.readouterr().err
+    counts = re.findall(r"^attribution \(cosine\): (\d+)/6\b", err, flags=re.M)
+    assert counts[0] == "4" and counts[-1] == "6", err
+
+
+def test_defaults_rank_100_per_target_in_blocks_of_1024(tmp_path, monkeypatch):
+    """The documented defaults: ``attribute`` keeps k=100 training images per target and
+    saves blocks of 1024 targets (so 1025 targets are two blocks, the first resumable)."""
+    import json
+
+    from simattr.attribution import attribute
+
+    rng = np.random.default_rng(5)
+    np.save(tmp_path / "xtr.npy", rng.normal(size=(150, 3)))
+    np.save(tmp_path / "xte.npy", rng.normal(size=(1025, 3)))
+    out = tmp_path / "r.npz"
+    original, calls = Attributor.topk, []
+
+    def crash_on_second(self, features, labels=None, k=100):
+        calls.append(len(features))
+        if len(calls) == 2:
+            raise Interrupted
+        return original(self, features, labels, k)
+
+    monkeypatch.setattr(Attributor, "topk", crash_on_second)
+    with pytest.raises(Interrupted):
+        attribute(tmp_path / "xtr.npy", tmp_path / "xte.npy", out,
+                  attributor=Attributor("cosine", class_conditional=False))  # fmt: skip
+    manifest = json.loads((parts_dir(out) / "manifest.json").read_text())
+    assert (manifest["block_size"], manifest["n_blocks"], manifest["k"]) == (1024, 2, 100)
+    assert calls[0] == 1024
+
+    heard = []
+    att = Attributor("cosine", class_conditional=False).fit(rng.normal(size=(20, 3)))
+    monkeypatch.setattr(Attributor, "topk", original)
+    rank_resumable(att, rng.normal(size=(1025, 3)), None, np.arange(1025), 2, tmp_path / "b.npz",
+                   on_block=lambda done, total: heard.append(total))  # fmt: skip
+    assert heard == [2, 2]
+
+
+def test_candidate_rows_from_a_pool_or_given_rows(tmp_path):
+    """Training rows to rank: all (``None``), a recipe's pool of the data, or given rows
+    (array, list or ``.npy``) sorted; contradictions, bad rows and repeats are refused by
+    option name."""
+    import re
+
+    from simattr.attribution.workflow import candidate_rows
+    from simattr.data import load_dataset
+    from simattr.errors import MissingFileError
+    from simattr.training import recipe_pool
+
+    assert candidate_rows(None, None, None, 5) is None
+    np.testing.assert_array_equal(candidate_rows(None, np.array([4, 1]), None, 5), [1, 4])
+    np.save(tmp_path / "rows.npy", np.array([[3], [0]]))
+    np.testing.assert_array_equal(candidate_rows(None, tmp_path / "rows.npy", None, 5), [0, 3])
+    digits = load_dataset("digits", "train")
+    pool = candidate_rows("tiny", None, "digits", len(digits))
+    np.testing.assert_array_equal(pool, recipe_pool("tiny", digits))
+    assert np.bincount(digits.labels[pool]).tolist() == [100] * 10
+    refusals = [
+        (("tiny", [1], "digits", 1437), r"^give either --pool or --train-indices"),
+        (("tiny", None, None, 1437), r"^--pool needs --data"),
+        (("tiny", None, "digits", 1000), r"^--train-features has 1000 rows but digits has 1437"),
+        ((None, np.array([1, 5]), None, 5), r"^--train-indices contains 5"),
+        (
+            (None, tmp_path / "rows.npy", None, 3),
+            rf"^--train-indices {re.escape(str(tmp_path))}/rows\.npy contains",
+        ),
+        ((None, np.array([2, 0, 2]), None, 5), r"^--train-indices lists a training row twice"),
+    ]
+    for args, pattern in refusals:
+        with pytest.raises(InvalidInputError, match=pattern):
+            candidate_rows(*args)
+    with pytest.raises(MissingFileError, match=r"^--train-indices: no such file"):
+        candidate_rows(None, tmp_path / "gone.npy", None, 5)
+
+
+def test_ranking_records_the_fingerprints_of_the_data_it_ranks(tmp_path):
+    """The sidecar's ``data_fingerprints`` are those the features' sidecars recorded, and for
+    features without one, the fingerprint of the data's split."""
+    import json
+
+    from simattr.attribution import attribute
+    from simattr.data import dataset_fingerprint
+
+    rng = np.random.default_rng(6)
+    xtr, xte = tmp_path / "xtr.npy", tmp_path / "xte.npy"
+    np.save(xtr, rng.normal(size=(1437, 4)))
+    np.save(xte, rng.normal(size=(360, 4)))
+    real = {split: dataset_fingerprint("digits", split) for split in ("train", "test")}
+    att = Attributor("cosine", class_conditional=False)
+
+    def recorded(name, **kwargs):
+        attribute(xtr, xte, tmp_path / name, attributor=att, targets=np.array([0]), k=2,
+                  **kwargs)  # fmt: skip
+        return load_ranking(tmp_path / name).metadata["data_fingerprints"]
+
+    assert recorded("a.npz") == {"train": None, "test": None}
+    assert recorded("b.npz", data="digits") == real
+    xtr.with_name("xtr.npy.json").write_text(json.dumps({"dataset": {"fingerprint": "f1"}}))
+    xte.with_name("xte.npy.json").write_text(json.dumps({"dataset": {"fingerprint": "f2"}}))
+    assert recorded("c.npz") == {"train": "f1", "test": "f2"}
+    xtr.with_name("xtr.npy.json").write_text(
+        json.dumps({"dataset": {"fingerprint": real["train"]}})
+    )
+    xte.with_name("xte.npy.json").unlink()
+    assert recorded("d.npz", data="digits") == real
