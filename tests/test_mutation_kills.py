@@ -426,3 +426,22 @@ def test_class_name_labels_refuse_a_wrong_shape_and_an_unknown_name_after_every_
         att.topk(X[:3], np.array(["cat", "zebra", "dog"]), 2)
     with pytest.raises(InvalidInputError, match=r"target row 0 has label 'ant'"):
         att.topk(X[:1], np.array(["ant"]), 2)
+
+
+@pytest.mark.parametrize("retrieval", ["exact", "faiss"])
+def test_cosine_scores_of_short_vectors_are_cosines(retrieval):
+    """Unnormalised features shorter than 1 (here of norm about 0.003) still score their
+    cosine, not a cosine scaled by the target's length."""
+    from scipy.spatial.distance import cdist
+
+    from simattr import Attributor
+
+    X, labels = _clusters(120, 6, 3, seed=16)
+    X, T = 1e-3 * X, 1e-3 * (X[:4] + 0.3)
+    att = Attributor("cosine", normalize=False, class_conditional=False, retrieval=retrieval)
+    idx, scores = att.fit(X, labels).topk(T, None, k=15)
+    sim = 1.0 - cdist(T, X, metric="cosine")
+    np.testing.assert_array_equal(idx, np.argsort(-sim, axis=1, kind="stable")[:, :15])
+    np.testing.assert_allclose(scores, np.take_along_axis(sim, idx, axis=1), atol=1e-12)
+    dense = att.score(T, None)
+    np.testing.assert_allclose(dense, sim, atol=1e-12)
