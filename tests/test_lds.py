@@ -466,6 +466,16 @@ def test_run_lds_plans_seeded_subset_jobs_and_resumes_with_fake_models(
             np.testing.assert_allclose(got, want)
     assert (out / "margins" / "subset-00001.npy").exists()
     assert (out / "replicate" / "subset-00001.npy").exists()
+    # the manifest records what the run depends on (docstring), the data by fingerprint...
+    manifest = result.manifest
+    assert manifest["recipe"]["name"] == "tiny" and manifest["recipe"]["epochs"] >= 1
+    assert (manifest["seed"], manifest["fraction"], manifest["subsets"]) == (3, 0.5, 2)
+    assert manifest["train_fingerprint"] == cifar_train.fingerprint
+    assert manifest["test_fingerprint"] == cifar_test.fingerprint
+    # ... so that scoring refuses a ranking made on another test split
+    other = Ranking([0], [[int(pool[0])]], [[1.0]], metadata={"data_fingerprints": {"test": "x"}})
+    with pytest.raises(InvalidInputError, match="another test split"):
+        lds_score(result, other)
     # a rerun trains nothing; more subsets train only the new ones (replicates as asked)
     run_lds(data, "tiny", out, subsets=2, targets=targets, seed=3, replicates=2)
     assert planned[-1] == {}
