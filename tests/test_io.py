@@ -76,3 +76,29 @@ def test_read_npy_never_unpickles(tmp_path):
     np.save(path, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
     with pytest.raises(InvalidInputError, match=r"^--train-labels .*labels\.npy: not a \.npy"):
         read_npy(path, "--train-labels")
+
+
+def test_json_sidecars_are_indented_in_insertion_order_and_read_as_utf8(tmp_path):
+    """Sidecars are meant to be read by people: indented by 2, keys in the order written (the
+    provenance header first, in UTC); a sidecar holding UTF-8 text reads whatever the locale's
+    encoding (here ASCII)."""
+    import datetime as dt
+    import json
+    import locale
+
+    from simattr._io import provenance, read_json, write_json
+
+    payload = provenance(zeta=1, alpha={"b": 2, "a": [1, 2]})
+    path = write_json(tmp_path / "p.json", payload)
+    assert path.read_text(encoding="utf-8") == json.dumps(payload, indent=2) + "\n"
+    assert list(read_json(path)) == ["simattr_version", "created", "zeta", "alpha"]
+    created = dt.datetime.fromisoformat(payload["created"])
+    assert created.utcoffset() == dt.timedelta(0)
+
+    (tmp_path / "u.json").write_text('{"class": "caf\u00e9"}', encoding="utf-8")
+    old = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")  # the locale's encoding is now ASCII
+    try:
+        assert read_json(tmp_path / "u.json") == {"class": "caf\u00e9"}
+    finally:
+        locale.setlocale(locale.LC_CTYPE, old)

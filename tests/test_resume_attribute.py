@@ -543,3 +543,45 @@ def test_ranking_records_the_fingerprints_of_the_data_it_ranks(tmp_path):
     )
     xte.with_name("xte.npy.json").unlink()
     assert recorded("d.npz", data="digits") == real
+
+
+class _Unpickled:
+    """An object whose unpickling leaves a file behind (what a malicious pickle could do)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_block_file_that_is_not_this_runs_block_is_recomputed(split, tmp_path):
+    """The parts folder is ``OUT.npz.parts``; a block in it that holds pickled objects is never
+    unpickled, and one of another width is not used: both are ranked again, and the result
+    is the uninterrupted ranking."""
+    from simattr._io import write_with_sidecar
+
+    xtr, ytr, xte, yte = split
+    att = Attributor("cosine").fit(xtr, ytr)
+    targets = np.flatnonzero(yte == 2)[:8]
+    full = rank_resumable(att, xte, yte, targets, 5, tmp_path / "full.npz", block_size=4)
+    marker = tmp_path / "unpickled"
+    positions = np.arange(4)
+    blocks = {
+        "pickled": dict(positions=np.array([_Unpickled(marker)] * 4, dtype=object),
+                        indices=full.indices[:4], scores=full.scores[:4]),
+        "narrow": dict(positions=positions, indices=full.indices[:4, :4],
+                       scores=full.scores[:4, :4]),
+    }  # fmt: skip
+    for name, arrays in blocks.items():
+        out = tmp_path / f"{name}.npz"
+        _interrupt(att, xte, yte, targets, out)
+        assert (tmp_path / f"{name}.npz.parts" / "block-00000.npz").is_file()
+        write_with_sidecar(
+            parts_dir(out) / "block-00000.npz",
+            lambda tmp, a=arrays: np.savez(tmp, **a),
+            {"entry": "block-00000.npz"},
+        )
+        again = rank_resumable(att, xte, yte, targets, 5, out, block_size=4)
+        np.testing.assert_array_equal(again.indices, full.indices)
+    assert not marker.exists()

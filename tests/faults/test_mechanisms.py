@@ -63,6 +63,65 @@ def test_unwritable_outputs_are_refused_before_any_work(tmp_path):
     assert not (tmp_path / "new").exists()
 
 
+def test_writability_refusals_say_what_the_path_is_and_what_was_wanted(tmp_path, monkeypatch):
+    """A file path that is a folder, or a folder path that is a file, is refused saying which
+    (as ``--out`` unless named otherwise); an existing file may be overwritten; permission is
+    asked of the folder written in: the output folder itself, or a file's parent folder."""
+    import simattr._io as io_mod
+
+    afile = tmp_path / "a.npz"
+    afile.write_bytes(b"")
+    check_writable(afile)  # an existing file path: overwritten, fine
+    with pytest.raises(InvalidInputError, match=r"^--out .* is a folder; give a file path$"):
+        check_writable(tmp_path)
+    with pytest.raises(InvalidInputError, match=r"^--cache .* is a file; give a folder$"):
+        check_writable(afile, "--cache", folder=True)
+
+    denied = tmp_path / "locked"
+    denied.mkdir()
+    real_access = os.access
+
+    def access(path, mode):  # tests run as root: simulate a folder without write permission
+        if os.path.abspath(path) == str(denied) and mode & os.W_OK:
+            return False
+        return real_access(path, mode)
+
+    monkeypatch.setattr(io_mod.os, "access", access)
+    with pytest.raises(InvalidInputError, match=r"^cannot write --out .*: no permission"):
+        check_writable(denied / "r.npz")
+    with pytest.raises(InvalidInputError, match=r"^cannot write --cache .*: no permission"):
+        check_writable(denied, "--cache", folder=True)
+    check_writable(tmp_path / "free", "--cache", folder=True)
+
+
+def test_same_file_is_false_when_a_path_cannot_be_examined(tmp_path):
+    """A path the system refuses to examine (a name too long) is not taken for an input."""
+    from simattr._io import same_file
+
+    existing = tmp_path / "in.npy"
+    existing.write_bytes(b"x")
+    assert not same_file(existing, tmp_path / ("x" * 300))
+    check_not_input({"--out": tmp_path / ("x" * 300)}, {"--ranking": existing})
+
+
+def test_checksum_refusals_name_the_file_and_what_changed(tmp_path):
+    """A truncated file is reported by its size, a same-size change by its SHA-256; the
+    message starts with the caller's name for the file, or the bare path without one; a
+    sidecar that is not an object holds no checksum to check."""
+    import re
+
+    path = write_with_sidecar(tmp_path / "r.bin", lambda t: t.write_bytes(b"0123456789"), {})
+    path.write_bytes(b"012")
+    bare = re.escape(str(path))
+    with pytest.raises(DamagedFileError, match=rf"^{bare} is damaged: it has 3 bytes, not the 10"):
+        verify_checksum(path)
+    path.write_bytes(b"0123456780")
+    with pytest.raises(DamagedFileError, match=rf"^--ranking {bare} is damaged: it has bytes that"
+                       r" do not match the SHA-256"):  # fmt: skip
+        verify_checksum(path, name="--ranking")
+    verify_checksum(path, ["not", "a", "sidecar"])
+
+
 def test_lock_refuses_a_live_holder_and_takes_over_a_dead_ones(tmp_path, holder):
     out = tmp_path / "deep" / "results.jsonl"
     proc = holder(out)
