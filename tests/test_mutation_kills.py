@@ -445,3 +445,32 @@ def test_cosine_scores_of_short_vectors_are_cosines(retrieval):
     np.testing.assert_allclose(scores, np.take_along_axis(sim, idx, axis=1), atol=1e-12)
     dense = att.score(T, None)
     np.testing.assert_allclose(dense, sim, atol=1e-12)
+
+
+def test_ivf_index_accepts_as_many_cells_as_points_and_no_more():
+    """``nlist`` may be anything from 1 to the number of points: at ``nlist = n`` (one point
+    per cell, every cell visited) the index still finds each point's exact neighbours."""
+    from simattr.errors import InvalidInputError
+
+    X = np.random.default_rng(17).normal(size=(40, 5)).astype(np.float32)
+    search = CandidateSearch.build(X, index="ivf", nlist=40, nprobe=40)
+    _, ids = search.search(X[:6], 3)
+    brute = np.argsort(-(X[:6] @ X.T), axis=1, kind="stable")[:, :3]
+    np.testing.assert_array_equal(ids, brute)
+    with pytest.raises(InvalidInputError, match=r"nlist must be an integer in \[1, 40\], got 41"):
+        CandidateSearch.build(X, index="ivf", nlist=41)
+
+
+def test_pool_system_computes_in_float64_from_a_float32_pool():
+    """The solver's pool system is float64 whatever the features' dtype, so a float32 pool
+    reaches the same optimum as its float64 copy, to float64 rounding."""
+    import torch
+
+    pool32 = np.random.default_rng(18).normal(size=(80, 6)).astype(np.float32)
+    system = PoolSystem.build(pool32)
+    assert system.X.dtype == system.gram.dtype == torch.float64
+    target = pool32[3] + 0.2
+    a = fit_newton(target, PoolSystem.build(pool32), C=2.0)
+    b = fit_newton(target, PoolSystem.build(pool32.astype(np.float64)), C=2.0)
+    np.testing.assert_allclose(a.coef, b.coef, rtol=1e-12, atol=1e-12)
+    assert a.intercept == pytest.approx(b.intercept, rel=1e-12, abs=1e-12)
