@@ -3,6 +3,8 @@ the others and gives exactly the ranking of an uninterrupted run; changed inputs
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -302,6 +304,9 @@ def test_small_pools_are_padded_and_mapped_back_to_split_rows(tmp_path):
     for got in (ranking, load_ranking(tmp_path / "r.npz")):
         np.testing.assert_array_equal(got.indices, expected)
         np.testing.assert_allclose(got.scores, val, rtol=1e-5)
+    with pytest.warns(SmallPoolWarning):
+        unmapped = rank_resumable(att, xte, yte, np.arange(6), 10, tmp_path / "u.npz", block_size=2)
+    np.testing.assert_array_equal(unmapped.indices, idx)
 
 
 def test_all_class_ranking_ignores_labels_and_reports_each_block(tmp_path):
@@ -585,3 +590,75 @@ def test_a_block_file_that_is_not_this_runs_block_is_recomputed(split, tmp_path)
         again = rank_resumable(att, xte, yte, targets, 5, out, block_size=4)
         np.testing.assert_array_equal(again.indices, full.indices)
     assert not marker.exists()
+
+
+def test_attribute_names_its_inputs_and_resumes_only_the_same_files(split, tmp_path, monkeypatch):
+    """Refusals name ``--out`` and ``--train-features``; the sidecar records the feature and
+    training-row files; a rerun on a copy of the test features at another path is refused
+    (file identities, not only contents, are compared)."""
+    import shutil
+
+    from simattr.attribution import attribute
+    from simattr.errors import MissingFileError
+
+    ytr, yte = split[1], split[3]
+    paths = _save_split(tmp_path, split)
+    np.save(tmp_path / "rows.npy", np.arange(0, 400, 2))
+    labels = dict(train_labels=ytr, test_labels=yte)
+    with pytest.raises(InvalidInputError, match=r"^--out .*rows\.npz would overwrite the input"):
+        attribute(paths["xtr"], paths["xte"], tmp_path / "rows.npz", **labels,
+                  train_indices=tmp_path / "rows.npz")  # fmt: skip
+    with pytest.raises(MissingFileError, match=r"^--train-features"):
+        attribute(tmp_path / "gone.npy", paths["xte"], tmp_path / "a.npz", **labels)
+    out = tmp_path / "r.npz"
+    run = attribute(paths["xtr"], paths["xte"], out, **labels, k=3,
+                    train_indices=tmp_path / "rows.npy")  # fmt: skip
+    meta = load_ranking(out).metadata
+    assert meta["test_features"] == str(paths["xte"])
+    assert meta["train_indices"] == str(tmp_path / "rows.npy")
+    assert set(run.ranking.indices.ravel() % 2) == {0}
+    out2 = tmp_path / "s.npz"
+    attribute(paths["xtr"], paths["xte"], out2, **labels, k=3, train_indices=np.arange(200))
+    assert load_ranking(out2).metadata["train_indices"] is None
+
+    original, calls = Attributor.topk, []
+
+    def crash_on_second(self, features, labels=None, k=100):
+        calls.append(1)
+        if len(calls) == 2:
+            raise Interrupted
+        return original(self, features, labels, k)
+
+    monkeypatch.setattr(Attributor, "topk", crash_on_second)
+    out3 = tmp_path / "t.npz"
+    with pytest.raises(Interrupted):
+        attribute(paths["xtr"], paths["xte"], out3, **labels, k=3, block_size=8)
+    monkeypatch.setattr(Attributor, "topk", original)
+    copy = shutil.copy(paths["xte"], tmp_path / "xte-copy.npy")
+    with pytest.raises(InvalidInputError, match=r"inputs\.test_features\.path was"):
+        attribute(paths["xtr"], copy, out3, **labels, k=3, block_size=8)
+
+
+def test_features_of_other_data_are_compared_at_their_image_size(tmp_path):
+    """A features sidecar records the image size the data was read at: the check recomputes
+    the fingerprint at that size, and the rebuild command it suggests repeats the backbone and
+    the size."""
+    import json
+
+    from simattr.attribution.workflow import check_split_features
+    from simattr.data import dataset_fingerprint
+
+    path = tmp_path / "xtr.npy"
+    np.save(path, np.zeros((3, 2)))
+    side = path.with_name("xtr.npy.json")
+    fp = dataset_fingerprint("digits", "train", image_size=16)
+    assert fp != dataset_fingerprint("digits", "train")
+    side.write_text(json.dumps({"dataset": {"fingerprint": fp, "image_size": 16}}))
+    check_split_features("digits", "train", path, "--train-features")
+    other = {"dataset": {"fingerprint": "0" * 16, "image_size": 16}, "backbone": {"name": "b.pt"}}
+    side.write_text(json.dumps(other))
+    command = (
+        f"simattr features --data digits --split train --backbone b.pt --image-size 16 --out {path}"
+    )
+    with pytest.raises(InvalidInputError, match=re.escape(command)):
+        check_split_features("digits", "train", path, "--train-features")

@@ -243,3 +243,34 @@ def test_old_records_with_a_key_like_the_checksum_key_still_read(tmp_path):
     path.write_text('{"target": 1, "_crc22": "ab12"}\n')  # "3" -> "2": one bit
     with pytest.raises(DamagedFileError, match="line 1"):
         read_jsonl(path)
+
+
+def test_jsonl_lines_are_compact_with_the_crc32_of_the_line_without_it(tmp_path):
+    """Each record is one compact line ending in the CRC-32 (checked with zlib) of the line as
+    it would be without it; appends add no blank lines."""
+    import json
+    import zlib
+
+    path = tmp_path / "r.jsonl"
+    records = [{"a": 1, "b": [True, None]}, {"c": "x y"}]
+    for record in records:
+        append_jsonl(path, record)
+    lines = path.read_bytes().split(b"\n")
+    assert lines[-1] == b"" and len(lines) == 3
+    for line, record in zip(lines, records, strict=False):
+        body = json.dumps(record, separators=(",", ":")).encode()
+        assert line == body[:-1] + b',"_crc32":"%08x"}' % zlib.crc32(body)
+
+
+def test_the_lock_file_sits_beside_the_output_and_names_its_holder(tmp_path):
+    """``<output>.lock`` holds the holder's pid, host, start time and command while locked."""
+    import json
+    import socket
+    import sys
+
+    out = tmp_path / "results.jsonl"
+    with lock(out):
+        holder = json.loads((tmp_path / "results.jsonl.lock").read_text())
+    assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
+    assert holder["command"] == " ".join(sys.argv[:3]) and holder["since"]
+    assert lock_path(out) == tmp_path / "results.jsonl.lock"
