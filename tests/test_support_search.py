@@ -449,7 +449,8 @@ def test_ensemble_cache_entries_are_reused_refused_or_retrained(tmp_path):
     meta = provenance(kind="ensemble-model", identity=ident)
     write_with_sidecar(path, lambda tmp: np.save(tmp, probs), meta)
     np.testing.assert_array_equal(_cached(path, ident, 4), probs)
-    with pytest.raises(InvalidInputError, match=r"other settings .*seed"):
+    # the refusal names the differing setting and the option that fixes it
+    with pytest.raises(InvalidInputError, match=r"\(seed was 0, now 1\); use another --ensemble"):
         _cached(path, {**ident, "seed": 1}, 4)
     with pytest.raises(InvalidInputError, match=r"has shape \(4, 3\); expected \(5, C\)"):
         _cached(path, ident, 5)
