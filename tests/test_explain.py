@@ -186,7 +186,9 @@ def test_explain_with_predictions_csv(folder, feats, new_images, tmp_path):
     assert result.label_source == f"--predictions {preds}"
 
 
-def test_predictions_refusals_name_the_predictions_file(folder, feats, new_images, tmp_path):
+def test_predictions_refusals_name_the_predictions_file(
+    folder, feats, new_images, tmp_path, monkeypatch
+):
     """A predictions file of the wrong kind, or a row with an unknown class, is refused naming
     ``--predictions`` and the file (and the line)."""
     from simattr.attribution import explain
@@ -201,6 +203,37 @@ def test_predictions_refusals_name_the_predictions_file(folder, feats, new_image
     csv.write_text(f"file,class\n{new_images['cat']},dog\n")
     with pytest.raises(InvalidInputError, match=rf"--predictions {csv}, line 2"):
         explain(images, feats[0], data=str(folder), predictions=csv)
+    monkeypatch.chdir(new_images["cat"].parent.parent)  # a file named relative to here
+    csv.write_text(f"new/{new_images['cat'].name},bird\n")
+    result = explain(images, feats[0], data=str(folder), predictions=csv, k=2)
+    assert result.labels.tolist() == [1]
+
+
+def test_features_must_come_from_the_backbone_that_embeds(folder, feats, new_images, tmp_path):
+    """The backbone recorded with the features is used, and refused when its file is gone or
+    it is not the one recorded (another seed); explaining leaves no decoded cache of the new
+    files behind."""
+    import json
+
+    from simattr.attribution import explain
+    from simattr.errors import InvalidInputError, MissingFileError
+
+    meta = json.loads(feats[0].with_name("train.npy.json").read_text())
+    cases = {
+        "gone": ({**meta["backbone"], "name": str(tmp_path / "net.pt")}, MissingFileError,
+                 "which is no longer there"),
+        "seed": ({**meta["backbone"], "seed": 1}, InvalidInputError, r"\(seed 0, recorded 1\)"),
+    }  # fmt: skip
+    for name, (backbone, error, message) in cases.items():
+        copy = tmp_path / f"{name}.npy"
+        shutil.copy(feats[0], copy)
+        copy.with_name(f"{name}.npy.json").write_text(json.dumps({**meta, "backbone": backbone}))
+        with pytest.raises(error, match=message):
+            explain([new_images["cat"]], copy, data=str(folder), label="cat")
+    cache = Path(os.environ["SIMATTR_CACHE_DIR"])
+    before = sorted(cache.rglob("*"))
+    explain([new_images["cat"]], feats[0], data=str(folder), label="cat", k=2)
+    assert sorted(cache.rglob("*")) == before
 
 
 def test_topk_above_the_class_pool_ranks_it_whole(folder, feats, new_images, tmp_path):
