@@ -124,7 +124,7 @@ MODULE_TESTS: dict[str, tuple[str, ...]] = {
         "test_support_e2e.py",
         "test_contracts.py",
     ),
-    "simattr.evaluation.ensemble": ("test_support_e2e.py",),
+    "simattr.evaluation.ensemble": ("test_support_e2e.py", "test_support_search.py"),
 }
 EVERY_SCOPE = ("test_mutation_kills.py",)
 
