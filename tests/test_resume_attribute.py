@@ -395,6 +395,8 @@ def test_resume_refuses_each_changed_input_by_name(split, tmp_path):
     assert (manifest["k"], manifest["block_size"], manifest["n_blocks"]) == (5, 4, 2)
     assert manifest["n_targets"] == 6
     assert set(manifest["inputs"]) == {"train_features", "train_labels", "test_features"}
+    given = json.loads((parts_dir(out) / "manifest.json").read_text())
+    assert given["inputs"] == {"x": 1} and given["train_rows"] is None  # no rows were given
 
 
 def test_blocks_go_class_by_class_in_a_stable_order(split, tmp_path, monkeypatch):
