@@ -503,3 +503,40 @@ def test_a_search_refuses_a_reply_with_fewer_results_than_jobs():
     logits = np.zeros((1, 10), dtype=np.float32)
     with pytest.raises(ValueError):
         search.send([JobResult(logits=logits, seconds=1.0, n_train=100)])
+
+
+def test_ensemble_trains_the_seeds_asked_caches_each_with_its_record(
+    data_root, cifar_train, cifar_test, tmp_path, monkeypatch
+):
+    """train_ensemble with faked models: the seeds given are the seeds trained (default
+    0..n-1), each model's probabilities are cached with a sidecar recording kind, identity,
+    seconds, size and test accuracy, and a second call reads the cache without training."""
+    from simattr._io import read_sidecar
+    from simattr.evaluation import ensemble as ensemble_module
+
+    n_test = len(cifar_test)
+    trained: list[int] = []
+
+    def fake_run_jobs(executor, jobs, on_result):
+        for key, job in jobs.items():
+            trained.append(job.seed)
+            logits = np.zeros((n_test, 10), dtype=np.float32)
+            logits[np.arange(n_test), cifar_test.labels] = 1.0 + job.seed  # always right
+            on_result(key, JobResult(logits=logits, seconds=1.23456, n_train=777))
+
+    monkeypatch.setattr(ensemble_module, "run_jobs", fake_run_jobs)
+    splits = {"train": cifar_train, "test": cifar_test}  # the session's copies, decoded once
+    monkeypatch.setattr(ensemble_module, "load_split", lambda data, split: splits[split])
+    data = str(data_root / "cifar10")
+    ens = ensemble_module.train_ensemble(data, "tiny", n_models=2, seeds=[3, 7], cache_dir=tmp_path)
+    assert trained == [3, 7] and ens.seeds == (3, 7)
+    assert ens.probs.shape == (2, n_test, 10) and ens.accuracy == 1.0
+    meta = read_sidecar(tmp_path / "seed-7.npy")
+    assert meta["kind"] == "ensemble-model" and meta["identity"]["seed"] == 7
+    assert meta["seconds"] == 1.235 and meta["n_train"] == 777 and meta["test_accuracy"] == 1.0
+    again = ensemble_module.train_ensemble(data, "tiny", n_models=2, seeds=[7, 3],
+                                           cache_dir=tmp_path)  # fmt: skip
+    assert trained == [3, 7] and again.seeds == (7, 3)  # read back, in the order asked
+    np.testing.assert_array_equal(again.probs[0], ens.probs[1])
+    default = ensemble_module.train_ensemble(data, "tiny", n_models=2, cache_dir=tmp_path / "d")
+    assert default.seeds == (0, 1) and trained[-2:] == [0, 1]
