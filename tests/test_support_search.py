@@ -414,6 +414,8 @@ def test_concurrent_searches_write_records_journal_every_model_and_replay_it(
         assert read_jsonl(run) == written
         assert sorted(lines) == sorted(support.describe_record(r) for r in written)
         assert len(trained) == sum(r["models_trained"] for r in written)
+        if slots == 4:  # two searches of 2 models each fill the 4 slots: the third waits
+            assert {job.predict[0] for job in trained[:8]} == {7, 8}
         assert len(read_jsonl(support.journal_path(run))) == len(trained)
         out = run
 
