@@ -542,3 +542,44 @@ def test_ensemble_trains_the_seeds_asked_caches_each_with_its_record(
     np.testing.assert_array_equal(again.probs[0], ens.probs[1])
     default = ensemble_module.train_ensemble(data, "tiny", n_models=2, cache_dir=tmp_path / "d")
     assert default.seeds == (0, 1) and trained[-2:] == [0, 1]
+
+
+def test_run_support_draws_its_targets_with_the_settings_seed(
+    data_root, cifar_train, cifar_test, tmp_path, monkeypatch
+):
+    """run_support with the ensemble and the models faked: ``n_targets`` are drawn among the
+    ranked targets with the settings' seed (the same draw choose_targets makes), one record
+    per target and ranking, each naming its target's label and flip class."""
+    from simattr.evaluation import support
+    from simattr.evaluation.ensemble import Ensemble
+    from simattr.training import recipe_pool
+
+    splits = {"train": cifar_train, "test": cifar_test}  # the session's copies, decoded once
+    monkeypatch.setattr(support, "load_split", lambda data, split: splits[split])
+    labels = cifar_test.labels
+    probs = np.full((1, len(labels), 10), 0.05, dtype=np.float32)
+    probs[0, np.arange(len(labels)), labels] = 0.5
+    probs[0, np.arange(len(labels)), (labels + 1) % 10] = 0.3  # the flip class: label + 1
+    ensemble = Ensemble(probs=probs, labels=labels.copy(), seeds=(0,))
+    monkeypatch.setattr(support, "train_ensemble", lambda *a, **k: ensemble)
+
+    def never_flips(job):
+        logits = np.zeros((1, 10), dtype=np.float32)
+        logits[0, labels[job.predict[0]]] = 5.0
+        return JobResult(logits=logits, seconds=0.5, n_train=100)
+
+    monkeypatch.setattr(support, "run_job", never_flips)
+    pool = recipe_pool("tiny", cifar_train)
+    ranked = np.arange(12)
+    ranking = Ranking(ranked, np.tile(pool[:4], (12, 1)), np.ones((12, 4)))
+    data = str(data_root / "cifar10")
+    for seed in (0, 5):
+        settings = SupportSettings(data=data, recipe="tiny", models=1, budget=1, k=4, seed=seed)
+        out = tmp_path / f"r{seed}.jsonl"
+        records = support.run_support(settings, {"pixels": ranking}, out, n_targets=3)
+        want = support.choose_targets({"pixels": ranking}, ensemble, None, 3, seed)
+        assert sorted(r["target"] for r in records) == want.tolist()
+        for rec in records:
+            t = rec["target"]
+            assert (rec["label"], rec["flip_class"]) == (labels[t], (labels[t] + 1) % 10)
+            assert rec["support"] is None and rec["models_trained"] == 1
