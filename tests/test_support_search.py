@@ -583,3 +583,4 @@ def test_run_support_draws_its_targets_with_the_settings_seed(
             t = rec["target"]
             assert (rec["label"], rec["flip_class"]) == (labels[t], (labels[t] + 1) % 10)
             assert rec["support"] is None and rec["models_trained"] == 1
+            assert rec["ensemble_prob_label"] == 0.5 and rec["status"] == "searched"
