@@ -584,3 +584,6 @@ def test_run_support_draws_its_targets_with_the_settings_seed(
             assert (rec["label"], rec["flip_class"]) == (labels[t], (labels[t] + 1) % 10)
             assert rec["support"] is None and rec["models_trained"] == 1
             assert rec["ensemble_prob_label"] == 0.5 and rec["status"] == "searched"
+    bad = SupportSettings(data=data, recipe="tiny", models=1, budget=1, k=4, threads=0)
+    with pytest.raises(InvalidInputError, match="--threads"):  # named as the option
+        support.run_support(bad, {"pixels": ranking}, tmp_path / "bad.jsonl", n_targets=3)
