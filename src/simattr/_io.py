@@ -188,7 +188,7 @@ def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
         if pa.resolve() == pb.resolve():
             return True
         return pa.exists() and pb.exists() and os.path.samefile(pa, pb)
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
         return False
 
 
@@ -380,6 +380,8 @@ def provenance(**fields: Any) -> dict[str, Any]:
 #: Each JSON Lines record ends with its own CRC-32: ``{..., "_crc32": "89abcdef"}``.
 _CRC_KEY = "_crc32"
 _CRC_TAIL = re.compile(r'(,?)"_crc32":"([0-9a-f]{8})"}$')
+#: The checksum of a line, its last key: the key and eight hex digits (then ``"}``).
+_CRC_VALUE = re.compile(rf'"{_CRC_KEY}":"[0-9a-f]{{8}}')
 _NUMBER_PREFIX = re.compile(r"-?[0-9]*\.?[0-9]*(?:[eE][+-]?[0-9]*)?")
 #: A line whose checksum is complete but whose last byte changed is damaged, not cut short.
 _WHOLE_TAIL = re.compile(r'"_crc32":"[0-9a-f]{8}".{1,2}$')
@@ -475,8 +477,11 @@ def _parse_jsonl_line(line: str) -> Any:
 def _cut_short(text: str, exc: json.JSONDecodeError) -> bool:
     """Whether JSON ``text`` fails only because it ends too early (a prefix of a record)."""
     marker = text.rfind(f'"{_CRC_KEY}":"')
-    if marker >= 0 and len(text) - marker >= len(_CRC_KEY) + 14:
-        return False  # it reaches the end of a complete checksum: the line is whole
+    if marker >= 0 and len(text) - marker >= len(_CRC_KEY) + 14 and _CRC_VALUE.match(text, marker):
+        # it reaches the end of a complete checksum: the line is whole and damaged (a key of
+        # that name nested in a record cut short has no 8-digit value; a bit flipped in the
+        # checksum's quotes or brace leaves its digits)
+        return False
     if exc.pos >= len(text) or exc.msg.startswith("Unterminated string"):
         return True
     rest = text[exc.pos :]  # a literal or a number cut in the middle

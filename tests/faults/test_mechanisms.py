@@ -274,3 +274,24 @@ def test_the_lock_file_sits_beside_the_output_and_names_its_holder(tmp_path):
     assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
     assert holder["command"] == " ".join(sys.argv[:3]) and holder["since"]
     assert lock_path(out) == tmp_path / "results.jsonl.lock"
+
+
+def test_a_cut_record_with_a_nested_checksum_key_is_skipped(tmp_path):
+    """Only the record's own checksum, at the end of the line, makes a line whole: a key of the
+    same name nested inside a record cut short does not turn the cut into a refusal."""
+    path = tmp_path / "r.jsonl"
+    append_jsonl(path, {"a": 1})
+    append_jsonl(path, {"meta": {"_crc32": "abc"}, "ok": True})
+    data = path.read_bytes()
+    first_end = data.index(b"\n") + 1
+    for cut in range(first_end, len(data) - 1):
+        path.write_bytes(data[:cut])
+        assert read_jsonl(path) == [{"a": 1}], data[first_end:cut]
+
+
+def test_an_output_that_is_a_symlink_loop_is_checked_not_a_traceback(tmp_path):
+    """A symlink loop given as an output is not an input (and no RuntimeError escapes)."""
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    (tmp_path / "in.npy").write_bytes(b"x")
+    check_not_input({"--out": tmp_path / "a"}, {"--ranking": tmp_path / "in.npy"})
