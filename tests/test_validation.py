@@ -49,6 +49,10 @@ def test_check_ranking_arrays_refuses_bad_shapes_types_and_rows_outside_the_pool
         pattern = rf"^ranking: training row {first} .*outside the {len(pool)}-image pool"
         with pytest.raises(InvalidInputError, match=pattern):
             check_ranking_arrays(*one, pool=pool)
+    with pytest.raises(InvalidInputError, match=r"^ranking: training row 5 is outside"):
+        check_ranking_arrays(*one, pool=np.array([3, 4]))  # one row outside: no "(and 0 more)"
+    with pytest.raises(InvalidInputError, match=r"^ranking: training row 3 \(and 1 more\) is"):
+        check_ranking_arrays(*one, pool=np.array([4]))
 
 
 def test_target_labels_or_true_checks_the_given_labels():

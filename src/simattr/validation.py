@@ -234,8 +234,9 @@ def check_ranking_arrays(
         pos = np.minimum(np.searchsorted(pool, values), max(len(pool) - 1, 0))
         outside = values[pool[pos] != values] if len(pool) else values
         if outside.size:
+            more = f" (and {outside.size - 1} more)" if outside.size > 1 else ""
             raise InvalidInputError(
-                f"{name}: training row {int(outside[0])} (and {outside.size - 1} more) is "
+                f"{name}: training row {int(outside[0])}{more} is "
                 f"outside the {len(pool)}-image pool these results are for; rank that pool "
                 "(`simattr attribute ... --pool RECIPE`)"
             )
