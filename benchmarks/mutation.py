@@ -83,6 +83,7 @@ MODULE_TESTS: dict[str, tuple[str, ...]] = {
         "test_resume_attribute.py",
     ),
     "simattr.validation": (
+        "test_validation.py",
         "test_mechanisms.py",
         "test_attribution.py",
         "test_attributor_estimator.py",
