@@ -474,3 +474,22 @@ def test_pool_system_computes_in_float64_from_a_float32_pool():
     b = fit_newton(target, PoolSystem.build(pool32.astype(np.float64)), C=2.0)
     np.testing.assert_allclose(a.coef, b.coef, rtol=1e-12, atol=1e-12)
     assert a.intercept == pytest.approx(b.intercept, rel=1e-12, abs=1e-12)
+
+
+def test_exact_path_reports_progress_and_refusals_name_the_parameter(capsys, monkeypatch):
+    """The exact path says what it ranks as it goes (label and running count); a bad
+    ``block_size`` or ``train_labels`` is refused by the name the user wrote."""
+    from simattr import Attributor
+    from simattr.errors import InvalidInputError
+
+    monkeypatch.setenv("SIMATTR_PROGRESS_INTERVAL", "0")
+    X, labels = _clusters(90, 4, 3, seed=19)
+    att = Attributor("l2", block_size=4, progress=True).fit(X, labels)
+    capsys.readouterr()
+    att.topk(X[:6], labels[:6], 3)
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("attribution (l2)")]
+    assert lines and lines[-1].startswith("attribution (l2): 6/6 (100%), done in")
+    with pytest.raises(InvalidInputError, match=r"^block_size must be a positive integer, got 0"):
+        Attributor("l2", block_size=0).fit(X, labels)
+    with pytest.raises(InvalidInputError, match=r"^train_labels"):
+        Attributor("l2").fit(X, labels[:-1])
