@@ -216,14 +216,21 @@ def test_a_jsonl_line_cut_short_is_skipped_not_refused(tmp_path):
 def test_a_cut_in_a_literal_or_a_number_is_a_cut_not_damage(tmp_path):
     """A kill can stop a line in the middle of ``true``, ``null`` or a number: every prefix of
     such a record reads as the records before it."""
-    path = tmp_path / "r.jsonl"
-    append_jsonl(path, {"target": 1})
-    append_jsonl(path, {"ok": True, "by": None, "x": -1.5e-3, "found": False})
+    _each_cut_of_the_second_record_reads_as_the_first(
+        tmp_path / "r.jsonl", {"target": 1}, {"ok": True, "by": None, "x": -1.5e-3, "found": False}
+    )
+
+
+def _each_cut_of_the_second_record_reads_as_the_first(path, first: dict, second: dict) -> None:
+    """Write two records, then cut the file at every byte of the second: each cut reads as
+    the first record alone (what a killed writer leaves is skipped, not refused)."""
+    append_jsonl(path, first)
+    append_jsonl(path, second)
     data = path.read_bytes()
     first_end = data.index(b"\n") + 1
     for cut in range(first_end, len(data) - 1):
         path.write_bytes(data[:cut])
-        assert read_jsonl(path) == [{"target": 1}], data[first_end:cut]
+        assert read_jsonl(path) == [first], data[first_end:cut]
 
 
 def test_jsonl_records_written_before_checksums_still_read(tmp_path):
@@ -279,14 +286,9 @@ def test_the_lock_file_sits_beside_the_output_and_names_its_holder(tmp_path):
 def test_a_cut_record_with_a_nested_checksum_key_is_skipped(tmp_path):
     """Only the record's own checksum, at the end of the line, makes a line whole: a key of the
     same name nested inside a record cut short does not turn the cut into a refusal."""
-    path = tmp_path / "r.jsonl"
-    append_jsonl(path, {"a": 1})
-    append_jsonl(path, {"meta": {"_crc32": "abc"}, "ok": True})
-    data = path.read_bytes()
-    first_end = data.index(b"\n") + 1
-    for cut in range(first_end, len(data) - 1):
-        path.write_bytes(data[:cut])
-        assert read_jsonl(path) == [{"a": 1}], data[first_end:cut]
+    _each_cut_of_the_second_record_reads_as_the_first(
+        tmp_path / "r.jsonl", {"a": 1}, {"meta": {"_crc32": "abc"}, "ok": True}
+    )
 
 
 def test_an_output_that_is_a_symlink_loop_is_checked_not_a_traceback(tmp_path):
