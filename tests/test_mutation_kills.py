@@ -493,3 +493,16 @@ def test_exact_path_reports_progress_and_refusals_name_the_parameter(capsys, mon
         Attributor("l2", block_size=0).fit(X, labels)
     with pytest.raises(InvalidInputError, match=r"^train_labels"):
         Attributor("l2").fit(X, labels[:-1])
+
+
+def test_auto_retrieval_switches_to_faiss_at_its_threshold():
+    """``retrieval="auto"`` ranks exactly below AUTO_THRESHOLD training images and through
+    FAISS from it on (all-class methods; class-conditional ranking is always exact)."""
+    from simattr import Attributor
+    from simattr.attribution.retrieval import AUTO_THRESHOLD
+
+    X = np.random.default_rng(20).normal(size=(AUTO_THRESHOLD, 2)).astype(np.float32)
+    at = Attributor("cosine", class_conditional=False, retrieval="auto").fit(X)
+    below = Attributor("cosine", class_conditional=False, retrieval="auto").fit(X[:-1])
+    assert (at.retrieval_, below.retrieval_) == ("faiss", "exact")
+    assert at.describe()["retrieval"] == "faiss"
