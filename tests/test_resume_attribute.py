@@ -31,12 +31,16 @@ def split():
     return xtr, ytr, xte, yte
 
 
-def _count_topk(monkeypatch) -> list[int]:
+def _count_topk(monkeypatch, crash_on: int | None = None, crash=Interrupted) -> list[int]:
+    """Count ``Attributor.topk`` calls (the block size of each); with ``crash_on``, the
+    crash_on-th call raises ``crash`` instead, as a kill in the middle of a run would."""
     calls: list[int] = []
     original = Attributor.topk
 
     def counting(self, features, labels=None, k=100):
         calls.append(len(features))
+        if len(calls) == crash_on:
+            raise crash
         return original(self, features, labels, k)
 
     monkeypatch.setattr(Attributor, "topk", counting)
@@ -110,15 +114,7 @@ def test_cli_attribute_resumes_after_a_crash(split, tmp_path, monkeypatch):
     assert run(reference).exit_code == 0
     out = tmp_path / "r.npz"
     original = Attributor.topk
-    calls: list[int] = []
-
-    def crash_on_third(self, features, labels=None, k=100):
-        calls.append(len(features))
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return original(self, features, labels, k)
-
-    monkeypatch.setattr(Attributor, "topk", crash_on_third)
+    _count_topk(monkeypatch, crash_on=3, crash=KeyboardInterrupt)
     result = run(out)
     assert result.exit_code != 0 and not out.exists()
     assert len(list(parts_dir(out).glob("block-*.npz"))) == 2
@@ -459,15 +455,8 @@ def test_defaults_rank_100_per_target_in_blocks_of_1024(tmp_path, monkeypatch):
     np.save(tmp_path / "xtr.npy", rng.normal(size=(150, 3)))
     np.save(tmp_path / "xte.npy", rng.normal(size=(1025, 3)))
     out = tmp_path / "r.npz"
-    original, calls = Attributor.topk, []
-
-    def crash_on_second(self, features, labels=None, k=100):
-        calls.append(len(features))
-        if len(calls) == 2:
-            raise Interrupted
-        return original(self, features, labels, k)
-
-    monkeypatch.setattr(Attributor, "topk", crash_on_second)
+    original = Attributor.topk
+    calls = _count_topk(monkeypatch, crash_on=2)
     with pytest.raises(Interrupted):
         attribute(tmp_path / "xtr.npy", tmp_path / "xte.npy", out,
                   attributor=Attributor("cosine", class_conditional=False))  # fmt: skip
@@ -623,15 +612,8 @@ def test_attribute_names_its_inputs_and_resumes_only_the_same_files(split, tmp_p
     attribute(paths["xtr"], paths["xte"], out2, **labels, k=3, train_indices=np.arange(200))
     assert load_ranking(out2).metadata["train_indices"] is None
 
-    original, calls = Attributor.topk, []
-
-    def crash_on_second(self, features, labels=None, k=100):
-        calls.append(1)
-        if len(calls) == 2:
-            raise Interrupted
-        return original(self, features, labels, k)
-
-    monkeypatch.setattr(Attributor, "topk", crash_on_second)
+    original = Attributor.topk
+    _count_topk(monkeypatch, crash_on=2)
     out3 = tmp_path / "t.npz"
     with pytest.raises(Interrupted):
         attribute(paths["xtr"], paths["xte"], out3, **labels, k=3, block_size=8)
