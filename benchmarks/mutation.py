@@ -424,11 +424,9 @@ def main(argv: list[str] | None = None) -> int:
             if todo:
                 subprocess.run([*run, *todo], cwd=workdir, env=env, check=False)
         if args.sample and not args.rerun_survivors:
-            todo = [
-                n
-                for n in draw_sample(list(read_verdicts(workdir)), args.sample, args.seed)
-                if read_verdicts(workdir)[n] == "not_checked"
-            ]
+            verdicts = read_verdicts(workdir)  # one read of mutmut's files, not one per name
+            sample = draw_sample(list(verdicts), args.sample, args.seed)
+            todo = [n for n in sample if verdicts[n] == "not_checked"]
             print(f"sample: {len(todo)} mutants without a verdict", flush=True)
             if todo:
                 subprocess.run([*run, *todo], cwd=workdir, env=env, check=False)
