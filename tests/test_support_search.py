@@ -7,7 +7,6 @@ training are in ``test_support_e2e.py``.
 
 from __future__ import annotations
 
-import json
 import re
 
 import numpy as np
@@ -215,7 +214,7 @@ def test_report_refuses_missing_and_foreign_files(tmp_path):
     with pytest.raises(MissingFileError):
         support_report([tmp_path / "nope.jsonl"], tmp_path / "out")
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"hello": 1}) + "\n")
+    append_jsonl(bad, {"hello": 1})
     with pytest.raises(InvalidInputError, match="not a support record"):
         support_report([bad], tmp_path / "out")
     assert not (tmp_path / "out").exists()

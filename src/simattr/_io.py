@@ -38,7 +38,7 @@ import numpy as np
 
 from simattr._version import __version__
 from simattr.errors import DamagedFileError, InvalidInputError, LockedError, MissingFileError
-from simattr.hashing import digest_file
+from simattr.hashing import digest_bytes, digest_file
 
 
 @contextlib.contextmanager
@@ -425,15 +425,23 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     complete checksum is a write cut short by a kill: it was never acknowledged, and it is
     skipped. Any other line that does not parse, or whose CRC-32 no longer matches, was changed
     after it was written: a :class:`DamagedFileError` naming the file and the line, never a
-    record silently dropped or used. Records written before lines carried checksums are read as
-    they are.
+    record silently dropped or used.
+
+    A whole line without a checksum is refused too (deleting the checksum and editing a value
+    would otherwise pass for a record of old), except inside the results committed before lines
+    carried checksums: :data:`UNCHECKED_RESULTS` lists each such file by size and SHA-256, and
+    its unchecked lines are read only while the file's first bytes still have that digest (a
+    copy or a resumed run, with checked records appended, still reads).
     """
     path = Path(path)
     if not path.exists():
         return []
     records = []
+    offset = 0
+    legacy: bool | None = None  # whether the file starts with committed unchecked results
     with open(path, "rb") as fh:
         for number, raw in enumerate(fh, start=1):
+            offset += len(raw)
             line = raw.decode("utf-8", errors="replace").strip()
             if not line:
                 continue
@@ -445,8 +453,57 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
                     f"{path} is damaged: line {number} is not the record that was written "
                     "(bad JSON or checksum); restore it or use another --out"
                 )
+            if _CRC_TAIL.search(line) is None:
+                if legacy is None:
+                    legacy = _unchecked_prefix(path)
+                if offset > legacy:
+                    raise DamagedFileError(
+                        f"{path} is damaged: line {number} has no checksum, and only the results "
+                        "committed before records carried one may lack it (as they were "
+                        "committed); restore the file, or rerun to write the record again"
+                    )
             records.append(record)
     return records
+
+
+#: The results committed before JSON Lines records carried checksums: (path in the repository,
+#: size in bytes, SHA-256). These files are the only place a record without its ``_crc32`` is
+#: read (:func:`read_jsonl`); they are recognised by content, wherever they lie. Never add to
+#: this list: every record written since carries its checksum.
+UNCHECKED_RESULTS: tuple[tuple[str, int, str], ...] = (
+    ("benchmarks/results/bench-cpu-k250/remove.jsonl", 100684,
+     "8ca25d09b6cedfa4c36b2055a7b8ca0f0038b4900b2644c9c114da8c300f2c46"),
+    ("benchmarks/results/bench-cpu-k250/remove.models.jsonl", 299684,
+     "fd792f91a5617495ea17301b23b8801f96ca64a5ae1c945b8b862981faab8ec6"),
+    ("benchmarks/results/bench-cpu/mislabel.jsonl", 90712,
+     "b36db0f002ec8d962ae42651d8b54d226face9537ba9078239e8858122df0991"),
+    ("benchmarks/results/bench-cpu/mislabel.models.jsonl", 355504,
+     "4e12049662f3326ef5683390e1f63abf24613e4326a5e4568c12f477a93e86b8"),
+    ("benchmarks/results/bench-cpu/remove.jsonl", 74570,
+     "7829db73bda7f3dbe22d9dfb6824ab1b1c31d3b4af5d44564acabf62fd2dafe0"),
+    ("benchmarks/results/bench-cpu/remove.models.jsonl", 272128,
+     "484c4c4cf3524239ce28e490378b86fa4d1c1125c5e2f35a0494508f4b8ad0db"),
+    ("benchmarks/results/margins-cpu-b/margins.jsonl", 113671,
+     "85b128fb319f0e3772cbb5cef945aaeeb43be7213552871de99c5d9b8bbe73f8"),
+    ("benchmarks/results/margins-cpu/control.jsonl", 12459,
+     "103aa435df04c4eec5ba23a98016f70c06d0517902e958785ddc4ee47bd8e7ae"),
+    ("benchmarks/results/margins-cpu/margins.jsonl", 125270,
+     "4c58eb149ab96c3cf23ff2024103100b578c29419e79d9f8b49f4916f3675111"),
+)  # fmt: skip
+
+
+def _unchecked_prefix(path: Path) -> int:
+    """How many leading bytes of ``path`` are one of :data:`UNCHECKED_RESULTS` (0 if none)."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return 0
+    for _, length, expected in UNCHECKED_RESULTS:
+        if length <= size:
+            with open(path, "rb") as fh:
+                if digest_bytes(fh.read(length)) == expected:
+                    return length
+    return 0
 
 
 #: What :func:`_parse_jsonl_line` returns for a line cut short by a killed writer.
