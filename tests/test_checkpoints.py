@@ -356,3 +356,22 @@ def test_shipped_default_absent_falls_back_to_stand_in(monkeypatch):
     assert backbones_module.default_weights_path() == Path(resnet_module.__file__)
     with pytest.raises(InvalidInputError, match="'default' is a fixed network"):
         load_backbone("default", arch=ARCH)
+
+
+def test_our_safetensors_without_its_sidecar_is_refused(source, source_features, images, tmp_path):
+    """Without the sidecar the input statistics are unknown: a guess would move the features,
+    so the file is refused by name, and read only when the sidecar is back or the caller says
+    the file is foreign (statistics of its stem, said in the note)."""
+    path = tmp_path / "net.safetensors"
+    _ship(source, path)
+    sidecar = tmp_path / "net.safetensors.json"
+    with_sidecar = load_backbone(str(path))
+    assert with_sidecar.mean == (0.5, 0.45, 0.4)
+    sidecar.unlink()
+    with pytest.raises(
+        CheckpointError, match=r"net\.safetensors: its sidecar .*net\.safetensors\.json"
+    ):
+        load_backbone(str(path))
+    foreign = load_backbone(str(path), format="torchvision")
+    assert foreign.mean == backbones_module.CIFAR10_MEAN and "CIFAR-10 mean" in foreign.note
+    assert foreign.extra["format"] == "torchvision"

@@ -44,8 +44,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from simattr._io import sidecar_path
 from simattr.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
-from simattr.errors import InvalidInputError, MissingFileError
+from simattr.errors import CheckpointError, InvalidInputError, MissingFileError
 from simattr.hashing import digest_file
 from simattr.models.checkpoints import FORMATS, Checkpoint, read_checkpoint
 from simattr.models.resnet import ARCHITECTURES, is_imagenet_stem, random_init
@@ -225,6 +226,13 @@ def _from_file(path: Path, arch: str | None, format: str) -> Backbone:
     extra: dict[str, Any] = {"format": ckpt.format, "sha256_16": digest_file(path, 16)}
     if ckpt.format == "simattr":
         meta = ckpt.meta
+        if not meta:
+            # without the sidecar the input statistics are unknown, and a guess moves features
+            raise CheckpointError(
+                f"{path}: its sidecar {sidecar_path(path)} (input mean and std, architecture) "
+                "is missing; put it back next to the file, or pass format='torchvision' to read "
+                "the file as foreign weights normalised with the statistics of their stem"
+            )
         extra.update({k: meta[k] for k in ("method", "epochs", "knn_accuracy") if k in meta})
         return Backbone(
             module=ckpt.build(),
