@@ -368,6 +368,33 @@ def test_cli_refusals_leave_nothing_behind(folder, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.npy"]
 
 
+def test_cli_refuses_stale_and_foreign_features(folder, tmp_path):
+    """Features made before one file moved between class folders, or of another folder with as
+    many images, are refused in one line that gives the rebuild command; nothing is written."""
+    data = tmp_path / "data"
+    shutil.copytree(folder, data)
+    feats = tmp_path / "train.npy"
+    for suffix in ("", ".json"):
+        shutil.copyfile(f"{folder.parent / 'train.npy'}{suffix}", f"{feats}{suffix}")
+    out = tmp_path / "audit"
+    args = ["audit", "--data", str(data), "--features", str(feats), "--out", str(out)]
+    assert runner.invoke(app, args).exit_code == 0  # the copy is the same data
+    shutil.rmtree(out)
+    moved = sorted((data / "train" / "airplane").glob("*.png"))[-1]
+    moved.rename(data / "train" / "automobile" / moved.name)
+    _refused(runner.invoke(app, args), r"other data than the train split.*simattr features")
+    assert not out.exists()
+    # a foreign folder of the same size: one image's pixels changed, nothing moved
+    (data / "train" / "automobile" / moved.name).rename(moved)
+    from PIL import Image
+
+    first = sorted((data / "train" / "dog").glob("*.png"))[0]
+    pixels = np.asarray(Image.open(first).convert("RGB"))
+    Image.fromarray(255 - pixels).save(first)
+    _refused(runner.invoke(app, args), r"rebuild them with `simattr features --data")
+    assert not out.exists()
+
+
 @pytest.mark.browser
 def test_page_renders_in_chromium(folder, tmp_path):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -38,24 +38,42 @@ class AuditRun:
 
 
 def _load(data: str, split: str, path: PathLike, option: str):
-    from simattr.data import load_dataset, resolve_root, source_ids
+    """The split, its features and its source identifiers; refused, as ``attribute`` and
+    ``explain`` refuse them, when the features were made from other data: another split,
+    another row count, another dataset fingerprint (files added, removed, changed or moved
+    between class folders since) or other source identifiers. An audit of such features would
+    name the wrong files, so the message gives the command that rebuilds them."""
+    from simattr.attribution.workflow import check_split_features
+    from simattr.data import load_dataset, resolve_root, source_ids, source_ids_digest
     from simattr.features import load_features, load_features_metadata
 
     features = load_features(path, option)
     recorded = (load_features_metadata(path) or {}).get("dataset") or {}
+    size = recorded.get("image_size")
+    rebuild = f"simattr features --data {data} --split {split}" + (
+        f" --image-size {size}" if size is not None else ""
+    )
     if recorded.get("split") not in (None, split):
         raise InvalidInputError(
             f"{option} {path} holds features of the {recorded['split']} split, not {split}; "
-            f"make them with `simattr features --data {data} --split {split} --out FILE`"
+            f"make them with `{rebuild} --out FILE`"
         )
-    dataset = load_dataset(resolve_root(data), split)
+    check_split_features(data, split, path, option)
+    dataset = load_dataset(resolve_root(data), split, image_size=size)
     if len(features) != len(dataset):
         raise InvalidInputError(
             f"{option} {path} has {len(features)} rows but the {split} split of {data} has "
-            f"{len(dataset)} images; make them with "
-            f"`simattr features --data {data} --split {split} --out FILE`"
+            f"{len(dataset)} images; make them with `{rebuild} --out FILE`"
         )
-    return dataset, features, source_ids(data, dataset)
+    ids = source_ids(data, dataset)
+    digest = recorded.get("source_ids_digest")
+    if digest is not None and digest != source_ids_digest(ids):
+        raise InvalidInputError(
+            f"{option} {path} was made from other files than the {split} split of {data} "
+            f"(their source identifiers differ: files were renamed, added, removed or moved "
+            f"since); rebuild them with `{rebuild} --out {path}`"
+        )
+    return dataset, features, ids
 
 
 def run_audit(
