@@ -171,6 +171,24 @@ def test_cleanlab_detector_orders_the_issues(planted):
     assert len(found) >= 4
 
 
+def test_audit_result_as_pandas_tables_with_a_short_repr(planted, result):
+    labels = result.to_pandas()
+    assert len(labels) == len(planted["labels"]) and labels["rank"].tolist()[:3] == [1, 2, 3]
+    # without ids the paths are empty and labels indices; the flipped rows are suspected
+    assert set(labels["path"]) == {""}
+    suspected = set(labels.loc[labels["suspected"], "row"].tolist())
+    # (weak features: 60 images a class; the cut is "another class is more probable")
+    assert len(suspected & set(planted["flipped"].tolist())) >= 8
+    assert len(suspected) < 0.6 * len(planted["labels"])
+    pairs = result.to_pandas("duplicates")
+    assert len(pairs) == len(result.duplicates)
+    assert set(pairs["split_b"]) == {"train", "test"}
+    for text in (repr(result), repr(result.label_issues), repr(result.duplicates)):
+        assert len(text) < 300 and "array" not in text
+    with pytest.raises(InvalidInputError, match="unknown table"):
+        result.to_pandas("pairs")
+
+
 def test_tables_list_every_row_and_pair(tmp_path, planted, result):
     ids = [f"train:{i}" for i in range(len(planted["labels"]))]
     names = [f"class<{c}>" for c in range(10)]
@@ -378,7 +396,13 @@ def test_cli_refuses_stale_and_foreign_features(folder, tmp_path):
         shutil.copyfile(f"{folder.parent / 'train.npy'}{suffix}", f"{feats}{suffix}")
     out = tmp_path / "audit"
     args = ["audit", "--data", str(data), "--features", str(feats), "--out", str(out)]
-    assert runner.invoke(app, args).exit_code == 0  # the copy is the same data
+    from simattr.audit import run_audit
+
+    run = run_audit(str(data), feats, out)  # the copy is the same data
+    table = run.result.to_pandas()
+    files = {p.relative_to(data).as_posix() for p in (data / "train").glob("*/*.png")}
+    assert set(table["path"]) == files
+    assert set(table["given_label"]) == {p.split("/")[1] for p in files}
     shutil.rmtree(out)
     moved = sorted((data / "train" / "airplane").glob("*.png"))[-1]
     moved.rename(data / "train" / "automobile" / moved.name)

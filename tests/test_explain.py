@@ -100,6 +100,38 @@ def test_copy_of_a_training_image_comes_first(folder, feats, new_images):
     np.testing.assert_allclose(result.features[0], train[row], rtol=1e-5, atol=1e-5)
 
 
+def test_tables_in_python_and_rankings_of_new_files_refused_as_test_rows(folder, feats, new_images):
+    """``to_pandas()`` names files relative to the root and classes by name; reprs are short;
+    ``ranking_rows`` refuses to name an explanation's targets as test images."""
+    from simattr.attribution import explain
+    from simattr.errors import InvalidInputError
+    from simattr.report import ranking_rows
+
+    result = explain(
+        [new_images["cat"], new_images["bird"]], feats[0], data=str(folder), label="cat", k=4
+    )
+    table = result.to_pandas()
+    assert len(table) == 8 and table["rank"].tolist() == [1, 2, 3, 4] * 2
+    assert table["train_path"].iloc[0] == f"train/cat/{SCRIPT_NAME}"
+    assert set(table["train_label"]) == {"cat"} and set(table["label"]) == {"cat"}
+    assert table["image_path"].iloc[0] == str(new_images["cat"])
+    assert all(not Path(p).is_absolute() for p in table["train_path"])
+    for text in (repr(result), repr(result.ranking)):
+        assert len(text) < 300 and "\n" not in text and "array" not in text
+    assert "2 files" in repr(result) and "new files" in repr(result.ranking)
+    # the ranking alone, as a table: train rows and scores agree with the explanation's
+    ranked = result.ranking.to_pandas(
+        train_ids=result.train_ids,
+        train_labels=result.train.labels,
+        class_names=result.class_names,
+    )
+    assert ranked["train_path"].tolist() == table["train_path"].tolist()
+    np.testing.assert_allclose(ranked["score"], table["score"])
+    with pytest.raises(InvalidInputError, match="new image files") as caught:
+        ranking_rows(result.ranking, str(folder))
+    assert "\n" not in str(caught.value)
+
+
 def test_re_encoded_copy_and_class_by_index(folder, feats, new_images):
     from simattr.attribution import explain
 

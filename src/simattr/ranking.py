@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,70 @@ class Ranking:
         return self.indices.shape[1]
 
     @property
+    def targets_are_rows(self) -> bool:
+        """Whether ``targets`` are rows of a test split. ``explain`` ranks new image files: its
+        targets are positions among those files, and naming them as test rows would be wrong."""
+        return not (self.metadata.get("targets") == "files" or "images" in self.metadata)
+
+    def __repr__(self) -> str:
+        method = self.metadata.get("method")
+        ranked = int((self.indices >= 0).sum())
+        of = "new files" if not self.targets_are_rows else "test rows"
+        return (
+            f"Ranking({len(self.targets)} targets ({of}) x top {self.k}, {ranked} ranked images"
+            + (f", method {method}" if method else "")
+            + (f", from {self.source}" if self.source else "")
+            + ")"
+        )
+
+    def to_pandas(
+        self,
+        *,
+        train_ids: Sequence[str] | None = None,
+        target_ids: Sequence[str] | None = None,
+        train_labels: np.ndarray | None = None,
+        target_labels: np.ndarray | None = None,
+        class_names: Sequence[str] | None = None,
+    ) -> Any:
+        """The ranking as a ``pandas.DataFrame``: one row per ranked training image of each
+        target (unranked ``-1`` slots left out), columns ``target``, ``rank`` (1 = most
+        responsible), ``train_row``, ``score``, plus ``target_path``, ``target_label``,
+        ``train_path``, ``train_label`` where the ids and labels are given (labels as class
+        names with ``class_names``). ``simattr.report.ranking_rows(ranking, data)`` fills them
+        from the dataset itself; this method reads nothing from disk.
+
+        ``target_ids`` and ``target_labels`` are indexed by target row (the test split's ids
+        and labels); a ranking of new files (``explain``) indexes them by file position.
+        """
+        import pandas as pd
+
+        rows, cols = np.nonzero(self.indices >= 0)
+        targets = self.targets[rows]
+        train_rows = self.indices[rows, cols]
+
+        def named(values: np.ndarray) -> list[Any]:
+            if class_names is None:
+                return [int(v) for v in values]
+            return [str(class_names[int(v)]) for v in values]
+
+        table: dict[str, Any] = {"target": targets}
+        if target_ids is not None:
+            table["target_path"] = [target_ids[int(t)] for t in targets]
+        explained = self.metadata.get("target_labels")
+        if explained is not None:
+            table["target_label"] = named(np.asarray(explained, dtype=np.int64)[rows])
+        elif target_labels is not None:
+            table["target_label"] = named(np.asarray(target_labels)[targets])
+        table["rank"] = cols + 1
+        table["train_row"] = train_rows
+        if train_ids is not None:
+            table["train_path"] = [train_ids[int(r)] for r in train_rows]
+        if train_labels is not None:
+            table["train_label"] = named(np.asarray(train_labels)[train_rows])
+        table["score"] = self.scores[rows, cols]
+        return pd.DataFrame(table)
+
+    @property
     def name(self) -> str:
         """How messages name this ranking: its file, or ``ranking``."""
         return f"ranking {self.source}" if self.source else "ranking"
@@ -94,9 +159,16 @@ class Ranking:
         pool: np.ndarray | None = None,
         fingerprints: dict[str, str | None] | None = None,
     ) -> Ranking:
-        """Refuse this ranking for data it was not made on: target rows in ``[0, n_test)``,
-        indices in ``[0, n_train)`` and inside ``pool``, and, where both sides record them,
-        the same dataset ``fingerprints`` (``{"train": ..., "test": ...}``). Returns itself."""
+        """Refuse this ranking for data it was not made on: target rows in ``[0, n_test)``
+        (and targets that are rows at all: not the new files of ``explain``), indices in
+        ``[0, n_train)`` and inside ``pool``, and, where both sides record them, the same
+        dataset ``fingerprints`` (``{"train": ..., "test": ...}``). Returns itself."""
+        if n_test is not None and not self.targets_are_rows:
+            raise InvalidInputError(
+                f"{self.name} explains new image files (from explain), not rows of a test "
+                "split: its targets cannot be named as test images; use the explanation's "
+                "to_pandas() or simattr.report.explanation_columns(explanation)"
+            )
         if fingerprints:
             mine = self.data_fingerprints()
             for split, fp in fingerprints.items():

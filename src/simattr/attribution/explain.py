@@ -63,6 +63,31 @@ class Explanation:
     label_source: str
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        ranked = int((self.ranking.indices >= 0).sum())
+        return (
+            f"Explanation({len(self.images)} files, top {self.ranking.k} training images each "
+            f"({ranked} ranked) of {len(self.train)} in {self.root}, "
+            f"{self.label_source}, backbone {self.backbone.get('name', '?')})"
+        )
+
+    def to_pandas(self) -> Any:
+        """:meth:`rows` as a ``pandas.DataFrame``: files as given, training files relative to
+        the data root, labels as class names; one row per ranked training image."""
+        import pandas as pd
+
+        columns = (
+            "image",
+            "image_path",
+            "label",
+            "rank",
+            "train_row",
+            "train_path",
+            "train_label",
+            "score",
+        )
+        return pd.DataFrame(self.rows(), columns=list(columns))
+
     def rows(self) -> list[dict[str, Any]]:
         """One dict per ranked training image of each file: ``image`` (position), ``image_path``,
         ``label``, ``rank`` (1 = most responsible), ``train_row``, ``train_path``,
@@ -173,6 +198,7 @@ def explain(
         scores,
         metadata=dict(
             attributor.describe(),
+            targets="files",
             images=[str(f) for f in files],
             labels=label_source,
             target_labels=labels.tolist(),

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -62,6 +63,21 @@ class LabelIssues:
     def order(self) -> np.ndarray:
         return np.argsort(-self.score, kind="stable")
 
+    @property
+    def suspected(self) -> np.ndarray:
+        """Rows whose audit prefers another class: the suggested class is more probable than
+        the given one (boolean mask). The ranking of :attr:`order` covers every row; this is
+        the cut a page badges as "suspected mislabel"."""
+        rows = np.arange(len(self.given))
+        return self.probabilities[rows, self.suggested] > self.probabilities[rows, self.given]
+
+    def __repr__(self) -> str:
+        return (
+            f"LabelIssues({len(self.given)} rows scored by {self.detector}, "
+            f"{int(self.suspected.sum())} suspected (another class more probable), "
+            f"evidence for {len(self.evidence)})"
+        )
+
 
 @dataclass
 class DuplicatePairs:
@@ -77,6 +93,13 @@ class DuplicatePairs:
 
     def __len__(self) -> int:
         return len(self.row_a)
+
+    def __repr__(self) -> str:
+        leaks = int(self.leaks.sum())
+        return (
+            f"DuplicatePairs({len(self) - leaks} pairs in the split, {leaks} leaks, "
+            f"pixel check {'on' if self.pixel is not None else 'off'})"
+        )
 
     @property
     def leaks(self) -> np.ndarray:
@@ -113,6 +136,71 @@ class AuditResult:
     n_test: int
     params: dict[str, object]
     timings: dict[str, float]
+    #: source identifiers (paths relative to the data root) and class names, when known
+    #: (:func:`~simattr.audit.run_audit` sets them): the tables name files and classes with them
+    ids: list[str] | None = None
+    test_ids: list[str] | None = None
+    class_names: tuple[str, ...] | None = None
+
+    def __repr__(self) -> str:
+        d = self.duplicates
+        leaks = int(d.leaks.sum())
+        return (
+            f"AuditResult({self.n_train} images"
+            + (f" against {self.n_test} test images" if self.n_test else "")
+            + f": {int(self.label_issues.suspected.sum())} suspected label errors "
+            f"({self.label_issues.detector}), {len(d) - leaks} near-duplicate pairs, "
+            f"{leaks} leaks; .to_pandas('labels' | 'duplicates'))"
+        )
+
+    def to_pandas(self, table: str = "labels") -> Any:
+        """A table as a ``pandas.DataFrame``: ``"labels"`` (every row, likeliest error first:
+        ``rank``, ``row``, ``path``, ``given_label``, ``suggested_label``, ``score``,
+        ``suspected``) or ``"duplicates"`` (every reported pair, most similar first). Paths
+        are relative to the data root and labels class names where :attr:`ids` and
+        :attr:`class_names` are known, else empty and class indices."""
+        import pandas as pd
+
+        def path(ids: list[str] | None, row: int) -> str:
+            return ids[row] if ids is not None else ""
+
+        def name(label: int) -> object:
+            return self.class_names[label] if self.class_names is not None else label
+
+        if table == "labels":
+            issues = self.label_issues
+            order = issues.order
+            suspected = issues.suspected
+            return pd.DataFrame(
+                {
+                    "rank": np.arange(1, len(order) + 1),
+                    "row": order,
+                    "path": [path(self.ids, int(r)) for r in order],
+                    "given_label": [name(int(issues.given[r])) for r in order],
+                    "suggested_label": [name(int(issues.suggested[r])) for r in order],
+                    "score": issues.score[order],
+                    "suspected": suspected[order],
+                }
+            )
+        if table == "duplicates":
+            d = self.duplicates
+            return pd.DataFrame(
+                {
+                    "split_a": d.split_a.astype(str),
+                    "row_a": d.row_a,
+                    "path_a": [path(self.ids, int(r)) for r in d.row_a],
+                    "split_b": d.split_b.astype(str),
+                    "row_b": d.row_b,
+                    "path_b": [
+                        path(self.test_ids if sb == "test" else self.ids, int(rb))
+                        for sb, rb in zip(d.split_b, d.row_b, strict=True)
+                    ],
+                    "similarity": d.similarity,
+                    "cosine": d.cosine,
+                    "pixel": d.pixel if d.pixel is not None else np.full(len(d), np.nan),
+                }
+            )
+        raise InvalidInputError(f"unknown table {table!r}: choose 'labels' or 'duplicates'")
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:

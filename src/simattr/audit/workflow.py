@@ -128,6 +128,8 @@ def run_audit(
             progress=progress,
             **options,  # type: ignore[arg-type]
         )
+        result.ids, result.class_names = list(ids), tuple(dataset.class_names)
+        result.test_ids = None if test_ids is None else list(test_ids)
         page = None
         if html:
             page = audit_html(
