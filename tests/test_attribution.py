@@ -236,7 +236,7 @@ def test_unfitted_and_label_free_use_are_refused(toy):
     train, labels, tests, test_labels = toy
     with pytest.raises(InvalidInputError, match=r"not fitted"):
         Attributor().topk(tests, test_labels, k=3)
-    with pytest.raises(InvalidInputError, match=r"needs train_labels"):
+    with pytest.raises(InvalidInputError, match=r"needs `train_labels`"):
         Attributor().fit(train)
     with pytest.raises(InvalidInputError, match=r"needs target_labels"):
         Attributor().fit(train, labels).topk(tests, None, k=3)

@@ -86,7 +86,7 @@ def test_changed_inputs_are_refused_and_no_resume_discards(split, tmp_path):
 
     with pytest.raises(Interrupted):
         rank_resumable(att, xte, yte, np.arange(20), 10, out, block_size=5, on_block=stop)
-    with pytest.raises(InvalidInputError, match=r"k was 10, now 7.*--no-resume"):
+    with pytest.raises(InvalidInputError, match=r"k was 10, now 7.*`resume=False`"):
         rank_resumable(att, xte, yte, np.arange(20), 7, out, block_size=5)
     other = Attributor("cosine").fit(xtr + 1, ytr)
     with pytest.raises(InvalidInputError, match=r"inputs.train_features was"):
@@ -199,7 +199,7 @@ def test_explain_predictions_refusals_name_the_predictions(tmp_path):
     csv.write_text(f"{root}/test/img2.png,dog\n{root / 'test' / 'img0.png'},2\n")
     explained, chosen = _explain_predictions(csv, true, None, 4, names, ids, str(root))
     assert explained.tolist() == [2, 1, 1, 0] and chosen.tolist() == [0, 2]
-    with pytest.raises(InvalidInputError, match=rf"^test row 3 .* but --predictions {csv} has no"):
+    with pytest.raises(InvalidInputError, match=rf"^test row 3 .* but `predictions` {csv} has no"):
         _explain_predictions(csv, true, np.array([2, 3]), 4, names, ids, str(root))
 
 
@@ -214,12 +214,12 @@ def test_label_and_feature_refusals_name_the_option(split, tmp_path):
 
     paths = _save_split(tmp_path, split)
     gone = tmp_path / "gone.npy"
-    with pytest.raises(MissingFileError, match=r"^--train-labels: no such file .*gone\.npy"):
+    with pytest.raises(MissingFileError, match=r"^`train_labels`: no such file .*gone\.npy"):
         attribute(
             paths["xtr"], paths["xte"], tmp_path / "a.npz", train_labels=gone, test_labels=gone
         )
     other = json.dumps({"dataset": {"fingerprint": "0123456789abcdef"}})
-    for option, key in (("--train-features", "xtr"), ("--test-features", "xte")):
+    for option, key in (("`train_features`", "xtr"), ("`test_features`", "xte")):
         side = paths[key].with_name(paths[key].name + ".json")
         side.write_text(other)
         with pytest.raises(InvalidInputError, match=rf"^{option} .*{key}\.npy was made from other"):
@@ -377,7 +377,7 @@ def test_resume_refuses_each_changed_input_by_name(split, tmp_path):
         out = tmp_path / f"r{i}.npz"
         _interrupt(att, xte, yte, targets, out, train_rows=rows)
         run = {**first, "block_size": 4, **change}
-        with pytest.raises(InvalidInputError, match=pattern + r".*--no-resume"):
+        with pytest.raises(InvalidInputError, match=pattern + r".*`resume=False`"):
             rank_resumable(
                 run["att"], run["xte"], run["yte"], run["targets"], 5, out,
                 block_size=run["block_size"], train_rows=run["train_rows"],
@@ -492,20 +492,20 @@ def test_candidate_rows_from_a_pool_or_given_rows(tmp_path):
     np.testing.assert_array_equal(pool, recipe_pool("tiny", digits))
     assert np.bincount(digits.labels[pool]).tolist() == [100] * 10
     refusals = [
-        (("tiny", [1], "digits", 1437), r"^give either --pool or --train-indices"),
-        (("tiny", None, None, 1437), r"^--pool needs --data"),
-        (("tiny", None, "digits", 1000), r"^--train-features has 1000 rows but digits has 1437"),
-        ((None, np.array([1, 5]), None, 5), r"^--train-indices contains 5"),
+        (("tiny", [1], "digits", 1437), r"^give either `pool` or `train_indices`"),
+        (("tiny", None, None, 1437), r"^`pool` needs `data`"),
+        (("tiny", None, "digits", 1000), r"^`train_features` has 1000 rows but digits has 1437"),
+        ((None, np.array([1, 5]), None, 5), r"^`train_indices` contains 5"),
         (
             (None, tmp_path / "rows.npy", None, 3),
-            rf"^--train-indices {re.escape(str(tmp_path))}/rows\.npy contains",
+            rf"^`train_indices` {re.escape(str(tmp_path))}/rows\.npy contains",
         ),
-        ((None, np.array([2, 0, 2]), None, 5), r"^--train-indices lists a training row twice"),
+        ((None, np.array([2, 0, 2]), None, 5), r"^`train_indices` lists a training row twice"),
     ]
     for args, pattern in refusals:
         with pytest.raises(InvalidInputError, match=pattern):
             candidate_rows(*args)
-    with pytest.raises(MissingFileError, match=r"^--train-indices: no such file"):
+    with pytest.raises(MissingFileError, match=r"^`train_indices`: no such file"):
         candidate_rows(None, tmp_path / "gone.npy", None, 5)
 
 
@@ -596,10 +596,10 @@ def test_attribute_names_its_inputs_and_resumes_only_the_same_files(split, tmp_p
     paths = _save_split(tmp_path, split)
     np.save(tmp_path / "rows.npy", np.arange(0, 400, 2))
     labels = dict(train_labels=ytr, test_labels=yte)
-    with pytest.raises(InvalidInputError, match=r"^--out .*rows\.npz would overwrite the input"):
+    with pytest.raises(InvalidInputError, match=r"^`out` .*rows\.npz would overwrite the input"):
         attribute(paths["xtr"], paths["xte"], tmp_path / "rows.npz", **labels,
                   train_indices=tmp_path / "rows.npz")  # fmt: skip
-    with pytest.raises(MissingFileError, match=r"^--train-features"):
+    with pytest.raises(MissingFileError, match=r"^`train_features`"):
         attribute(tmp_path / "gone.npy", paths["xte"], tmp_path / "a.npz", **labels)
     out = tmp_path / "r.npz"
     run = attribute(paths["xtr"], paths["xte"], out, **labels, k=3,

@@ -35,6 +35,7 @@ from simattr.validation import (
     check_features,
     check_indices,
     check_labels,
+    check_magnitude,
     check_positive_int,
     check_same_width,
     l2_normalize,
@@ -239,8 +240,8 @@ class Attributor(BaseEstimator):
         if train_labels is None:
             if self.class_conditional:
                 raise InvalidInputError(
-                    "class-conditional attribution needs train_labels; pass them, or use "
-                    "class_conditional=False (--all-classes) to rank the whole training set"
+                    "class-conditional attribution needs `train_labels`; pass them, or use "
+                    "`class_conditional=False` to rank the whole training set"
                 )
             self.train_labels_ = None
             self.classes_ = np.array([], dtype=np.int64)
@@ -312,7 +313,7 @@ class Attributor(BaseEstimator):
         T = check_features(target_features, "target_features")
         check_same_width(T, self.train_features_, "target_features", "train_features")
         if self.normalize_:
-            T = l2_normalize(T)
+            T = l2_normalize(T, "target_features")
         if not self.class_conditional:
             return T, None
         if target_labels is None:
@@ -535,8 +536,12 @@ def _prepared_features(X: np.ndarray, normalize: bool, name: str) -> np.ndarray:
                 f"column {col}; NaN or infinite features usually come from a diverged backbone "
                 "or a corrupt file"
             )
+        if normalize:  # overflowing, all-zero or all-tied features are refused, not ranked
+            chunk = l2_normalize(chunk, name, first_row=start)
+        else:
+            check_magnitude(chunk, name, first_row=start)
         if not in_place:
-            out[start : start + step] = l2_normalize(chunk) if normalize else chunk
+            out[start : start + step] = chunk
     return out
 
 

@@ -152,8 +152,8 @@ def rank_resumable(
         None,
         manifest,
         holds="holds blocks of an earlier run with different inputs",
-        remedy="resuming would mix two rankings. Delete the folder or pass --no-resume "
-        "(resume=False) to start again",
+        remedy="resuming would mix two rankings. Delete the folder or pass `resume=False` "
+        "to start again",
     )
     store.check()
     # Bad targets are refused before anything is written (``_check_targets`` is cheap).

@@ -66,27 +66,27 @@ def candidate_rows(
 ) -> np.ndarray | None:
     """Training rows that may be ranked: a recipe's pool, given rows, or all (``None``)."""
     if pool is not None and train_indices is not None:
-        raise InvalidInputError("give either --pool or --train-indices, not both")
+        raise InvalidInputError("give either `pool` or `train_indices`, not both")
     if pool is not None:
         from simattr.data import load_dataset, resolve_root
         from simattr.training import recipe_pool
 
         if data is None:
-            raise InvalidInputError("--pool needs --data (the pool is drawn from its labels)")
+            raise InvalidInputError("`pool` needs `data` (the pool is drawn from its labels)")
         train = load_dataset(resolve_root(data), "train")
         if len(train) != n_train:
             raise InvalidInputError(
-                f"--train-features has {n_train} rows but {data} has {len(train)} training images"
+                f"`train_features` has {n_train} rows but {data} has {len(train)} training images"
             )
         return recipe_pool(pool, train)
     if train_indices is None:
         return None
     name = (
-        "--train-indices"
+        "`train_indices`"
         if isinstance(train_indices, np.ndarray)
-        else f"--train-indices {train_indices}"
+        else f"`train_indices` {train_indices}"
     )
-    rows = check_indices(np.ravel(_as_array(train_indices, "--train-indices")), n_train, name)
+    rows = check_indices(np.ravel(_as_array(train_indices, "`train_indices`")), n_train, name)
     if len(np.unique(rows)) != len(rows):
         raise InvalidInputError(f"{name} lists a training row twice")
     return np.sort(rows)
@@ -116,8 +116,8 @@ def check_features_match_data(data: str, train_features: PathLike, test_features
     features were made, or features of another dataset): ranking them would name the wrong
     images. The message names the file and the command that rebuilds it. Features without a
     sidecar (a user's own ``.npy``) are not checked: nothing says what they were made from."""
-    check_split_features(data, "train", train_features, "--train-features")
-    check_split_features(data, "test", test_features, "--test-features")
+    check_split_features(data, "train", train_features, "`train_features`")
+    check_split_features(data, "test", test_features, "`test_features`")
 
 
 def check_split_features(data: str, split: str, path: PathLike, option: str) -> None:
@@ -185,7 +185,7 @@ def _explain_predictions(
         rows, predicted = read_predictions(
             predictions, n_test=n_test, class_names=class_names, test_ids=test_ids, root=root
         )
-        where = f"--predictions {predictions}"
+        where = f"`predictions` {predictions}"
     explained = np.zeros(n_test, dtype=np.int64) if true_labels is None else true_labels.copy()
     explained[rows] = predicted
     has = np.zeros(n_test, dtype=bool)
@@ -199,7 +199,7 @@ def _explain_predictions(
         named = f" ({test_ids[row]})" if test_ids else ""
         raise InvalidInputError(
             f"test row {row}{named} is a target but {where} has no prediction for it; add it "
-            "to the file or leave it out of --targets"
+            "to the file or leave it out of `targets`"
         )
     return explained, chosen
 
@@ -251,129 +251,58 @@ def attribute(
     """
     attributor = Attributor() if attributor is None else attributor
     out = Path(out)
-    if out.suffix != ".npz":
-        raise InvalidInputError(f"--out must end with .npz, got {out}")
-    if export_paper is not None and Path(export_paper).suffix != ".npy":
-        raise InvalidInputError(f"--export-paper-npy must end with .npy, got {export_paper}")
-    _paths = (str, os.PathLike)
-    check_not_input(
-        {"--out": out, "--export-paper-npy": export_paper, "--out's parts folder": parts_dir(out)},
-        {
-            "--train-features": train_features,
-            "--test-features": test_features,
-            "--train-labels": train_labels if isinstance(train_labels, _paths) else None,
-            "--test-labels": test_labels if isinstance(test_labels, _paths) else None,
-            "--train-indices": train_indices if isinstance(train_indices, _paths) else None,
-            "--predictions": predictions if isinstance(predictions, _paths) else None,
-        },
-    )
-    check_writable(out)
-    if export_paper is not None:
-        check_writable(export_paper, "--export-paper-npy")
     class_conditional = bool(attributor.class_conditional)
+    _check_outputs(
+        out,
+        export_paper,
+        train_features,
+        test_features,
+        train_labels,
+        test_labels,
+        train_indices,
+        predictions,
+    )
     if predictions is not None and not class_conditional:
         raise InvalidInputError(
-            "--predictions choose the class pool each target is explained with; with "
-            "--all-classes there is no pool to choose: leave one of the two out"
+            "`predictions` choose the class pool each target is explained with; with "
+            "`class_conditional=False` there is no pool to choose: leave one of the two out"
         )
-    xtr = load_features(train_features, "--train-features")
-    xte = load_features(test_features, "--test-features")
-    check_same_width(xtr, xte, "--train-features", "--test-features")
+    xtr = load_features(train_features, "`train_features`")
+    xte = load_features(test_features, "`test_features`")
+    check_same_width(xtr, xte, "`train_features`", "`test_features`")
     if data is not None:
         check_features_match_data(data, train_features, test_features)
-    given = train_labels is not None or test_labels is not None
-    if data is not None and given:
-        raise InvalidInputError("give either --data or --train-labels/--test-labels, not both")
-    label_source: str | None
-    ids: dict[str, list[str]] = {}
-    yte: np.ndarray | None
-    if data is not None:
-        from simattr.data import source_ids
-
-        splits = _splits(data)
-        ytr, yte = splits[0].labels, splits[1].labels
-        ids = {split.split: source_ids(data, split) for split in splits}
-        label_source = data
-    elif train_labels is not None and (test_labels is not None or predictions is not None):
-        ytr = _as_array(train_labels, "--train-labels")
-        yte = None if test_labels is None else _as_array(test_labels, "--test-labels")
-        label_source = (
-            "arrays"
-            if isinstance(train_labels, np.ndarray)
-            else ", ".join(str(p) for p in (train_labels, test_labels) if p is not None)
-        )
-    elif not class_conditional:
-        ytr = yte = None
-        label_source = None
-    else:
-        raise InvalidInputError(
-            "class-conditional attribution needs labels: give --data ROOT, or --train-labels "
-            "and --test-labels (or use --all-classes)"
-        )
-    fingerprints = _data_fingerprints(data, train_features, test_features)
-    if ytr is not None:
-        ytr = check_labels(ytr, len(xtr), "training labels", for_what="training features")
-    if yte is not None:
-        yte = check_labels(yte, len(xte), "test labels", for_what="test features")
-    if predictions is not None:
-        yte, chosen = _explain_predictions(
-            predictions,
-            yte,
-            targets,
-            len(xte),
-            splits[0].class_names if data is not None else None,
-            ids.get("test"),
-            None if data is None else str(data),
-        )
-        if not isinstance(predictions, np.ndarray):
-            label_source = f"{label_source}; predicted classes from {predictions}"
-    else:
-        chosen = (
-            np.arange(len(xte), dtype=np.int64)
-            if targets is None
-            else check_indices(targets, len(xte), "targets")
-        )
+    labels = resolve_labels(
+        data, train_labels, test_labels, predictions, class_conditional, len(xtr), len(xte)
+    )
+    chosen = _choose_targets(labels, predictions, targets, data, len(xte))
     rows = candidate_rows(pool, train_indices, data, len(xtr))
+    ytr = labels.train
     if rows is not None:
         xtr = xtr[rows]
         ytr = None if ytr is None else ytr[rows]
     attributor.fit(xtr, ytr if class_conditional else None)
-    inputs = {
-        "train_features": fingerprint_file(train_features),
-        "test_features": fingerprint_file(test_features),
-        "train_labels": fingerprint_array(ytr if class_conditional else None),
-        "test_labels": fingerprint_array(yte if class_conditional else None),
-        "predictions": None
-        if predictions is None or isinstance(predictions, np.ndarray)
-        else fingerprint_file(predictions),
-    }
-    metadata: dict[str, Any] = dict(
-        attributor.describe(),
-        labels=label_source,
-        train_features=str(train_features),
-        test_features=str(test_features),
-        train_features_meta=load_features_metadata(train_features),
-        test_features_meta=load_features_metadata(test_features),
+    yte = labels.test if class_conditional else None
+    inputs = _input_fingerprints(
+        train_features, test_features, ytr if class_conditional else None, yte, predictions
+    )
+    metadata = _ranking_metadata(
+        attributor,
+        labels,
+        chosen,
+        train_features=train_features,
+        test_features=test_features,
+        data=data,
         pool=pool,
-        train_indices=None
-        if train_indices is None or isinstance(train_indices, np.ndarray)
-        else str(train_indices),
-        data_fingerprints=fingerprints,
-        target_labels=None if yte is None else yte[chosen].tolist(),
-        source_ids=None if data is None else _source_ids_record(data, ids),
-        explained=None
-        if not class_conditional
-        else ("true labels" if predictions is None else "predicted classes"),
-        input_digests={
-            "train_features": inputs["train_features"]["sha256"],
-            "test_features": inputs["test_features"]["sha256"],
-        },
+        train_indices=train_indices,
+        predictions=predictions,
+        inputs=inputs,
     )
     with lock(out):
         ranking = rank_resumable(
             attributor,
             xte,
-            yte if class_conditional else None,
+            yte,
             chosen,
             k,
             out,
@@ -387,3 +316,184 @@ def attribute(
         if export_paper is not None:
             export_paper_npy(export_paper, ranking, len(xte))
     return AttributionRun(ranking=ranking, attributor=attributor, out=out, n_test=len(xte))
+
+
+def _check_outputs(
+    out: Path,
+    export_paper: PathLike | None,
+    train_features: PathLike,
+    test_features: PathLike,
+    train_labels: PathLike | np.ndarray | None,
+    test_labels: PathLike | np.ndarray | None,
+    train_indices: PathLike | np.ndarray | None,
+    predictions: PathLike | np.ndarray | None,
+) -> None:
+    """Refuse, before any work, outputs of the wrong kind, outputs that name an input and
+    outputs that cannot be written: a long ranking must not fail at its last step."""
+    if out.suffix != ".npz":
+        raise InvalidInputError(f"`out` must end with .npz, got {out}")
+    if export_paper is not None and Path(export_paper).suffix != ".npy":
+        raise InvalidInputError(f"`export_paper` must end with .npy, got {export_paper}")
+
+    def path_or_none(value: object) -> Any:
+        return value if isinstance(value, str | os.PathLike) else None
+
+    check_not_input(
+        {"`out`": out, "`export_paper`": export_paper, "`out`'s parts folder": parts_dir(out)},
+        {
+            "`train_features`": train_features,
+            "`test_features`": test_features,
+            "`train_labels`": path_or_none(train_labels),
+            "`test_labels`": path_or_none(test_labels),
+            "`train_indices`": path_or_none(train_indices),
+            "`predictions`": path_or_none(predictions),
+        },
+    )
+    check_writable(out, "`out`")
+    if export_paper is not None:
+        check_writable(export_paper, "`export_paper`")
+
+
+@dataclass
+class Labels:
+    """The labels a run explains and where they came from (recorded in the sidecar)."""
+
+    train: np.ndarray | None
+    test: np.ndarray | None
+    source: str | None
+    ids: dict[str, list[str]]
+    class_names: tuple[str, ...] | None = None
+
+
+def resolve_labels(
+    data: str | None,
+    train_labels: PathLike | np.ndarray | None,
+    test_labels: PathLike | np.ndarray | None,
+    predictions: PathLike | np.ndarray | None,
+    class_conditional: bool,
+    n_train: int,
+    n_test: int,
+) -> Labels:
+    """The training and test labels, from ``data``'s splits or from given arrays or ``.npy``
+    paths, checked against the feature row counts; none when ranking across all classes."""
+    if data is not None and (train_labels is not None or test_labels is not None):
+        raise InvalidInputError("give either `data` or `train_labels`/`test_labels`, not both")
+    if data is not None:
+        from simattr.data import source_ids
+
+        splits = _splits(data)
+        labels = Labels(
+            splits[0].labels,
+            splits[1].labels,
+            data,
+            {split.split: source_ids(data, split) for split in splits},
+            splits[0].class_names,
+        )
+    elif train_labels is not None and (test_labels is not None or predictions is not None):
+        labels = Labels(
+            _as_array(train_labels, "`train_labels`"),
+            None if test_labels is None else _as_array(test_labels, "`test_labels`"),
+            "arrays"
+            if isinstance(train_labels, np.ndarray)
+            else ", ".join(str(p) for p in (train_labels, test_labels) if p is not None),
+            {},
+        )
+    elif not class_conditional:
+        return Labels(None, None, None, {})
+    else:
+        raise InvalidInputError(
+            "class-conditional attribution needs labels: give `data`, or `train_labels` "
+            "and `test_labels` (or `class_conditional=False`)"
+        )
+    labels.train = check_labels(
+        labels.train, n_train, "training labels", for_what="training features"
+    )
+    if labels.test is not None:
+        labels.test = check_labels(labels.test, n_test, "test labels", for_what="test features")
+    return labels
+
+
+def _choose_targets(
+    labels: Labels,
+    predictions: PathLike | np.ndarray | None,
+    targets: np.ndarray | None,
+    data: str | None,
+    n_test: int,
+) -> np.ndarray:
+    """The test rows to rank; with ``predictions``, the labels to explain become the
+    predicted classes (``labels`` is updated in place, its source says so)."""
+    if predictions is None:
+        if targets is None:
+            return np.arange(n_test, dtype=np.int64)
+        return check_indices(targets, n_test, "targets")
+    labels.test, chosen = _explain_predictions(
+        predictions,
+        labels.test,
+        targets,
+        n_test,
+        labels.class_names,
+        labels.ids.get("test"),
+        None if data is None else str(data),
+    )
+    if not isinstance(predictions, np.ndarray):
+        labels.source = f"{labels.source}; predicted classes from {predictions}"
+    return chosen
+
+
+def _input_fingerprints(
+    train_features: PathLike,
+    test_features: PathLike,
+    train_labels: np.ndarray | None,
+    test_labels: np.ndarray | None,
+    predictions: PathLike | np.ndarray | None,
+) -> dict[str, Any]:
+    """What the resume manifest compares: a rerun with other inputs is refused."""
+    return {
+        "train_features": fingerprint_file(train_features),
+        "test_features": fingerprint_file(test_features),
+        "train_labels": fingerprint_array(train_labels),
+        "test_labels": fingerprint_array(test_labels),
+        "predictions": None
+        if predictions is None or isinstance(predictions, np.ndarray)
+        else fingerprint_file(predictions),
+    }
+
+
+def _ranking_metadata(
+    attributor: Attributor,
+    labels: Labels,
+    chosen: np.ndarray,
+    *,
+    train_features: PathLike,
+    test_features: PathLike,
+    data: str | None,
+    pool: str | None,
+    train_indices: PathLike | np.ndarray | None,
+    predictions: PathLike | np.ndarray | None,
+    inputs: dict[str, Any],
+) -> dict[str, Any]:
+    """The ranking's sidecar: the estimator's own description, then what it was run on."""
+    class_conditional = bool(attributor.class_conditional)
+    explained = None
+    if class_conditional:
+        explained = "true labels" if predictions is None else "predicted classes"
+    return dict(
+        attributor.describe(),
+        labels=labels.source,
+        train_features=str(train_features),
+        test_features=str(test_features),
+        train_features_meta=load_features_metadata(train_features),
+        test_features_meta=load_features_metadata(test_features),
+        pool=pool,
+        train_indices=None
+        if train_indices is None or isinstance(train_indices, np.ndarray)
+        else str(train_indices),
+        data_fingerprints=_data_fingerprints(data, train_features, test_features),
+        target_labels=None if labels.test is None else labels.test[chosen].tolist(),
+        source_ids=None if data is None else _source_ids_record(data, labels.ids),
+        explained=explained,
+        input_digests={
+            "train_features": inputs["train_features"]["sha256"],
+            "test_features": inputs["test_features"]["sha256"],
+        },
+    )
