@@ -158,6 +158,84 @@ def check_threads(value: object, name: str = "threads") -> int | None:
     return check_positive_int(value, name)
 
 
+def _check_ranking_structure(t: np.ndarray, idx: np.ndarray, sc: np.ndarray, name: str) -> None:
+    """Shapes and dtypes: targets (n,) and indices (n, k) integers, scores (n, k) numbers."""
+    if t.ndim != 1 or idx.ndim != 2 or idx.shape[0] != len(t) or sc.shape != idx.shape:
+        raise InvalidInputError(
+            f"{name}: a ranking needs targets (n,), indices (n, k) and scores (n, k); got "
+            f"{t.shape}, {idx.shape} and {sc.shape}"
+        )
+    for arr, what in ((t, "targets"), (idx, "indices")):
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise InvalidInputError(f"{name}: {what} must be integers, got dtype {arr.dtype}")
+    if sc.size and not (
+        np.issubdtype(sc.dtype, np.floating) or np.issubdtype(sc.dtype, np.integer)
+    ):
+        raise InvalidInputError(f"{name}: scores must be numbers, got dtype {sc.dtype}")
+
+
+def _check_ranking_targets(t: np.ndarray, name: str, n_test: int | None) -> None:
+    """Targets distinct and inside ``[0, n_test)``."""
+    if not len(t):
+        return
+    bad = (t < 0) | ((t >= n_test) if n_test is not None else False)
+    if bad.any():
+        row = int(np.argmax(bad))
+        where = f"[0, {n_test})" if n_test is not None else "the test split"
+        raise InvalidInputError(
+            f"{name}: target {int(t[row])} (row {row}) is outside {where}; the ranking was "
+            "made for other data"
+        )
+    if len(np.unique(t)) != len(t):
+        raise InvalidInputError(f"{name}: a target is ranked twice (targets must be distinct)")
+
+
+def _check_ranking_slots(t: np.ndarray, idx: np.ndarray, name: str) -> np.ndarray:
+    """Each row's indices distinct, ``-1`` (unranked) only at the end; the ranked-slot mask."""
+    ranked = idx >= 0
+    if (idx < -1).any():
+        row, col = (int(v[0]) for v in np.nonzero(idx < -1))
+        raise InvalidInputError(f"{name}: index {int(idx[row, col])} at row {row} is negative")
+    # -1 only after the ranked slots: ranked must be non-increasing along each row
+    if (np.diff(ranked.astype(np.int8), axis=1) > 0).any():
+        row = int(np.nonzero((np.diff(ranked.astype(np.int8), axis=1) > 0).any(axis=1))[0][0])
+        raise InvalidInputError(f"{name}: row {row} has an unranked (-1) slot before ranked ones")
+    ordered = np.sort(np.where(ranked, idx, -1 - np.arange(idx.shape[1])), axis=1)
+    repeats = (np.diff(ordered, axis=1) == 0) & (ordered[:, 1:] >= 0)
+    if repeats.any():
+        row = int(np.nonzero(repeats.any(axis=1))[0][0])
+        image = int(ordered[row, 1:][repeats[row]][0])
+        raise InvalidInputError(
+            f"{name}: row {row} (target {int(t[row])}) ranks training image {image} more than "
+            "once; a ranking's indices must be distinct"
+        )
+    return ranked
+
+
+def _check_ranked_rows(
+    values: np.ndarray, name: str, n_train: int | None, pool: np.ndarray | None
+) -> None:
+    """Ranked training rows inside the training split and, when given, inside ``pool``."""
+    if not values.size:
+        return
+    if n_train is not None and values.max() >= n_train:
+        raise InvalidInputError(
+            f"{name}: index {int(values.max())} is outside the {n_train}-image training split; "
+            "the ranking was made for other data"
+        )
+    if pool is not None:
+        pool = np.asarray(pool)
+        pos = np.minimum(np.searchsorted(pool, values), max(len(pool) - 1, 0))
+        outside = values[pool[pos] != values] if len(pool) else values
+        if outside.size:
+            more = f" (and {outside.size - 1} more)" if outside.size > 1 else ""
+            raise InvalidInputError(
+                f"{name}: training row {int(outside[0])}{more} is "
+                f"outside the {len(pool)}-image pool these results are for; rank that pool "
+                "(`simattr attribute ... --pool RECIPE`)"
+            )
+
+
 def check_ranking_arrays(
     targets: np.ndarray,
     indices: np.ndarray,
@@ -179,67 +257,14 @@ def check_ranking_arrays(
     checks shapes and dtypes alone (what every :class:`~simattr.ranking.Ranking` satisfies).
     """
     t, idx, sc = np.asarray(targets), np.asarray(indices), np.asarray(scores)
-    if t.ndim != 1 or idx.ndim != 2 or idx.shape[0] != len(t) or sc.shape != idx.shape:
-        raise InvalidInputError(
-            f"{name}: a ranking needs targets (n,), indices (n, k) and scores (n, k); got "
-            f"{t.shape}, {idx.shape} and {sc.shape}"
-        )
-    for arr, what in ((t, "targets"), (idx, "indices")):
-        if arr.size and not np.issubdtype(arr.dtype, np.integer):
-            raise InvalidInputError(f"{name}: {what} must be integers, got dtype {arr.dtype}")
-    if sc.size and not (
-        np.issubdtype(sc.dtype, np.floating) or np.issubdtype(sc.dtype, np.integer)
-    ):
-        raise InvalidInputError(f"{name}: scores must be numbers, got dtype {sc.dtype}")
+    _check_ranking_structure(t, idx, sc, name)
     if structure_only:
         return
-    if len(t):
-        bad = (t < 0) | ((t >= n_test) if n_test is not None else False)
-        if bad.any():
-            row = int(np.argmax(bad))
-            where = f"[0, {n_test})" if n_test is not None else "the test split"
-            raise InvalidInputError(
-                f"{name}: target {int(t[row])} (row {row}) is outside {where}; the ranking was "
-                "made for other data"
-            )
-        if len(np.unique(t)) != len(t):
-            raise InvalidInputError(f"{name}: a target is ranked twice (targets must be distinct)")
+    _check_ranking_targets(t, name, n_test)
     if not idx.size:
         return
-    ranked = idx >= 0
-    if (idx < -1).any():
-        row, col = (int(v[0]) for v in np.nonzero(idx < -1))
-        raise InvalidInputError(f"{name}: index {int(idx[row, col])} at row {row} is negative")
-    # -1 only after the ranked slots: ranked must be non-increasing along each row
-    if (np.diff(ranked.astype(np.int8), axis=1) > 0).any():
-        row = int(np.nonzero((np.diff(ranked.astype(np.int8), axis=1) > 0).any(axis=1))[0][0])
-        raise InvalidInputError(f"{name}: row {row} has an unranked (-1) slot before ranked ones")
-    ordered = np.sort(np.where(ranked, idx, -1 - np.arange(idx.shape[1])), axis=1)
-    repeats = (np.diff(ordered, axis=1) == 0) & (ordered[:, 1:] >= 0)
-    if repeats.any():
-        row = int(np.nonzero(repeats.any(axis=1))[0][0])
-        image = int(ordered[row, 1:][repeats[row]][0])
-        raise InvalidInputError(
-            f"{name}: row {row} (target {int(t[row])}) ranks training image {image} more than "
-            "once; a ranking's indices must be distinct"
-        )
-    values = idx[ranked]
-    if n_train is not None and values.size and values.max() >= n_train:
-        raise InvalidInputError(
-            f"{name}: index {int(values.max())} is outside the {n_train}-image training split; "
-            "the ranking was made for other data"
-        )
-    if pool is not None and values.size:
-        pool = np.asarray(pool)
-        pos = np.minimum(np.searchsorted(pool, values), max(len(pool) - 1, 0))
-        outside = values[pool[pos] != values] if len(pool) else values
-        if outside.size:
-            more = f" (and {outside.size - 1} more)" if outside.size > 1 else ""
-            raise InvalidInputError(
-                f"{name}: training row {int(outside[0])}{more} is "
-                f"outside the {len(pool)}-image pool these results are for; rank that pool "
-                "(`simattr attribute ... --pool RECIPE`)"
-            )
+    ranked = _check_ranking_slots(t, idx, name)
+    _check_ranked_rows(idx[ranked], name, n_train, pool)
     if sc.size and not np.isfinite(sc[ranked]).all():
         raise InvalidInputError(f"{name}: a score of a ranked image is NaN or infinite")
 
