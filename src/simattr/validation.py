@@ -7,14 +7,19 @@ a broadcasting error from deep inside numpy or torch.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from simattr.errors import InvalidInputError
 
+if TYPE_CHECKING:
+    import torch
+
 
 def check_features(features: object, name: str = "features") -> np.ndarray:
-    """Return ``features`` as a finite, two-dimensional float array (float32 or float64)."""
+    """Return ``features`` as a finite, two-dimensional float array (float32 or float64),
+    refusing values so large that distances between rows overflow (:func:`check_magnitude`)."""
     try:
         arr = np.asarray(features)
     except Exception as exc:  # ragged lists and the like
@@ -38,7 +43,43 @@ def check_features(features: object, name: str = "features") -> np.ndarray:
             f"({n_bad} row(s) affected); NaN or infinite features usually come from a diverged "
             "backbone or a corrupt file"
         )
+    check_magnitude(arr, name, allow_all_zero=True)
     return arr
+
+
+def check_magnitude(
+    features: np.ndarray,
+    name: str = "features",
+    first_row: int = 0,
+    *,
+    allow_all_zero: bool = False,
+) -> None:
+    """Refuse finite features whose squared distances overflow their dtype, or that are all
+    zero (unless ``allow_all_zero``).
+
+    Either way every image would get the same score and a ranking would silently be the
+    training order (``X * 1e37`` in float32 overflowed into tied scores with only a numpy
+    warning). The bound is conservative and cheap: ``4 * D * max|x|^2`` must stay below the
+    dtype's largest value (about 4e17 for 512-d float32 features, far above any backbone's).
+    ``first_row`` is the row number of ``features[0]`` in the caller's array (chunked checks).
+    """
+    if features.size == 0 or not np.issubdtype(features.dtype, np.floating):
+        return
+    top = max(float(features.max()), -float(features.min()))  # no full-size temporary
+    if top == 0.0 and not allow_all_zero:
+        rows = f"rows {first_row}-{first_row + len(features) - 1} of " if first_row else ""
+        raise InvalidInputError(
+            f"{rows}{name} are all zeros: every image would get the same score and the ranking "
+            "would be the training order; check the backbone or the file"
+        )
+    limit = float(np.finfo(features.dtype).max)
+    if top > np.sqrt(limit / (4.0 * features.shape[1])):
+        row = int(np.argmax(np.abs(features).max(axis=1)))
+        raise InvalidInputError(
+            f"{name} has values up to {top:.3g} (row {first_row + row}): squared distances "
+            f"overflow {features.dtype} and every score would tie; rescale the features "
+            "(for example divide them by their largest value)"
+        )
 
 
 def check_same_width(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
@@ -72,6 +113,8 @@ def check_device(device: str | torch.device) -> torch.device:
     a GPU) checks its ``--device``, so that a typo or a missing GPU gives the same line
     everywhere instead of a CUDA traceback from the first tensor moved.
     """
+    import torch
+
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
@@ -269,7 +312,35 @@ def check_ranking_arrays(
         raise InvalidInputError(f"{name}: a score of a ranked image is NaN or infinite")
 
 
-def l2_normalize(features: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit Euclidean norm (an all-zero row stays zero)."""
-    norms = np.linalg.norm(features, axis=1, keepdims=True)
-    return features / np.maximum(norms, np.finfo(features.dtype).tiny)
+def l2_normalize(features: np.ndarray, name: str = "features", first_row: int = 0) -> np.ndarray:
+    """Rows scaled to unit Euclidean norm; a row without a finite, non-zero norm is refused.
+
+    A row whose norm overflows (``X * 1e37`` in float32) would become all zeros and tie with
+    every other such row; an all-zero row has no direction, so its cosine and ESVM scores would
+    rank by index. Both are one :class:`InvalidInputError` naming ``name`` and the row
+    (``first_row`` is the row number of ``features[0]`` in the caller's array).
+    """
+    with np.errstate(over="ignore", under="ignore"):
+        norms = np.linalg.norm(features, axis=1, keepdims=True)
+    bad = ~np.isfinite(norms[:, 0]) | (norms[:, 0] == 0)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        values = features[row]
+        count = int(bad.sum())
+        others = f" ({count - 1} more row(s) like it)" if count > 1 else ""
+        if not np.isfinite(norms[row, 0]):
+            why = (
+                f"its norm overflows {features.dtype} (values up to {np.abs(values).max():.3g}); "
+                "rescale the features (for example divide them by their largest value)"
+            )
+        elif not values.any():
+            why = "it is all zeros, with no direction to compare; drop it or check the backbone"
+        else:
+            why = (
+                f"its norm underflows {features.dtype} (values up to {np.abs(values).max():.3g});"
+                " rescale the features"
+            )
+        raise InvalidInputError(
+            f"{name} row {first_row + row} cannot be L2-normalised{others}: {why}"
+        )
+    return features / norms

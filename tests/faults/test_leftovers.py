@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from simattr._io import UNCHECKED_RESULTS, append_jsonl, read_jsonl
-from simattr.errors import DamagedFileError
+from simattr.errors import DamagedFileError, InvalidInputError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -95,3 +97,72 @@ def test_committed_results_are_recognised_by_content_not_by_path(tmp_path):
         copy.write_text("".join(bad))
         with pytest.raises(DamagedFileError, match=rf"line {line} has no checksum"):
             read_jsonl(copy)
+
+
+# -- 2. features that overflow or are all zero ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from simattr.data import load_dataset
+
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    flat = [ds.pixels.reshape(len(ds), -1).astype(np.float32) / 255 for ds in (train, test)]
+    return flat[0], train.labels, flat[1], test.labels
+
+
+@pytest.mark.parametrize("method", ["esvm", "cosine", "l2", "l2-raw"])
+def test_features_that_overflow_are_refused_not_ranked_as_ties(method, digits):
+    """``X * 1e37`` in float32: the norms (or the raw distances) overflow, every score tied
+    and the ranking was the training order, with only a numpy warning."""
+    from simattr.attribution import Attributor
+
+    X, y, T, ty = digits
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # refused before numpy can warn
+        with pytest.raises(InvalidInputError, match=r"^train_features .*(overflow|1e\+37)"):
+            Attributor(method).fit(X * np.float32(1e37), y)
+        fitted = Attributor(method).fit(X, y)
+        with pytest.raises(InvalidInputError, match=r"^target_features .*(overflow|1e\+37)"):
+            fitted.topk(T[:3] * np.float32(1e37), ty[:3], 5)
+    # features at a large but safe scale rank as the originals do (scale-free methods)
+    if method != "l2-raw":
+        a = Attributor(method).fit(X, y).topk(T[:3], ty[:3], 5)[0]
+        big = Attributor(method).fit(X * np.float32(1e6), y)
+        b = big.topk(T[:3] * np.float32(1e6), ty[:3], 5)[0]
+        assert (a == b).mean() > 0.9
+
+
+@pytest.mark.parametrize("method", ["esvm", "cosine", "l2-raw"])
+def test_all_zero_features_are_refused_naming_the_row(method, digits):
+    """All-zero features ranked by index with no warning; an all-zero row has no direction."""
+    from simattr.attribution import Attributor
+
+    X, y, T, ty = digits
+    pattern = r"are all zeros" if method == "l2-raw" else r"row 0 cannot be L2-normalised .*zeros"
+    with pytest.raises(InvalidInputError, match=rf"^train_features {pattern}"):
+        Attributor(method).fit(np.zeros_like(X), y)
+    if method != "l2-raw":
+        one = X.copy()
+        one[7] = 0
+        with pytest.raises(InvalidInputError, match=r"^train_features row 7 cannot be L2-norm"):
+            Attributor(method).fit(one, y)
+        target = T[:3].copy()
+        target[2] = 0
+        with pytest.raises(InvalidInputError, match=r"^target_features row 2 .*all zeros"):
+            Attributor(method).fit(X, y).topk(target, ty[:3], 5)
+
+
+def test_normalisation_refusals_name_the_row_of_the_whole_array():
+    """Chunked callers pass the first row of their chunk: the message names the row of the
+    whole array; a row too small to square is told apart from a zero row."""
+    from simattr.validation import check_magnitude, l2_normalize
+
+    x = np.ones((4, 3), dtype=np.float32)
+    x[2] = 1e-30
+    with pytest.raises(InvalidInputError, match=r"^f row 70002 .*underflows float32"):
+        l2_normalize(x, "f", first_row=70000)
+    with pytest.raises(InvalidInputError, match=r"^rows 10-13 of f are all zeros"):
+        check_magnitude(np.zeros((4, 3)), "f", first_row=10)
+    unit = l2_normalize(np.ones((4, 3), dtype=np.float32))
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, rtol=1e-6)
