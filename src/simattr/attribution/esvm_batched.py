@@ -400,6 +400,39 @@ def _default_sizes(device: torch.device) -> tuple[int, int]:
     return (128, 4) if device.type == "cpu" else (2048, 512)
 
 
+def _check_batched_settings(
+    pool: BatchedPool,
+    tol: float,
+    max_iter: int,
+    block_size: int | None,
+    chunk_size: int | None,
+    init_active: float,
+    rank: int,
+    cg_max_iter: int,
+) -> tuple[int, int]:
+    """Refuse a bad solver setting by its parameter name; the block and chunk sizes, resolved
+    from the device's defaults where not given."""
+    default_block, default_chunk = _default_sizes(pool.rotated.device)
+    block_size = default_block if block_size is None else block_size
+    chunk_size = min(default_chunk if chunk_size is None else chunk_size, block_size)
+    counts = {
+        "block_size": block_size,
+        "chunk_size": chunk_size,
+        "max_iter": max_iter,
+        "cg_max_iter": cg_max_iter,
+    }
+    for name, value in counts.items():
+        if not (isinstance(value, int) and value >= 1):
+            raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+    if not (isinstance(tol, int | float) and math.isfinite(tol) and tol > 0):
+        raise InvalidInputError(f"tol must be a positive number, got {tol!r}")
+    if not (isinstance(init_active, int | float) and 0 <= init_active <= 1):
+        raise InvalidInputError(f"init_active must be a fraction in [0, 1], got {init_active!r}")
+    if not (isinstance(rank, int) and rank >= 0):
+        raise InvalidInputError(f"rank must be a non-negative integer, got {rank!r}")
+    return block_size, chunk_size
+
+
 def fit_batched(
     targets: np.ndarray | torch.Tensor,
     pool: BatchedPool,
@@ -428,22 +461,9 @@ def fit_batched(
         raise InvalidInputError(
             f"pool must be a BatchedPool (BatchedPool.build(features)), got {type(pool).__name__}"
         )
-    default_block, default_chunk = _default_sizes(pool.rotated.device)
-    block_size = default_block if block_size is None else block_size
-    chunk_size = min(default_chunk if chunk_size is None else chunk_size, block_size)
-    for name, value in (("block_size", block_size), ("chunk_size", chunk_size)):
-        if not (isinstance(value, int) and value >= 1):
-            raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
-    if not (isinstance(tol, int | float) and math.isfinite(tol) and tol > 0):
-        raise InvalidInputError(f"tol must be a positive number, got {tol!r}")
-    if not (isinstance(max_iter, int) and max_iter >= 1):
-        raise InvalidInputError(f"max_iter must be a positive integer, got {max_iter!r}")
-    if not (isinstance(init_active, int | float) and 0 <= init_active <= 1):
-        raise InvalidInputError(f"init_active must be a fraction in [0, 1], got {init_active!r}")
-    if not (isinstance(rank, int) and rank >= 0):
-        raise InvalidInputError(f"rank must be a non-negative integer, got {rank!r}")
-    if not (isinstance(cg_max_iter, int) and cg_max_iter >= 1):
-        raise InvalidInputError(f"cg_max_iter must be a positive integer, got {cg_max_iter!r}")
+    block_size, chunk_size = _check_batched_settings(
+        pool, tol, max_iter, block_size, chunk_size, init_active, rank, cg_max_iter
+    )
     zt = pool.rotate_targets(targets)
     if len(zt) == 0:
         raise InvalidInputError("no targets given: targets must have at least one row")

@@ -150,6 +150,66 @@ def _batches(
         yield np.arange(start, end), (x, y)
 
 
+def _check_settings(
+    device: str, proj_dim: int | None, batch_size: int | None, target_split: str
+) -> tuple[torch.device, int, int]:
+    """The device, projection size and batch size (defaults by device), each checked by name."""
+    dev = check_device(device)
+    proj_dim = check_positive_int(
+        default_proj_dim(dev) if proj_dim is None else proj_dim, "proj_dim"
+    )
+    batch_size = check_positive_int(
+        (512 if dev.type == "cuda" else 128) if batch_size is None else batch_size, "batch_size"
+    )
+    if target_split not in ("test", "train"):
+        raise InvalidInputError(f"target_split must be 'test' or 'train', got {target_split!r}")
+    return dev, proj_dim, batch_size
+
+
+def _load_states(
+    paths: list[Path], recipe: Recipe, num_classes: int, dev: torch.device
+) -> list[dict[str, torch.Tensor]]:
+    """The weights of each classifier file, refused when its recipe or class count differ."""
+    states: list[dict[str, torch.Tensor]] = []
+    for p in paths:
+        model, meta = load_classifier(p)
+        check_compatible(meta, recipe, p)
+        if int(meta["num_classes"]) != num_classes:
+            raise CheckpointError(
+                f"classifier {p} has {meta['num_classes']} classes; the data has {num_classes}"
+            )
+        states.append({k: v.to(dev) for k, v in model.state_dict().items()})
+    return states
+
+
+def _featurize(
+    traker: Any,
+    states: list[dict[str, torch.Tensor]],
+    images: np.ndarray,
+    labels: np.ndarray,
+    recipe: Recipe,
+    dev: torch.device,
+    batch_size: int,
+    progress: bool,
+) -> None:
+    """Per-example projected gradients of the pool under each model not yet featurized (the
+    store keeps them, so an interrupted run resumes model by model)."""
+    todo = [
+        m
+        for m in range(len(states))
+        if traker.saver.model_ids.get(m, {}).get("is_featurized", 0) != 1
+    ]
+    n_batches = -(-len(images) // batch_size)
+    with progress_bar("TRAK featurize", len(todo) * n_batches, enabled=progress) as advance:
+        for m in todo:
+            traker.load_checkpoint(
+                states[m], model_id=m, _allow_featurizing_already_registered=True
+            )
+            for inds, batch in _batches(images, labels, recipe, dev, batch_size):
+                traker.featurize(batch=batch, inds=inds)
+                advance(1)
+
+
 def trak_scores(
     data: str,
     recipe: str | Recipe,
@@ -190,15 +250,7 @@ def trak_scores(
     from simattr.training.jobs import load_split
 
     recipe = get_recipe(recipe)
-    dev = check_device(device)
-    proj_dim = check_positive_int(
-        default_proj_dim(dev) if proj_dim is None else proj_dim, "proj_dim"
-    )
-    batch_size = check_positive_int(
-        (512 if dev.type == "cuda" else 128) if batch_size is None else batch_size, "batch_size"
-    )
-    if target_split not in ("test", "train"):
-        raise InvalidInputError(f"target_split must be 'test' or 'train', got {target_split!r}")
+    dev, proj_dim, batch_size = _check_settings(device, proj_dim, batch_size, target_split)
     work = Path(work_dir)
     train = load_split(data, "train")
     split = load_split(data, target_split)
@@ -210,16 +262,7 @@ def trak_scores(
     pool = recipe_pool(recipe, train)
     fingerprint = pool_rows_fingerprint(train, pool)
     paths = _resolve_checkpoints(data, recipe, checkpoints, work, device, progress)
-    states: list[dict[str, torch.Tensor]] = []
-    for p in paths:
-        model, meta = load_classifier(p)
-        check_compatible(meta, recipe, p)
-        if int(meta["num_classes"]) != train.num_classes:
-            raise CheckpointError(
-                f"classifier {p} has {meta['num_classes']} classes; the data has "
-                f"{train.num_classes}"
-            )
-        states.append({k: v.to(dev) for k, v in model.state_dict().items()})
+    states = _load_states(paths, recipe, train.num_classes, dev)
 
     model = build_classifier(recipe.arch, train.num_classes).to(dev).eval()
     grad_wrt = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -265,16 +308,7 @@ def trak_scores(
     pool_images = train.get_images(pool)
     pool_labels = train.labels[pool].astype(np.int64)
 
-    todo = [m for m in model_ids if traker.saver.model_ids.get(m, {}).get("is_featurized", 0) != 1]
-    n_batches = -(-len(pool) // batch_size)
-    with progress_bar("TRAK featurize", len(todo) * n_batches, enabled=progress) as advance:
-        for m in todo:
-            traker.load_checkpoint(
-                states[m], model_id=m, _allow_featurizing_already_registered=True
-            )
-            for inds, batch in _batches(pool_images, pool_labels, recipe, dev, batch_size):
-                traker.featurize(batch=batch, inds=inds)
-                advance(1)
+    _featurize(traker, states, pool_images, pool_labels, recipe, dev, batch_size, progress)
     traker.finalize_features(model_ids=model_ids)
 
     # finalize_features freed the projector's matrix; a fresh one regenerates it per model
