@@ -26,7 +26,7 @@ from rich.console import Console
 from simattr._io import read_npy
 from simattr._version import __version__
 from simattr.cli import _choices
-from simattr.errors import InvalidInputError, SimattrError
+from simattr.errors import InvalidInputError, MissingFileError, SimattrError
 from simattr.validation import check_indices
 
 app = typer.Typer(
@@ -54,6 +54,18 @@ def friendly_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except BrokenPipeError:
+            # the reader of stdout left (`simattr attribute ... | head`); outputs are written
+            # before anything is printed, so only the rest of the printout is lost: end quietly,
+            # with the status of a writer stopped by SIGPIPE, and no second error at exit
+            import os
+            import sys
+
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError, AttributeError):
+                pass  # no real file descriptor (a test runner's buffer)
+            raise typer.Exit(code=141) from None
         except (SimattrError, *BOUNDARY_ERRORS) as exc:
             err_console.print(
                 f"[bold red]error:[/] {describe_error(exc)}", highlight=False, soft_wrap=True
@@ -61,6 +73,31 @@ def friendly_errors(func: F) -> F:
             raise typer.Exit(code=1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def requires_files(*options: str, **arguments: str) -> Callable[[F], F]:
+    """Refuse a missing input file before the command body runs, naming its option.
+
+    A command imports torch, scikit-learn or FAISS only in its body; a mistyped path must not
+    cost those seconds to be reported. ``options`` are parameter names of options (named
+    ``--param-name`` in the message), ``arguments`` map a positional parameter to the word that
+    names it (``images="image"``). A list is checked item by item; ``None`` is an option not given.
+    """
+    labels = {p: "--" + p.replace("_", "-") for p in options} | arguments
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            for param, label in labels.items():
+                value = kwargs.get(param)
+                for path in value if isinstance(value, list | tuple) else [value]:
+                    if path is not None and not Path(path).exists():
+                        raise MissingFileError(f"{label}: no such file {path}")
+            return func(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 #: Exceptions of the outside world that a command reports as one line (see describe_error).

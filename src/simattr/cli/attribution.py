@@ -27,6 +27,7 @@ from simattr.cli._common import (
     friendly_errors,
     load_split,
     parse_targets,
+    requires_files,
 )
 from simattr.errors import InvalidInputError
 from simattr.validation import check_device, check_positive_int
@@ -55,17 +56,17 @@ def features(
     ] = None,
 ) -> None:
     """Embed every image of a split with a backbone and save the features."""
-    from simattr.features import extract_features, save_features
-    from simattr.models import load_backbone
-
     if out.suffix != ".npy":
         raise InvalidInputError(f"--out must end with .npy, got {out}")
     check_writable(out)  # before the expensive part, not after a whole split is embedded
     backbone_file = Path(backbone) if Path(backbone).suffix else None
     check_not_input({"--out": out}, {"--backbone": backbone_file})
-    check_device(device)
     check_positive_int(batch_size, "--batch-size")
     dataset = load_split(data, split.value, image_size)
+    check_device(device)  # imports torch: after the checks that need nothing
+    from simattr.features import extract_features, save_features  # torch: after the checks
+    from simattr.models import load_backbone
+
     net = load_backbone(backbone, device=device)
     feats = extract_features(net, dataset, batch_size=batch_size, device=device)
     save_features(out, feats, backbone=net, dataset=dataset, root=data)
@@ -77,6 +78,15 @@ def features(
 
 @app.command()
 @friendly_errors
+@requires_files(
+    "train_features",
+    "test_features",
+    "train_labels",
+    "test_labels",
+    "targets_file",
+    "train_indices",
+    "predictions",
+)
 def attribute(
     train_features: Annotated[Path, typer.Option(help="Training features .npy (n_train x D).")],
     test_features: Annotated[Path, typer.Option(help="Test features .npy (n_test x D).")],
@@ -163,9 +173,32 @@ def attribute(
     ] = None,
 ) -> None:
     """Rank the training images responsible for each target test image (resumable)."""
-    from simattr.attribution import Attributor
-    from simattr.attribution.workflow import attribute as run_attribute
     from simattr.report.table import check_table_path, write_ranking_table
+
+    inputs = {
+        "--targets-file": targets_file,
+        "--train-features": train_features,
+        "--test-features": test_features,
+        "--train-labels": train_labels,
+        "--test-labels": test_labels,
+        "--train-indices": train_indices,
+        "--predictions": predictions,
+    }
+    outputs = {"--out": out, "--export-paper-npy": export_paper_npy, "--csv": csv, "--html": html}
+    check_not_input(outputs, inputs, folders=("--html",))  # --html equal to --out: refused now
+    if csv is not None:
+        check_table_path(csv)
+    if html is not None:
+        from simattr.report.attribution_page import check_page_dir
+
+        if data is None:
+            raise InvalidInputError("--html shows the images: it needs --data ROOT")
+        check_page_dir(html, {**inputs, "--out": out, "--csv": csv})
+    check_positive_int(topk, "--topk")
+    check_device(device)
+    n_test = _n_rows(test_features)
+    from simattr.attribution import Attributor  # torch, scikit-learn: after the cheap checks
+    from simattr.attribution.workflow import attribute as run_attribute
 
     attributor = Attributor(
         method.value,
@@ -179,26 +212,6 @@ def attribute(
         index=index.value,
         nprobe=nprobe,
     )
-    inputs = {
-        "--targets-file": targets_file,
-        "--train-features": train_features,
-        "--test-features": test_features,
-        "--train-labels": train_labels,
-        "--test-labels": test_labels,
-        "--train-indices": train_indices,
-        "--predictions": predictions,
-    }
-    check_not_input({"--out": out, "--export-paper-npy": export_paper_npy, "--csv": csv}, inputs)
-    if csv is not None:
-        check_table_path(csv)
-    if html is not None:
-        from simattr.report.attribution_page import check_page_dir
-
-        if data is None:
-            raise InvalidInputError("--html shows the images: it needs --data ROOT")
-        check_page_dir(html, {**inputs, "--out": out, "--csv": csv})
-    check_device(device)
-    n_test = _n_rows(test_features)
     run = run_attribute(
         train_features,
         test_features,
@@ -226,11 +239,8 @@ def attribute(
             "candidate rounds; raise --candidates",
             highlight=False,
         )
-    explained = ", predicted classes" if predictions is not None else ""
-    console.print(
-        f"wrote {out}: top-{topk} of {len(run.ranking.targets)} target(s) by {method.value}"
-        f" ({'all classes' if all_classes else 'class-conditional'}{explained})"
-    )
+    # every output is written before anything is printed: a reader that closes the pipe
+    # (`simattr attribute ... | head`) cannot stop the run short of its outputs
     if csv is not None:
         write_ranking_table(
             csv,
@@ -240,17 +250,26 @@ def attribute(
             test_labels=None if test_labels is None else read_npy(test_labels, "--test-labels"),
             inputs=inputs,
         )
-        paths = ", with file paths" if data is not None else " (no --data: no file paths)"
-        console.print(f"wrote {csv}: one row per ranked training image{paths}")
+    page = None
     if html is not None and data is not None:
         from simattr.report.attribution_page import ranking_page
 
         page = ranking_page(html, run.ranking, data, inputs={**inputs, "--out": out, "--csv": csv})
+    explained = ", predicted classes" if predictions is not None else ""
+    console.print(
+        f"wrote {out}: top-{topk} of {len(run.ranking.targets)} target(s) by {method.value}"
+        f" ({'all classes' if all_classes else 'class-conditional'}{explained})"
+    )
+    if csv is not None:
+        paths = ", with file paths" if data is not None else " (no --data: no file paths)"
+        console.print(f"wrote {csv}: one row per ranked training image{paths}")
+    if page is not None:
         console.print(f"wrote {page}: open it in a browser")
 
 
 @app.command()
 @friendly_errors
+@requires_files("train_features", "predictions", images="image")
 def explain(
     images: Annotated[list[Path], typer.Argument(help="Image files to explain (any size).")],
     data: Annotated[str, typer.Option(help="The dataset the training features were made from.")],
@@ -288,8 +307,6 @@ def explain(
     ] = None,
 ) -> None:
     """Explain new image files: the training images of their class that explain each one."""
-    from simattr.attribution import Attributor
-    from simattr.attribution import explain as run_explain
     from simattr.report.attribution_page import check_page_dir, explanation_page
     from simattr.report.table import check_table_path, write_explanation_table
 
@@ -300,13 +317,16 @@ def explain(
     }
     backbone_file = Path(backbone) if backbone is not None and Path(backbone).suffix else None
     inputs["--backbone"] = backbone_file
-    check_not_input({"--csv": csv}, inputs)
+    check_not_input({"--csv": csv, "--html": html}, inputs, folders=("--html",))
     if csv is not None:
         check_table_path(csv)
     if html is not None:
         check_page_dir(html, {**inputs, "--csv": csv})
     check_device(device)
     check_positive_int(topk, "--topk")
+    from simattr.attribution import Attributor  # torch, scikit-learn: after the cheap checks
+    from simattr.attribution import explain as run_explain
+
     result = run_explain(
         images,
         train_features,
@@ -318,6 +338,10 @@ def explain(
         k=topk,
         device=device,
     )
+    # outputs first, then the tables: a closed pipe cannot stop the run short of its files
+    if csv is not None:
+        write_explanation_table(csv, result, inputs=inputs)
+    page = None if html is None else explanation_page(html, result, inputs={**inputs, "--csv": csv})
     names = result.class_names
     for t, image in enumerate(result.images):
         # file and class names are the user's: printed as text, never read as rich markup
@@ -348,10 +372,8 @@ def explain(
         )
     console.print(f"backbone: {result.backbone.get('name')}; labels from {result.label_source}")
     if csv is not None:
-        write_explanation_table(csv, result, inputs=inputs)
         console.print(f"wrote {csv}: one row per ranked training image")
-    if html is not None:
-        page = explanation_page(html, result, inputs={**inputs, "--csv": csv})
+    if page is not None:
         console.print(f"wrote {page}: open it in a browser")
 
 

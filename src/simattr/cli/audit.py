@@ -7,21 +7,20 @@ from typing import Annotated
 
 import typer
 
-from simattr.audit.core import LABEL_DETECTORS
 from simattr.cli._common import (
     DataOption,
+    Detector,
     Split,
     app,
-    choice_enum,
     console,
     friendly_errors,
+    requires_files,
 )
-
-Detector = choice_enum("Detector", LABEL_DETECTORS)
 
 
 @app.command()
 @friendly_errors
+@requires_files("features", "test_features")
 def audit(
     data: DataOption,
     features: Annotated[Path, typer.Option(help="Features .npy of the audited split (n x D).")],

@@ -31,6 +31,7 @@ from simattr.cli._common import (
     err_console,
     friendly_errors,
     parse_targets,
+    requires_files,
 )
 from simattr.errors import InvalidInputError
 
@@ -133,6 +134,7 @@ def support(
 
 @app.command("support-report")
 @friendly_errors
+@requires_files(results="results file")
 def support_report_command(
     results: Annotated[list[Path], typer.Argument(help="Results .jsonl files of `support`.")],
     out: Annotated[Path, typer.Option(help="Folder for support_curve.png and support_table.md.")],
@@ -251,6 +253,7 @@ def margins(
 
 @app.command("margins-report")
 @friendly_errors
+@requires_files("control", results="results file")
 def margins_report_command(
     results: Annotated[list[Path], typer.Argument(help="Results .jsonl files of `margins`.")],
     out: Annotated[Path, typer.Option(help="Folder for the curve, the table and the JSON.")],
@@ -302,7 +305,12 @@ def lds(
     """Train the LDS subset models of a recipe and store their target margins (resumable)."""
     from simattr.evaluation.lds import run_lds
     from simattr.training.jobs import load_split
+    from simattr.validation import check_positive_int, check_threads
 
+    # options checked before anything is created: a refused run leaves no started folder
+    if workers is not None:
+        check_positive_int(workers, "--workers")
+    check_threads(threads, "--threads")
     chosen = None
     if targets is not None:
         chosen = parse_targets(targets, None, len(load_split(data, "test")))
@@ -342,68 +350,21 @@ def lds_score_command(
     ] = None,
 ) -> None:
     """Per-target and mean LDS of rankings, with the noise ceiling and, with --data, LDS beyond
-    the class prior (a training image without a score counts 0)."""
+    the class-count prior (a training image without a score counts 0); errors resample subset
+    models. With --out, also lds_per_target.csv beside it."""
     from simattr._io import provenance, write_json
-    from simattr.attribution import load_ranking
-    from simattr.evaluation.lds import class_counts, lds_score, load_lds, noise_ceiling
-    from simattr.training.jobs import load_split
+    from simattr.evaluation.lds import lds_score_report
 
     if out is not None:
         check_writable(out)
         check_not_input({"--out": out}, {str(p): p for p in rankings})
-    lds_data = load_lds(lds_dir)
-    counts = None
-    if data is not None:
-        counts = class_counts(
-            lds_data, load_split(data, "train").labels, load_split(data, "test").labels
-        )
-    ceiling = ceiling_beyond = None
-    if lds_data.replicated.sum() >= 3:
-        ceiling = noise_ceiling(lds_data)
-        ceiling_beyond = None if counts is None else noise_ceiling(lds_data, counts)
-    table = Table("ranking", "targets", "subsets", "LDS", "beyond class prior", "of ceiling")
-    report: dict = {}
-    for path in rankings:
-        ranking = load_ranking(path)
-        result = lds_score(lds_data, ranking)
-        beyond = None if counts is None else lds_score(lds_data, ranking, control=counts)
-        share = None if ceiling is None else result.mean / ceiling.mean
-        table.add_row(
-            str(path),
-            str(len(result.targets)),
-            str(result.subsets_used),
-            f"{result.mean:.4f} +- {result.standard_error:.4f}",
-            "" if beyond is None else f"{beyond.mean:.4f} +- {beyond.standard_error:.4f}",
-            "" if share is None else f"{share:.2f}",
-        )
-        report[str(path)] = {
-            "mean": result.mean,
-            "standard_error": result.standard_error,
-            "subsets": result.subsets_used,
-            "targets": result.targets.tolist(),
-            "lds": result.per_target.tolist(),
-            "beyond_class_prior": None
-            if beyond is None
-            else {"mean": beyond.mean, "standard_error": beyond.standard_error},
-            "fraction_of_ceiling": share,
-        }
-    console.print(table)
-    if ceiling is not None:
-        line = f"noise ceiling (two seeds on {ceiling.subsets_used} subsets): {ceiling.mean:.4f}"
-        if ceiling_beyond is not None:
-            line += f"; beyond the class prior {ceiling_beyond.mean:.4f}"
-        console.print(line)
+    text, payload, table = lds_score_report(lds_dir, rankings, data=data)
+    if out is not None:  # written before printing: a closed pipe cannot stop them
+        write_json(out, provenance(kind="lds-score", **payload))
+        table.write_csv(out.parent / "lds_per_target.csv")
+    console.print(text, markup=False)
     if out is not None:
-        ceilings = {
-            "noise_ceiling": None if ceiling is None else ceiling.mean,
-            "noise_ceiling_beyond_class_prior": None
-            if ceiling_beyond is None
-            else ceiling_beyond.mean,
-        }
-        write_json(
-            out, provenance(kind="lds-score", lds_dir=str(lds_dir), rankings=report, **ceilings)
-        )
-        console.print(f"wrote {out}")
+        console.print(f"wrote {out} and {out.parent / 'lds_per_target.csv'}")
 
 
 @app.command()
@@ -424,9 +385,13 @@ def bench(
     workers: WorkersOption = None,
     threads: ThreadsOption = None,
     seed: Annotated[int, typer.Option(help="Seed of targets, subsets and models.")] = 0,
+    allow_dirty: Annotated[
+        bool, typer.Option(help="Run from a checkout with uncommitted changes (recorded).")
+    ] = False,
 ) -> None:
     """Every method on the same targets: support curves, LDS and cost (resumable)."""
     from simattr.bench import run_bench
+    from simattr.bench.record import cli_command
 
     folder = out or Path("benchmarks") / "results" / f"bench-{profile}"
     summary = run_bench(
@@ -441,6 +406,8 @@ def bench(
         seed=seed,
         progress=sys.stderr.isatty(),
         log=lambda msg: err_console.print(f"[bold]bench:[/] {msg}", highlight=False),
+        command=cli_command("bench"),
+        allow_dirty=allow_dirty,
     )
     console.print(summary["table"], markup=False)
     console.print(f"results in {folder}")
