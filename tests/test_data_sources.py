@@ -346,6 +346,39 @@ def test_image_folder_loads_sorted_and_resized(fresh_cache: Path, tmp_path: Path
     assert default.fingerprint != train.fingerprint
 
 
+def test_image_folder_fingerprint_sees_swapped_contents(fresh_cache: Path, tmp_path: Path) -> None:
+    """Two same-size images of different classes swapped, their modification times put back:
+    names, sizes and times are as before, only the bytes moved. The fingerprint must change
+    (and the loader must decode again instead of serving the cached, now wrong, pixels)."""
+    import os
+
+    from simattr.data import dataset_fingerprint
+
+    root = _image_folder(tmp_path / "photos")
+    a, b = root / "train/cat/c.bmp", root / "train/dog/d.bmp"
+    a.write_bytes(_encode(_solid(_COLORS["cat"], 9, 9), "BMP"))
+    b.write_bytes(_encode(_solid(_COLORS["dog"], 9, 9), "BMP"))
+    assert a.stat().st_size == b.stat().st_size
+    before = load_dataset(root, "train", image_size=8)
+    times = {p: (p.stat().st_atime_ns, p.stat().st_mtime_ns) for p in (a, b)}
+    data_a, data_b = a.read_bytes(), b.read_bytes()
+    a.write_bytes(data_b)
+    b.write_bytes(data_a)
+    for path, ns in times.items():
+        os.utime(path, ns=ns)
+    assert all(p.stat().st_mtime_ns == times[p][1] for p in (a, b))
+
+    assert dataset_fingerprint(root, "train", image_size=8) != before.fingerprint
+    after = load_dataset(root, "train", image_size=8)
+    assert after.fingerprint != before.fingerprint
+    row = after.files.index(str(a))
+    np.testing.assert_allclose(after.pixels[row].reshape(-1, 3).mean(0), _COLORS["dog"], atol=1)
+    # put back: the same bytes give the same fingerprint again
+    a.write_bytes(data_a)
+    b.write_bytes(data_b)
+    assert dataset_fingerprint(root, "train", image_size=8) == before.fingerprint
+
+
 def test_image_folder_test_falls_back_to_val(fresh_cache: Path, tmp_path: Path) -> None:
     root = _image_folder(tmp_path / "photos")
     val = load_dataset(root, "val", image_size=8)
