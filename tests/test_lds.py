@@ -237,9 +237,14 @@ def test_run_lds_trains_replicates_with_other_seeds(lds_dir, data_root):
         app, ["lds-score", str(lds_dir), str(path), "--data", data, "--out", str(out)]
     )
     assert res.exit_code == 0, res.output
-    assert "noise ceiling (two seeds on 3 subsets)" in res.output
+    assert "Noise ceiling (sqrt of the replicate correlation)" in res.output
     report = read_json(out)
-    assert report["noise_ceiling"] == pytest.approx(noise_ceiling(result).mean)
+    r = noise_ceiling(result).mean  # a reliability: the ceiling is its square root
+    if r > 0:
+        assert report["noise_ceiling"] == pytest.approx(np.sqrt(r))
+    else:
+        assert report["noise_ceiling"] is None and "not positive" in res.output
+    assert (out.parent / "lds_per_target.csv").read_text().startswith("method,target,lds,")
     assert -1.0 <= report["rankings"][str(path)]["beyond_class_prior"]["mean"] <= 1.0 + 1e-9
 
 
@@ -506,3 +511,109 @@ def test_run_lds_plans_seeded_subset_jobs_and_resumes_with_fake_models(
         run_lds(data, "tiny", afile, subsets=2)
     with pytest.raises(InvalidInputError, match="fraction"):
         run_lds(data, "tiny", out, subsets=4, targets=targets, seed=3, fraction=0.4)
+
+
+# -- the protocol of issue 26 ------------------------------------------------------------------
+
+
+def test_per_target_lds_matches_spearman_and_partial_spearman_column_by_column():
+    from scipy.stats import spearmanr
+
+    from simattr.evaluation.lds import partial_spearman, per_target_lds
+
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(30, 1))
+    a = z + rng.normal(size=(30, 4))
+    b = z + 0.5 * a + rng.normal(size=(30, 4))
+    np.testing.assert_allclose(
+        per_target_lds(a, b), [spearmanr(a[:, j], b[:, j]).statistic for j in range(4)], atol=1e-12
+    )
+    np.testing.assert_allclose(
+        per_target_lds(a, b, z),
+        [partial_spearman(a[:, j], b[:, j], z[:, 0]) for j in range(4)],
+        atol=1e-12,
+    )
+
+
+def test_class_count_prior_holds_every_class_not_only_the_targets_own():
+    """Margins driven by the count of *another* class: the own-class control leaves the
+    prediction that knows it a high LDS; the every-class control removes it."""
+    from simattr.evaluation.lds import class_count_matrix, class_counts, lds_table
+
+    lds, train_labels, test_labels = _synthetic_lds(n_subsets=40)
+    train_labels[lds.pool] = np.arange(len(lds.pool)) % 3  # three classes: counts vary freely
+    pool_labels = train_labels[lds.pool]
+    other = class_count_matrix(lds, train_labels)[:, 1]  # class 1's count
+    assert class_count_matrix(lds, train_labels).sum(axis=1).tolist() == [20.0] * 40
+    lds.margins[:, 0] = -other + np.random.default_rng(2).normal(scale=0.1, size=40)
+    rows = lds.pool[pool_labels == 1]
+    knows = Ranking([0], [rows], [-np.ones(len(rows))])
+    own = lds_score(lds, knows, control=class_counts(lds, train_labels, test_labels))
+    assert own.per_target[0] > 0.5
+    table = lds_table(lds, {"knows": knows}, train_labels=train_labels, targets=[0])
+    assert table.per_target["knows"]["raw"][0] > 0.5
+    assert table.per_target["knows"]["beyond_prior"][0] == 0.0
+
+
+def test_jackknife_errors_resample_subsets_and_pair_by_target():
+    from simattr.evaluation.lds import jackknife_mean, per_target_lds
+
+    rng = np.random.default_rng(3)
+    shared = rng.normal(size=(20, 1))  # every target sees the same subset noise
+    margins = shared + 0.3 * rng.normal(size=(20, 50))
+    good = margins + rng.normal(size=(20, 50))
+    bad = rng.normal(size=(20, 50))
+    j = jackknife_mean(good, margins)
+    np.testing.assert_allclose(j["mean"], per_target_lds(good, margins).mean())
+    assert j["se"] >= j["se_targets"] and j["se_subsets"] > 0
+    d = jackknife_mean(good, margins, baseline=bad)
+    assert d["mean"] > 0 and d["low"] < d["mean"] < d["high"] and d["p"] < 0.01
+    # the same predictions compared with themselves: no difference
+    assert jackknife_mean(good, margins, baseline=good)["mean"] == 0.0
+
+
+def test_lds_table_writes_per_target_csv_and_the_sqrt_ceiling(tmp_path):
+    import csv
+
+    from simattr.evaluation.lds import lds_table, per_target_lds
+
+    lds, train_labels, _ = _synthetic_lds()
+    p = lds.pool  # two ranked images each, so that centred scores still differ
+    signal = Ranking([0, 1], [[p[0], p[7]], [p[1], p[7]]], [[1.0, 0.0], [1.0, 0.0]])
+    rnd = Ranking([0, 1], [[p[5], p[7]], [p[6], p[7]]], [[1.0, 0.0], [1.0, 0.0]])
+    table = lds_table(
+        lds, {"signal": signal, "other": rnd}, train_labels=train_labels, reference="other"
+    )
+    r = per_target_lds(lds.margins, lds.replicate)
+    assert table.ceiling["raw"] == pytest.approx(np.sqrt(r.mean()))
+    assert (
+        table.cells["signal"]["beyond_prior"]["mean"] > table.cells["other"]["beyond_prior"]["mean"]
+    )
+    assert "signal - other" in table.comparisons
+    path = table.write_csv(tmp_path / "lds_per_target.csv")
+    rows = list(csv.DictReader(path.open()))
+    assert list(rows[0]) == ["method", "target", "lds", "lds_beyond_prior"] and len(rows) == 4
+    assert float(rows[0]["lds"]) == pytest.approx(table.per_target["signal"]["raw"][0], abs=1e-6)
+    assert "signal" in table.markdown()
+
+
+@pytest.mark.parametrize("case", ["one subset", "one target", "no ceiling"])
+def test_lds_table_degenerate_inputs_say_n_a_with_a_reason(case):
+    from simattr.evaluation.lds import lds_table
+
+    lds, train_labels, _ = _synthetic_lds()
+    signal = Ranking([0, 1], [[lds.pool[0]], [lds.pool[1]]], [[1.0], [1.0]])
+    kwargs: dict = {}
+    if case == "one subset":
+        kwargs["subsets"] = [0]
+    elif case == "one target":
+        kwargs["targets"] = [0]
+    else:
+        lds.replicate = np.zeros_like(lds.margins)  # no variation: no ceiling
+    table = lds_table(lds, {"signal": signal}, train_labels=train_labels, **kwargs)
+    text = table.markdown()
+    if case == "no ceiling":
+        assert table.ceiling["raw"] is None and "not positive" in table.na["ceiling"]
+    else:
+        assert table.cells["signal"]["raw"]["se"] is None and "n/a" in text
+        assert any("at least" in why for why in table.na.values())

@@ -423,3 +423,417 @@ def lds_score(
     return LdsResult(
         targets=ranking.targets[shared].copy(), per_target=values, subsets_used=int(trained.sum())
     )
+
+
+# -- the protocol of issue 26: every class's count, errors over subset models, sqrt ceiling ------
+
+
+def class_count_matrix(lds: LdsData, train_labels: np.ndarray) -> np.ndarray:
+    """``(S, n_classes)``: how many images of *every* class each subset trains on.
+
+    The class-count prior of :func:`lds_table`: a subset that trains on fewer images of a class
+    that the target is easily confused with moves its margin as surely as one with fewer images
+    of its own class, and an all-class ranking can exploit that while a class-conditional one
+    cannot; holding only the target's own count (:func:`class_counts`) leaves that advantage in.
+    """
+    pool_labels = np.asarray(train_labels)[lds.pool]
+    onehot = np.zeros((len(lds.pool), int(pool_labels.max()) + 1))
+    onehot[np.arange(len(lds.pool)), pool_labels] = 1.0
+    return lds.masks.astype(np.float64) @ onehot
+
+
+def _column_ranks(x: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    return rankdata(x, axis=0)
+
+
+def per_target_lds(
+    predicted: np.ndarray, margins: np.ndarray, covariates: np.ndarray | None = None
+) -> np.ndarray:
+    """Per-target LDS of ``(S, T)`` predictions against ``(S, T)`` margins, vectorised.
+
+    Without ``covariates``: the Spearman correlation of each column pair. With an ``(S, k)``
+    ``covariates`` matrix (:func:`class_count_matrix`): the partial Spearman correlation, i.e.
+    the ranks of prediction and margin are each regressed on an intercept and the ranks of every
+    covariate, and the residuals correlated. A column with no variation left scores 0 (it
+    carries no ranking information), never NaN.
+    """
+    ra, rb = _column_ranks(predicted), _column_ranks(margins)
+    design = np.ones((len(predicted), 1))
+    if covariates is not None:
+        design = np.column_stack([design, _column_ranks(np.asarray(covariates, dtype=float))])
+    q, _ = np.linalg.qr(design)
+    # a rank-deficient design (counts that sum to a constant) spans fewer columns than it has
+    keep = np.abs(np.linalg.qr(design, mode="r")).diagonal() > 1e-9 * len(design)
+    q = q[:, keep]
+    ra = ra - q @ (q.T @ ra)
+    rb = rb - q @ (q.T @ rb)
+    scale = np.linalg.norm(ra, axis=0) * np.linalg.norm(rb, axis=0)
+    ok = scale > 1e-9 * len(predicted)
+    out = np.zeros(predicted.shape[1])
+    out[ok] = (ra * rb).sum(axis=0)[ok] / scale[ok]
+    return out
+
+
+def dense_scores(ranking: Ranking, lds: LdsData, *, centre: bool = False) -> np.ndarray:
+    """``(n_targets_of_ranking, n_pool)`` scores over the LDS pool (unranked images count 0)."""
+    pos = np.full(int(max(lds.pool.max(), ranking.indices.max(initial=0))) + 1, -1)
+    pos[lds.pool] = np.arange(len(lds.pool))
+    dense = np.zeros((len(ranking.targets), len(lds.pool)))
+    for row in range(len(ranking.targets)):
+        idx = ranking.indices[row]
+        ranked = idx >= 0
+        scores = ranking.scores[row][ranked]
+        if centre and ranked.any():
+            scores = scores - scores.mean()
+        p = pos[idx[ranked]]
+        inside = p >= 0
+        dense[row, p[inside]] = scores[inside]
+    return dense
+
+
+@dataclass
+class LdsTable:
+    """The LDS report of several rankings on one LDS run: per-target values, errors that resample
+    subset models, the noise ceiling as sqrt of the replicate correlation, paired comparisons.
+
+    ``cells[name]`` holds ``mean``, ``se`` (the combined error, see :func:`jackknife_mean`),
+    ``se_subsets`` and ``se_targets`` for ``raw`` and ``beyond_prior``; a value that cannot be
+    computed is ``None`` with its reason in ``na``.
+    """
+
+    targets: np.ndarray
+    subsets: int
+    per_target: dict[str, dict[str, np.ndarray]]
+    cells: dict[str, dict[str, dict[str, float | None]]]
+    ceiling: dict[str, float | None]
+    comparisons: dict[str, dict[str, Any]]
+    na: dict[str, str]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Rows of ``lds_per_target.csv``: method, target, lds, lds_beyond_prior."""
+        out = []
+        for name, values in self.per_target.items():
+            beyond = values.get("beyond_prior")
+            for j, t in enumerate(self.targets):
+                out.append(
+                    {
+                        "method": name,
+                        "target": int(t),
+                        "lds": float(values["raw"][j]),
+                        "lds_beyond_prior": None if beyond is None else float(beyond[j]),
+                    }
+                )
+        return out
+
+    def write_csv(self, path: str | os.PathLike[str]) -> Path:
+        """Write :meth:`rows` as CSV, atomically (empty ``lds_beyond_prior`` without labels)."""
+        from simattr._io import atomic_write
+
+        lines = ["method,target,lds,lds_beyond_prior"]
+        for r in self.rows():
+            beyond = "" if r["lds_beyond_prior"] is None else f"{r['lds_beyond_prior']:.6f}"
+            lines.append(f"{r['method']},{r['target']},{r['lds']:.6f},{beyond}")
+        text = "\n".join(lines) + "\n"
+        return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+    def markdown(self) -> str:
+        """The table: mean LDS (raw, beyond every class's count) with combined errors, share of
+        the ceiling, and each paired comparison; 'n/a (reason)' where a value cannot be had."""
+
+        def fmt(cell: dict[str, float | None] | None) -> str:
+            if not cell or cell.get("mean") is None:
+                return "n/a"
+            se = cell.get("se")
+            return f"{cell['mean']:.3f}" + ("" if se is None else f" +- {se:.3f}")
+
+        ceil = self.ceiling.get("beyond_prior")
+        lines = [
+            f"LDS on {len(self.targets)} targets x {self.subsets} subset models; errors "
+            "resample subset models (delete-one-subset jackknife) and targets: "
+            "SE = sqrt(SE_subsets^2 + SE_targets^2). 'beyond prior': partial Spearman with "
+            "every class's count of the subset held out.",
+            "",
+            f"Noise ceiling (sqrt of the replicate correlation): raw {_num(self.ceiling['raw'])}, "
+            f"beyond prior {_num(ceil)}"
+            + (f" ({self.na['ceiling']})" if "ceiling" in self.na else "")
+            + ".",
+            "",
+            "| method | LDS | beyond prior | of ceiling |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for name, cell in self.cells.items():
+            beyond = cell.get("beyond_prior")
+            share = (
+                "n/a"
+                if not ceil or not beyond or beyond.get("mean") is None
+                else f"{beyond['mean'] / ceil:.2f}"
+            )
+            lines.append(f"| {name} | {fmt(cell.get('raw'))} | {fmt(beyond)} | {share} |")
+        if self.comparisons:
+            lines += [
+                "",
+                "Paired by target, errors resampling subsets (t with S - 1 df):",
+                "",
+                "| comparison | metric | difference (95 % CI) | p |",
+                "| --- | --- | ---: | ---: |",
+            ]
+            for label, comp in self.comparisons.items():
+                for metric, d in comp.items():
+                    if d.get("mean") is None:
+                        lines.append(f"| {label} | {metric} | n/a ({d.get('reason')}) | |")
+                        continue
+                    lines.append(
+                        f"| {label} | {metric} | {d['mean']:+.3f} ({d['low']:+.3f}, "
+                        f"{d['high']:+.3f}) | {d['p']:.2g} |"
+                    )
+        if self.na:
+            lines += ["", *(f"- n/a: {k}: {v}" for k, v in self.na.items() if k != "ceiling")]
+        return "\n".join(lines) + "\n"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (per-target values live in the CSV)."""
+        return {
+            "targets": len(self.targets),
+            "subsets": self.subsets,
+            "methods": self.cells,
+            "noise_ceiling": self.ceiling,
+            "comparisons": self.comparisons,
+            "not_available": self.na,
+        }
+
+
+def _num(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def jackknife_mean(
+    predicted: np.ndarray,
+    margins: np.ndarray,
+    covariates: np.ndarray | None = None,
+    baseline: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Mean over targets of per-target LDS (minus ``baseline``'s, paired) and its errors.
+
+    ``predicted`` (and ``baseline``) are ``(S, T)``; every target is scored on the same S subset
+    models, so targets are not independent: the error of the mean resamples subset models by
+    the delete-one-subset jackknife (each replicate recomputes every target's LDS without one
+    subset) and adds the between-target standard error (the crossed design's two main effects;
+    slightly conservative). ``p``: two-sided, t with S - 1 degrees of freedom. Degenerate
+    inputs give ``mean: None`` and a ``reason``.
+    """
+    from scipy.stats import t as student
+
+    n_sub, n_tgt = margins.shape
+    if n_sub < 4:
+        return {"mean": None, "reason": f"{n_sub} subset models; the jackknife needs at least 4"}
+    if n_tgt < 2:
+        return {"mean": None, "reason": f"{n_tgt} target; errors need at least 2"}
+
+    def stat(rows: np.ndarray) -> np.ndarray:
+        cov = None if covariates is None else covariates[rows]
+        v = per_target_lds(predicted[rows], margins[rows], cov)
+        if baseline is not None:
+            v = v - per_target_lds(baseline[rows], margins[rows], cov)
+        return v
+
+    full = stat(np.arange(n_sub))
+    leave = np.array([stat(np.delete(np.arange(n_sub), s)).mean() for s in range(n_sub)])
+    se_sub = float(np.sqrt((n_sub - 1) / n_sub * ((leave - leave.mean()) ** 2).sum()))
+    se_tgt = float(full.std(ddof=1) / np.sqrt(n_tgt))
+    se = float(np.hypot(se_sub, se_tgt))
+    mean = float(full.mean())
+    q = float(student.ppf(0.975, n_sub - 1))
+    p = float(2 * student.sf(abs(mean) / se, n_sub - 1)) if se > 0 else float("nan")
+    return {
+        "mean": mean,
+        "se": se,
+        "se_subsets": se_sub,
+        "se_targets": se_tgt,
+        "low": mean - q * se,
+        "high": mean + q * se,
+        "p": p,
+        "n_targets": int(n_tgt),
+        "n_subsets": int(n_sub),
+        "per_target": full,
+    }
+
+
+def sqrt_ceiling(
+    lds: LdsData, covariates: np.ndarray | None = None, targets: np.ndarray | None = None
+) -> tuple[float | None, str | None]:
+    """The noise ceiling: sqrt of the mean replicate correlation over targets, or why not.
+
+    The correlation r of two seeds' margins is a test-retest reliability: the best predictor
+    correlates with one noisy run at about sqrt(r), so sqrt(r) bounds LDS (reading r itself as
+    the bound overstates every method's share of it).
+    """
+    if lds.replicate is None or lds.replicated.sum() < 3:
+        n = int(lds.replicated.sum())
+        return None, f"{n} subsets have a second-seed model; the ceiling needs at least 3"
+    both = lds.replicated
+    cols = np.arange(len(lds.targets)) if targets is None else targets
+    r = per_target_lds(
+        lds.margins[both][:, cols],
+        lds.replicate[both][:, cols],
+        None if covariates is None else covariates[both],
+    )
+    mean_r = float(np.mean(r))
+    if not np.isfinite(mean_r) or mean_r <= 0:
+        return None, f"replicate correlation {mean_r:.3g} is not positive: no ceiling"
+    return float(np.sqrt(mean_r)), None
+
+
+def lds_table(
+    lds: LdsData,
+    rankings: dict[str, Ranking],
+    *,
+    train_labels: np.ndarray | None = None,
+    subsets: np.ndarray | None = None,
+    targets: Sequence[int] | None = None,
+    reference: str | None = None,
+    pairs: Sequence[tuple[str, str]] = (),
+) -> LdsTable:
+    """Score every ranking on ``lds`` under the protocol of issue 26; the one LDS report.
+
+    ``train_labels`` (labels of the whole training split) adds LDS beyond the class-count prior
+    (the ranking's scores centred per target, as the bench does); ``subsets`` (boolean or
+    indices) and ``targets`` (test rows) restrict the evaluation, e.g. to a held-out split;
+    ``reference`` pairs every method with it, ``pairs`` adds ``(a, b)`` comparisons (a minus b).
+    Rankings must cover the chosen targets. Nothing degenerate raises: one subset, one target
+    or no positive ceiling gives 'n/a' with the reason.
+    """
+    trained = lds.trained.copy()
+    if subsets is not None:
+        chosen = np.zeros(len(lds.masks), dtype=bool)
+        chosen[np.asarray(subsets)] = True
+        trained &= chosen
+    rows_s = np.flatnonzero(trained)
+    column = {int(t): i for i, t in enumerate(lds.targets)}
+    want = lds.targets if targets is None else np.asarray(targets, dtype=np.int64)
+    missing = [int(t) for t in want if int(t) not in column]
+    if missing:
+        raise InvalidInputError(f"targets {missing[:5]} are not in the LDS run")
+    cols = np.array([column[int(t)] for t in want], dtype=np.int64)
+    margins = lds.margins[np.ix_(rows_s, cols)]
+    masks = lds.masks[rows_s].astype(np.float64)
+    counts = None if train_labels is None else class_count_matrix(lds, train_labels)[rows_s]
+    na: dict[str, str] = {}
+    if train_labels is None:
+        na["beyond_prior"] = "no training labels given (--data)"
+    predictions: dict[str, dict[str, np.ndarray]] = {}
+    for name, ranking in rankings.items():
+        ranking.check(
+            pool=np.sort(lds.pool),
+            fingerprints={
+                "train": lds.manifest.get("train_fingerprint"),
+                "test": lds.manifest.get("test_fingerprint"),
+            },
+        )
+        where = {int(t): i for i, t in enumerate(ranking.targets)}
+        absent = [int(t) for t in want if int(t) not in where]
+        if absent:
+            raise InvalidInputError(f"ranking {name!r} does not score targets {absent[:5]}")
+        order = [where[int(t)] for t in want]
+        sub = Ranking(ranking.targets[order], ranking.indices[order], ranking.scores[order], {})
+        predictions[name] = {"raw": masks @ dense_scores(sub, lds).T}
+        if counts is not None:
+            predictions[name]["beyond_prior"] = masks @ dense_scores(sub, lds, centre=True).T
+    per_target: dict[str, dict[str, np.ndarray]] = {}
+    cells: dict[str, dict[str, dict[str, float | None]]] = {}
+    for name, preds in predictions.items():
+        per_target[name], cells[name] = {}, {}
+        for metric, p in preds.items():
+            cov = counts if metric == "beyond_prior" else None
+            per_target[name][metric] = per_target_lds(p, margins, cov)
+            j = jackknife_mean(p, margins, cov)
+            if j["mean"] is None:
+                na[f"{name} {metric}"] = j["reason"]
+                enough = len(rows_s) >= 3 and len(cols) >= 1
+                j = {"mean": float(per_target[name][metric].mean()) if enough else None}
+                j["se"] = None
+            cells[name][metric] = {k: v for k, v in j.items() if k != "per_target"}
+    comparisons: dict[str, dict[str, Any]] = {}
+    todo = list(pairs)
+    if reference is not None and reference in predictions:
+        todo += [(n, reference) for n in predictions if n != reference]
+    for a, b in todo:
+        comp = {}
+        for metric in predictions[a]:
+            cov = counts if metric == "beyond_prior" else None
+            d = jackknife_mean(predictions[a][metric], margins, cov, predictions[b][metric])
+            comp[metric] = {k: v for k, v in d.items() if k != "per_target"}
+        comparisons[f"{a} - {b}"] = comp
+    col_idx = cols
+    raw_ceiling, why = sqrt_ceiling(lds, None, col_idx)
+    beyond_ceiling = None
+    if counts is not None:
+        full_counts = class_count_matrix(lds, train_labels)  # type: ignore[arg-type]
+        beyond_ceiling, why_b = sqrt_ceiling(lds, full_counts, col_idx)
+        why = why or why_b
+    if why:
+        na["ceiling"] = why
+    return LdsTable(
+        targets=want.copy(),
+        subsets=len(rows_s),
+        per_target=per_target,
+        cells=cells,
+        ceiling={"raw": raw_ceiling, "beyond_prior": beyond_ceiling},
+        comparisons=comparisons,
+        na=na,
+    )
+
+
+def lds_score_report(
+    lds_dir: str | os.PathLike[str],
+    ranking_paths: Sequence[str | os.PathLike[str]],
+    *,
+    data: str | None = None,
+) -> tuple[str, dict[str, Any], LdsTable]:
+    """What ``simattr lds-score`` prints and writes: ``(text, json payload, table)``.
+
+    Rankings keyed by their path; ``data`` (the run's dataset) adds LDS beyond the class-count
+    prior. The payload keeps, per ranking, its targets and per-target raw LDS.
+    """
+    from simattr.attribution import load_ranking
+    from simattr.training.jobs import load_split
+
+    lds = load_lds(lds_dir)
+    rankings = {str(p): load_ranking(p) for p in ranking_paths}
+    train_labels = None if data is None else load_split(data, "train").labels
+    shared = [int(t) for t in lds.targets]
+    for r in rankings.values():
+        have = {int(t) for t in r.targets}
+        shared = [t for t in shared if t in have]
+    if not shared:
+        raise InvalidInputError("the rankings have no target in common with the LDS run")
+    table = lds_table(lds, rankings, train_labels=train_labels, targets=shared)
+    ceiling = table.ceiling["raw"]
+    report: dict[str, Any] = {}
+    lines = []
+    for name, cell in table.cells.items():
+        raw, beyond = cell["raw"], cell.get("beyond_prior")
+        share = None if ceiling is None or raw["mean"] is None else raw["mean"] / ceiling
+        report[name] = {
+            "mean": raw["mean"],
+            "standard_error": raw.get("se"),
+            "subsets": table.subsets,
+            "targets": table.targets.tolist(),
+            "lds": table.per_target[name]["raw"].tolist(),
+            "beyond_class_prior": None
+            if beyond is None
+            else {"mean": beyond["mean"], "standard_error": beyond.get("se")},
+            "fraction_of_ceiling": share,
+        }
+        mean = "n/a" if raw["mean"] is None else f"{raw['mean']:.4f}"
+        lines.append(f"{name}: LDS {mean} on {len(table.targets)} targets")
+    text = table.markdown() + "\n" + "\n".join(lines) + "\n"
+    payload = {
+        "lds_dir": str(lds_dir),
+        "rankings": report,
+        "noise_ceiling": ceiling,
+        "noise_ceiling_beyond_class_prior": table.ceiling["beyond_prior"],
+        "protocol": table.to_dict(),
+    }
+    return text, payload, table
