@@ -72,6 +72,38 @@ def png_data_uri(image: np.ndarray, scale: int = 3) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def image_data_uri(image: np.ndarray, *, fmt: str = "webp", quality: int = 70) -> str:
+    """A compressed ``data:`` URI of ``image`` at its own size (the page scales it): WebP or
+    JPEG at ``quality``, or lossless PNG. A 32x32 CIFAR thumbnail is about 0.5 KB as WebP at
+    quality 70, against about 9 KB as the 96-pixel PNG of :func:`png_data_uri`: what keeps a
+    page of thousands of thumbnails light."""
+    from PIL import Image
+
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    im = Image.fromarray(arr).convert("RGB")
+    fmt = fmt.lower()
+    buf = io.BytesIO()
+    if fmt == "png":
+        im.save(buf, format="PNG", optimize=True)
+    elif fmt in ("jpeg", "jpg"):
+        fmt = "jpeg"
+        im.save(buf, format="JPEG", quality=int(quality), optimize=True)
+    elif fmt == "webp":
+        im.save(buf, format="WEBP", quality=int(quality), method=6)
+    else:
+        raise ValueError(f"unknown image format {fmt!r}: png, jpeg or webp")
+    return f"data:image/{fmt};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def wrap_path(text: str) -> str:
+    """``text`` escaped for HTML, with a line-break opportunity (``<wbr>``) after each path
+    separator, so that a caption wraps between folders and never inside a file name (the
+    stylesheet breaks inside a word only when a single name is wider than its box)."""
+    return "/<wbr>".join(html.escape(part) for part in str(text).split("/"))
+
+
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
 h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
@@ -82,7 +114,7 @@ h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
 .row { display: flex; align-items: flex-start; gap: 6px; margin: 8px 0; flex-wrap: wrap; }
 .row > .rowcap { width: 12em; font-size: 0.85em; color: #333; }
 figure { margin: 0; width: 104px; font-size: 0.72em; text-align: center;
-  overflow-wrap: anywhere; }
+  overflow-wrap: break-word; }
 figure img { width: 96px; height: 96px; image-rendering: pixelated; border: 4px solid #ddd; }
 """
 
@@ -93,7 +125,7 @@ def _tile_html(tile: Tile, colours: dict[str, str], scale: int) -> str:
     return (
         f'<figure><img src="{png_data_uri(tile.image, scale)}" alt="{title}" title="{title}" '
         f'style="border-color:{html.escape(colour)}">'
-        f"<figcaption>{html.escape(tile.caption)}</figcaption></figure>"
+        f"<figcaption>{wrap_path(tile.caption)}</figcaption></figure>"
     )
 
 
