@@ -14,6 +14,7 @@ from __future__ import annotations
 from simattr.cli import attribution as _attribution  # noqa: F401  (registers commands)
 from simattr.cli import audit as _audit  # noqa: F401
 from simattr.cli import evaluation as _evaluation  # noqa: F401
+from simattr.cli import report as _report  # noqa: F401
 from simattr.cli import ssl as _ssl  # noqa: F401
 from simattr.cli._common import app
 
