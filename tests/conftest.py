@@ -67,20 +67,53 @@ def cifar_test(data_root: Path, session_cache: Path):
 CIFAR_FIXTURES = frozenset({"data_root", "cifar_train", "cifar_test"})
 
 
+#: Test files whose results depend on floating-point kernels: `make test-other-cpu` runs them a
+#: second time with the libraries held to AVX2 (scripts/avx2.sh). Marked ``numeric`` here.
+NUMERIC_FILES = frozenset(
+    {
+        "test_contracts.py",
+        "test_references.py",
+        "test_esvm_batched.py",
+        "test_retrieval.py",
+        "test_attribution.py",
+        "test_attributor_estimator.py",
+        "test_baselines.py",
+        "test_lds.py",
+        "test_margins.py",
+        "test_support_search.py",
+        "test_validation.py",
+        "test_mutation_kills.py",
+        "test_cpu_kernels.py",
+    }
+)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "cifar: reads the shared CIFAR-10 under $SIMATTR_DATA_ROOT (added automatically to "
         "every test using the data_root, cifar_train or cifar_test fixture)",
     )
+    config.addinivalue_line(
+        "markers",
+        "numeric: results depend on floating-point kernels (added to the files in NUMERIC_FILES); "
+        "run again under scripts/avx2.sh by `make test-other-cpu`",
+    )
+    if os.environ.get("SIMATTR_TEST_SIMD") == "avx2":
+        # FAISS chooses its kernels at run time and ignores FAISS_OPT_LEVEL: hold it here.
+        import faiss
+
+        faiss.SIMDConfig.set_level(faiss.SIMDLevel_AVX2)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark tests that need the shared CIFAR-10 ``cifar``; skip ``gpu`` tests without CUDA
-    (they are never faked on the CPU)."""
+    """Mark tests that need the shared CIFAR-10 ``cifar`` and the numeric files ``numeric``;
+    skip ``gpu`` tests without CUDA (they are never faked on the CPU)."""
     for item in items:
         if CIFAR_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.cifar)
+        if item.path.name in NUMERIC_FILES:
+            item.add_marker(pytest.mark.numeric)
 
     import torch
 
