@@ -26,11 +26,12 @@ import errno
 import json
 import os
 import re
+import shutil
 import socket
 import sys
 import tempfile
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +58,28 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     tmp.chmod(0o666 & ~_umask())  # mkstemp makes 0600; artifacts get the usual permissions
     try:
-        yield tmp
-        os.replace(tmp, path)
+        try:
+            yield tmp
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise _naming(exc, path, tmp) from exc
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _naming(exc: OSError, path: Path, tmp: Path | None = None) -> OSError:
+    """``exc``, a failed write of ``path`` (or of its temporary ``tmp``), as an ``OSError``
+    naming ``path``: numpy reports a full disk as "N requested and M written", with neither the
+    file nor the cause. An error about another file (an input read while writing) is kept."""
+    if exc.filename not in (None, str(path), str(tmp) if tmp is not None else None):
+        return exc
+    code, reason = exc.errno, exc.strerror or str(exc) or type(exc).__name__
+    if code is None:
+        with contextlib.suppress(OSError):
+            if shutil.disk_usage(path.parent).free == 0:
+                code, reason = errno.ENOSPC, f"No space left on device ({reason})"
+    return OSError(code or errno.EIO, f"cannot write: {reason}", str(path))
 
 
 def _umask() -> int:
@@ -195,11 +213,16 @@ def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
 def check_not_input(
     outputs: Mapping[str, str | os.PathLike[str] | None],
     inputs: Mapping[str, str | os.PathLike[str] | None],
+    *,
+    folders: Iterable[str] = (),
 ) -> None:
-    """Refuse an output (or its sidecar) that is one of the inputs, or two outputs that are one.
+    """Refuse an output (or its sidecar) that is one of the inputs, two outputs that are one,
+    or an output under another output that is a file: checked before any work, so a run never
+    writes one output and then fails on the next (``--html`` equal to ``--out``).
 
     ``outputs`` and ``inputs`` map how the user named each path (``--out``, ``--ranking``)
-    to the path; ``None`` entries are skipped.
+    to the path; ``None`` entries are skipped. ``folders`` names the outputs that are folders
+    (``--html``): other outputs may lie inside those.
     """
     outs = [(n, Path(p)) for n, p in outputs.items() if p is not None]
     ins = [(n, Path(p)) for n, p in inputs.items() if p is not None]
@@ -215,11 +238,28 @@ def check_not_input(
         for b, pb in outs[i + 1 :]:
             if same_file(pa, pb):
                 raise InvalidInputError(f"{a} and {b} both name {pa}; give them different paths")
+    folder_names = set(folders)
+    for a, pa in outs:
+        for b, pb in outs:
+            if a != b and b not in folder_names and _inside(pa, pb):
+                raise InvalidInputError(
+                    f"{a} {pa} lies inside {b} {pb}, which is written as a file; "
+                    "give them different paths"
+                )
+
+
+def _inside(inner: Path, outer: Path) -> bool:
+    """Whether ``inner`` lies strictly below ``outer`` (paths resolved)."""
+    try:
+        return outer.resolve() in inner.resolve().parents
+    except (OSError, RuntimeError):
+        return False
 
 
 def check_writable(path: str | os.PathLike[str], name: str = "--out", folder: bool = False) -> None:
     """Refuse, before any work, an output that cannot be written: a file path that is a folder
-    (or the reverse), or a destination under a file or in a folder without write permission."""
+    (or the reverse), or a destination under a file or in a folder without write permission or
+    that takes no new file (``/proc``; tried by creating and removing one)."""
     path = Path(path)
     if path.exists() and path.is_dir() != folder:
         kind = "a folder" if path.is_dir() else "a file"
@@ -236,6 +276,17 @@ def check_writable(path: str | os.PathLike[str], name: str = "--out", folder: bo
             f"cannot write {name} {path}: no permission to write in {probe}; "
             "choose a folder you can write to"
         )
+    # Permission bits are not the whole story (/proc, a read-only mount, a full inode table,
+    # root on a network share): create and remove a file there, before the expensive part.
+    try:
+        fd, made = tempfile.mkstemp(prefix=".simattr-probe-", dir=probe)
+    except OSError as exc:
+        raise InvalidInputError(
+            f"cannot write {name} {path}: {probe} takes no new files "
+            f"({exc.strerror or exc}); choose a folder you can write to"
+        ) from None
+    os.close(fd)
+    os.unlink(made)
 
 
 def lock_path(target: str | os.PathLike[str]) -> Path:
@@ -407,15 +458,18 @@ def append_jsonl(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = _jsonl_line(record) + "\n"
-    with open(path, "a+b") as fh:
-        fh.seek(0, os.SEEK_END)
-        if fh.tell() > 0:  # a torn last line from a killed writer: start a fresh line
-            fh.seek(-1, os.SEEK_END)
-            if fh.read(1) != b"\n":
-                fh.write(b"\n")
-        fh.write(line.encode("utf-8"))
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        with open(path, "a+b") as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() > 0:  # a torn last line from a killed writer: start a fresh line
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    fh.write(b"\n")
+            fh.write(line.encode("utf-8"))
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise _naming(exc, path) from exc
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

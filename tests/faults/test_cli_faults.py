@@ -7,7 +7,6 @@ the command in-process and compares the folder before and after, byte for byte.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from pathlib import Path
@@ -366,14 +365,15 @@ def _record(target: int, ranking: str, digest: str, support: int | None = 4) -> 
 
 
 def _results(path: Path, records: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    for record in records:
+        append_jsonl(path, record)
     return path
 
 
 @pytest.mark.parametrize(
     "case, pattern",
     [
-        ("missing", "no such results file"),
+        ("missing", "no such results file|results file: no such file"),
         ("two-rankings-one-name", "names two different rankings"),
         ("same-file-twice", "recorded twice"),
         ("folder", "is a folder"),

@@ -3,6 +3,7 @@ reproduced as a new user met it, then refused (or handled) with one line naming 
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import warnings
@@ -166,3 +167,115 @@ def test_normalisation_refusals_name_the_row_of_the_whole_array():
         check_magnitude(np.zeros((4, 3)), "f", first_row=10)
     unit = l2_normalize(np.ones((4, 3), dtype=np.float32))
     np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, rtol=1e-6)
+
+
+# -- 3. outputs: checked before the work, named when the disk fails, never cut by a pipe -------
+
+
+def test_features_out_in_a_folder_that_takes_no_files_is_refused_before_embedding(
+    work, monkeypatch
+):
+    """``/proc`` passes the permission bits (as root) but takes no new file: it used to be
+    found out only after the whole split was embedded."""
+    from test_cli_faults import FEATURES, refuse
+
+    import simattr.features
+
+    def embed(*args, **kwargs):
+        raise AssertionError("the split was embedded before the output was checked")
+
+    monkeypatch.setattr(simattr.features, "extract_features", embed)
+    refuse(work, [*FEATURES, "--out", "/proc/x.npy"], r"^error: cannot write --out /proc/x\.npy"
+           r": /proc takes no new files")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        OSError(errno.ENOSPC, "No space left on device"),  # what a plain write raises
+        OSError("4000 requested and 0 written"),  # what numpy's np.save raises on a full disk
+    ],
+)
+def test_a_failed_write_names_the_file_and_leaves_nothing(fault, tmp_path, monkeypatch):
+    from simattr.cli._common import describe_error
+    from simattr.features import save_features
+
+    def full_disk(*args, **kwargs):
+        raise fault
+
+    monkeypatch.setattr(np, "save", full_disk)
+    out = tmp_path / "f.npy"
+    with pytest.raises(OSError) as caught:
+        save_features(out, np.ones((4, 3), dtype=np.float32))
+    assert caught.value.filename == str(out)
+    line = describe_error(caught.value)
+    assert str(out) in line and (fault.strerror or str(fault)) in line, line
+    assert list(tmp_path.iterdir()) == []  # no temporary file, no sidecar
+
+
+def test_a_failed_append_names_the_results_file(tmp_path, monkeypatch):
+    import os
+
+    path = tmp_path / "r.jsonl"
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match="No space left") as caught:
+        append_jsonl(path, {"a": 1})
+    assert caught.value.filename == str(path) and caught.value.errno == errno.ENOSPC
+
+
+def _attribute_args(w: Path) -> list:
+    return [
+        "attribute", "--train-features", w / "train.npy", "--test-features", w / "test.npy",
+        "--data", "digits", "--method", "cosine", "--topk", "5", "--targets", "0,1,2",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "html, pattern",
+    [
+        ("r.npz", r"--out and --html both name"),
+        ("r.npz/page", r"--html .* lies inside --out .*written as a file"),
+    ],
+)
+def test_attribute_outputs_that_collide_are_refused_before_the_ranking(html, pattern, work):
+    """``--html`` equal to ``--out`` left the ranking behind after exit 1."""
+    from test_cli_faults import refuse
+
+    refuse(work, [*_attribute_args(work), "--out", work / "r.npz", "--html", work / html], pattern)
+
+
+def test_lds_with_zero_workers_is_refused_before_its_folder_is_made(work):
+    from test_cli_faults import refuse
+
+    args = ["lds", "--data", "digits", "--out", work / "new-lds", "--recipe", "tiny",
+            "--subsets", "2", "--workers", "0"]  # fmt: skip
+    refuse(work, args, r"--workers must be a positive integer, got 0")
+    assert not (work / "new-lds").exists()
+
+
+def test_a_reader_closing_the_pipe_leaves_the_outputs_written(work):
+    """``simattr attribute ... | head``: the reader leaves before the summary is printed; the
+    ranking and its table are written all the same, and the run ends quietly (status 141, no
+    traceback)."""
+    import subprocess
+    import sys
+
+    args = [str(a) for a in _attribute_args(work)]
+    out, csv = work / "r.npz", work / "r.csv"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simattr", *args, "--out", str(out), "--csv", str(csv)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # the reader is gone before anything is printed
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 141, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    from simattr.attribution import load_ranking
+
+    assert load_ranking(out).indices.shape == (3, 5)
+    assert len(csv.read_text().splitlines()) == 1 + 3 * 5

@@ -66,6 +66,10 @@ def friendly_errors(func: F) -> F:
             except (OSError, ValueError, AttributeError):
                 pass  # no real file descriptor (a test runner's buffer)
             raise typer.Exit(code=141) from None
+        except SystemExit:
+            if console.quiet or err_console.quiet:  # rich met the closed pipe (on_broken_pipe)
+                raise typer.Exit(code=141) from None
+            raise
         except (SimattrError, *BOUNDARY_ERRORS) as exc:
             err_console.print(
                 f"[bold red]error:[/] {describe_error(exc)}", highlight=False, soft_wrap=True
