@@ -66,6 +66,9 @@ def _edited(img: np.ndarray, rng: np.random.Generator, crop: bool) -> np.ndarray
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+#: CIFAR-10's own copies among the unplanted rows, looked at: train rows 48 and 53 are one
+#: photograph mirrored; train row 67 and test row 79 one photograph shifted
+GENUINE_PAIRS, GENUINE_LEAKS = {(48, 53)}, {(67, 79)}
 
 
 @pytest.fixture(scope="module")
@@ -129,11 +132,11 @@ def _pairs(d, split: str) -> set[tuple[int, int]]:
 
 def test_planted_duplicates_and_leaks_are_reported_and_nothing_else(planted, result):
     d = result.duplicates
-    assert _pairs(d, "train") == planted["dup_pairs"]
-    assert _pairs(d, "test") == planted["leak_pairs"]  # (train row, test row)
+    assert _pairs(d, "train") == planted["dup_pairs"] | GENUINE_PAIRS
+    assert _pairs(d, "test") == planted["leak_pairs"] | GENUINE_LEAKS  # (train row, test row)
     assert (np.diff(d.similarity) <= 0).all()  # most similar first
     assert (d.similarity >= 0.9).all() and (d.pixel >= 0.9).all()
-    assert sorted(len(g) for g in d.groups()) == [2] * (N_DUP + N_LEAK)
+    assert sorted(len(g) for g in d.groups()) == [2] * (N_DUP + N_LEAK + 2)
 
 
 def test_without_images_pairs_are_reported_on_cosine_alone(planted):
@@ -322,7 +325,8 @@ def test_cli_writes_tables_and_page(folder, planted, tmp_path):
         for p in pairs
         if p["split_b"] == "train"
     }
-    assert leaks == planted["leak_pairs"] and inside == planted["dup_pairs"]
+    assert leaks == planted["leak_pairs"] | GENUINE_LEAKS
+    assert inside == planted["dup_pairs"] | GENUINE_PAIRS
     page = (out / "audit.html").read_text()
     assert "<script" not in page.lower() and "<b>x" not in page
     assert html.escape("cat<script>alert(1)<script>") in page

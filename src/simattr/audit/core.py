@@ -90,6 +90,10 @@ class DuplicatePairs:
     similarity: np.ndarray
     cosine: np.ndarray
     pixel: np.ndarray | None
+    #: candidates the features find very close but the pixels do not confirm (same columns)
+    possible: DuplicatePairs | None = None
+    #: one line on whether and how the pixel check was used (:mod:`simattr.audit.duplicates`)
+    note: str = ""
 
     def __len__(self) -> int:
         return len(self.row_a)
@@ -392,7 +396,7 @@ def audit(
     folds: int = 5,
     detector: str = "simattr",
     duplicate_neighbours: int = 3,
-    candidate_threshold: float = 0.94,
+    candidate_threshold: float | None = None,
     duplicate_threshold: float = 0.9,
     evidence: int = 5,
     n_evidence: int = 50,
@@ -414,13 +418,21 @@ def audit(
         detector: which label score orders ``label_issues``: one of :data:`LABEL_DETECTORS`.
             ``scores`` always holds ``simattr`` and ``knn``, and ``cleanlab`` when requested.
         duplicate_neighbours, candidate_threshold: candidate pairs are each image's first
-            ``duplicate_neighbours`` neighbours at cosine ``candidate_threshold`` or more.
-        duplicate_threshold: with images, report candidates whose similarity (the smaller of
-            cosine and pixel correlation) is at least this; without images, candidates are
+            ``duplicate_neighbours`` neighbours at cosine ``candidate_threshold`` or more
+            (default 0.8 with images, 0.94 without).
+        duplicate_threshold: with images, report candidates whose pixel score
+            (:mod:`simattr.audit.duplicates`) is at least this; without images, candidates are
             reported on cosine alone (at ``max(candidate_threshold, duplicate_threshold)``).
         evidence, n_evidence: supporting training images per flagged row, for the first rows.
         parts_dir: a folder for finished neighbour-search blocks (resumable runs).
     """
+    if candidate_threshold is None:
+        from simattr.audit import duplicates as dup
+
+        with_pixels = images is not None
+        candidate_threshold = (
+            dup.CANDIDATE_COSINE if with_pixels else dup.CANDIDATE_COSINE_WITHOUT_PIXELS
+        )
     if detector not in LABEL_DETECTORS:
         raise InvalidInputError(f"unknown detector {detector!r}; choose one of {LABEL_DETECTORS}")
     for value, name in (
@@ -555,7 +567,7 @@ def _as_getter(images) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _duplicates(sims, ids, tsims, tids, images, test_images, candidate, threshold, progress):
-    from simattr.audit.pixels import aligned_correlation
+    from simattr.audit.duplicates import check_pairs, split_pairs
 
     blocks = []
     n = len(ids)
@@ -574,7 +586,7 @@ def _duplicates(sims, ids, tsims, tids, images, test_images, candidate, threshol
         keep = s2 >= candidate
         # a leak pair is (train row, test row)
         blocks.append(("test", b2[keep], t[keep], s2[keep]))
-    split_a, row_a, split_b, row_b, cos, pix = [], [], [], [], [], []
+    split_a, row_a, split_b, row_b, cos, pix, notes = [], [], [], [], [], [], []
     for split, ra, rb, s in blocks:
         if images is not None:
             other = images if split == "train" else test_images
@@ -582,7 +594,7 @@ def _duplicates(sims, ids, tsims, tids, images, test_images, candidate, threshol
                 raise InvalidInputError("pass test_images with images to check leaks on pixels")
             p = np.empty(0, np.float32)
             if len(ra):
-                p = aligned_correlation(
+                p, note = check_pairs(
                     _as_getter(images),
                     _as_getter(other),
                     ra,
@@ -590,6 +602,7 @@ def _duplicates(sims, ids, tsims, tids, images, test_images, candidate, threshol
                     progress=progress,
                     what="pixel check" + (" (leaks)" if split == "test" else ""),
                 )
+                notes.append(note)
             pix.append(p)
         split_a.append(np.full(len(ra), "train"))
         split_b.append(np.full(len(ra), split))
@@ -598,16 +611,24 @@ def _duplicates(sims, ids, tsims, tids, images, test_images, candidate, threshol
         cos.append(s.astype(np.float32))
     cosine = np.concatenate(cos)
     pixel = np.concatenate(pix) if images is not None else None
-    sim = cosine if pixel is None else np.minimum(cosine, pixel)
-    keep = sim >= threshold
-    order = np.lexsort((np.concatenate(row_b)[keep], np.concatenate(row_a)[keep], -sim[keep]))
-    pick = np.flatnonzero(keep)[order]
-    return DuplicatePairs(
-        split_a=np.concatenate(split_a)[pick].astype(object),
-        row_a=np.concatenate(row_a)[pick].astype(np.int64),
-        split_b=np.concatenate(split_b)[pick].astype(object),
-        row_b=np.concatenate(row_b)[pick].astype(np.int64),
-        similarity=sim[pick].astype(np.float32),
-        cosine=cosine[pick],
-        pixel=None if pixel is None else pixel[pick],
-    )
+    sim, keep, maybe = cosine, cosine >= threshold, None
+    if pixel is not None:
+        sim, keep, maybe = split_pairs(cosine, pixel, threshold)
+
+    def table(keep: np.ndarray) -> DuplicatePairs:
+        order = np.lexsort((np.concatenate(row_b)[keep], np.concatenate(row_a)[keep], -sim[keep]))
+        pick = np.flatnonzero(keep)[order]
+        return DuplicatePairs(
+            split_a=np.concatenate(split_a)[pick].astype(object),
+            row_a=np.concatenate(row_a)[pick].astype(np.int64),
+            split_b=np.concatenate(split_b)[pick].astype(object),
+            row_b=np.concatenate(row_b)[pick].astype(np.int64),
+            similarity=sim[pick].astype(np.float32),
+            cosine=cosine[pick],
+            pixel=None if pixel is None else pixel[pick],
+        )
+
+    out = table(keep)
+    out.possible = None if maybe is None else table(maybe)
+    out.note = notes[0] if notes else ("" if pixel is not None else "no pixel check: no images")
+    return out

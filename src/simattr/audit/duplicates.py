@@ -1,0 +1,269 @@
+"""Confirming duplicate pairs on the pixels, robust to the edits that copies go through.
+
+Self-supervised features find candidate pairs (each image's nearest neighbours); a pixel check
+then tells a copy of one photograph from a different photograph that merely looks alike. A copy
+may have been shifted by a few pixels, resized and resampled to another size, saved as JPEG
+down to quality 50, mirrored, recoloured, or cropped down to 70 % of its side, so the check
+compares the two images under all of those at once:
+
+1. Both images become grey ``SIDE x SIDE`` pictures (area-averaged down, or bilinear up) and are
+   band-pass filtered (:func:`band_pass`: a light blur removes JPEG blocking and resampling
+   noise, minus a wide blur that removes brightness, gradients and colour casts).
+2. One image, scaled to each side from ``MIN_CROP * SIDE`` to ``SIDE`` (so that it may be any
+   crop of the other, down to 70 %), mirrored or not, is slid over the other at every position,
+   and its normalised correlation with the window under it is taken (per-window mean and
+   norm: brightness and contrast drop out). A same-scale centre patch (``SIDE - 2 *
+   MAX_SHIFT``) slides too, for copies shifted by up to ``MAX_SHIFT`` pixels with their edges
+   filled in. Both directions are searched; the best correlation is the pair's *pixel score*.
+
+An edited copy scores near 1 under its own alignment; two different photographs of one kind of
+scene rarely come close, because the band-pass keeps the fine detail that differs. Measured in
+``benchmarks/duplicates.py`` (``benchmarks/results/duplicates.json``), which also sets
+:data:`PIXEL_THRESHOLD`.
+
+Below ``MIN_SIZE`` pixels a side (8x8 digits) the pictures hold too little detail for that test
+to mean anything: the pixel check is not used, and only pixel-identical pairs are confirmed;
+:func:`pixel_note` says so in words for the report.
+
+Pairs that the features rank as very close but the pixels do not confirm are kept apart as
+*possible, not confirmed* (:data:`POSSIBLE_COSINE`): a copy edited beyond these kinds, or two
+photographs of one object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+#: Side of the grey pictures compared, in pixels.
+SIDE = 32
+#: Smallest scale of one image against the other (a crop down to 70 % of the side).
+MIN_CROP = 0.7
+#: Largest same-scale shift searched, in pixels of the ``SIDE`` picture.
+MAX_SHIFT = 4
+#: Side of the cheap first look; pairs scoring under ``SCREEN`` there keep that score.
+SCREEN_SIDE = 16
+SCREEN = 0.5
+#: Band-pass sigmas of the first look (pixels of the ``SCREEN_SIDE`` picture).
+SCREEN_SIGMAS = (0.4, 1.5)
+#: Pixel score at or above which a candidate pair is a confirmed copy (the audit's default
+#: ``duplicate_threshold``).
+PIXEL_THRESHOLD = 0.9
+#: Smallest image side (pixels) on which the pixel check means anything.
+MIN_SIZE = 16
+#: Feature cosine at or above which an unconfirmed candidate is listed as possible.
+POSSIBLE_COSINE = 0.97
+#: Largest absolute pixel difference of a pixel-identical pair (the check below ``MIN_SIZE``).
+IDENTICAL_TOLERANCE = 2
+
+
+def pixel_note(height: int, width: int) -> str:
+    """One line for reports: whether the pixel check was used on images of this size."""
+    if min(height, width) < MIN_SIZE:
+        return (
+            f"pixel check not used below {MIN_SIZE}x{MIN_SIZE} (these images are {height}x"
+            f"{width}): only pixel-identical pairs are confirmed; feature-close pairs are "
+            "possible, not confirmed"
+        )
+    return (
+        f"pixel check used: shifts up to {MAX_SHIFT} px, crops to {round(100 * MIN_CROP)} %, "
+        "mirroring, resampling, JPEG and colour changes searched"
+    )
+
+
+def _grey(images: np.ndarray, side: int = SIDE):
+    """``N x 1 x side x side`` float grey pictures of uint8 ``N x H x W x 3`` (or ``N x H x W``)."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.ascontiguousarray(images)).float()
+    if x.ndim == 4:
+        x = x @ torch.tensor([0.299, 0.587, 0.114])
+    x = x[:, None]
+    if x.shape[-2:] != (side, side):
+        down = x.shape[-2] >= side and x.shape[-1] >= side
+        x = F.interpolate(x, size=(side, side), **({"mode": "area"} if down else _bilinear()))
+    return x
+
+
+def _bilinear() -> dict:
+    return {"mode": "bilinear", "align_corners": False, "antialias": True}
+
+
+def _gauss(x, sigma: float):
+    import torch
+    import torch.nn.functional as F
+
+    radius = max(1, int(np.ceil(3 * sigma)))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    x = F.pad(x, (radius, radius, radius, radius), mode="replicate")
+    x = F.conv2d(x, k.view(1, 1, 1, -1))
+    return F.conv2d(x, k.view(1, 1, -1, 1))
+
+
+def band_pass(x, fine: float = 0.6, coarse: float = 3.0):
+    """The picture blurred at ``fine`` minus blurred at ``coarse`` (Gaussian sigmas, pixels)."""
+    return _gauss(x, fine) - _gauss(x, coarse)
+
+
+def _window_norms(big, s: int):
+    """Centred norm of every ``s x s`` window of ``big`` (``N x 1 x S x S``): ``N x P x P``,
+    from integral images (a box sum per window costs four look-ups)."""
+    import torch.nn.functional as F
+
+    def box(x):
+        c = F.pad(x[:, 0].cumsum(1).cumsum(2), (1, 0, 1, 0))
+        return c[:, s:, s:] - c[:, :-s, s:] - c[:, s:, :-s] + c[:, :-s, :-s]
+
+    total, energy = box(big), box(big * big)
+    return (energy - total * total / (s * s)).clamp_min(1e-6).sqrt()
+
+
+def _ncc(big, small, norms):
+    """Best normalised correlation of ``small`` (``N x 1 x s x s``) with every ``s x s`` window
+    of ``big`` (``N x 1 x S x S``, window norms ``norms``), pair by pair: ``N`` values."""
+    import torch.nn.functional as F
+
+    n, s = len(big), small.shape[-1]
+    t = small.flatten(1)
+    t = t - t.mean(1, keepdim=True)
+    t = t / (t.norm(dim=1, keepdim=True) + 1e-6)
+    num = F.conv2d(big.view(1, n, *big.shape[-2:]), t.view(n, 1, s, s), groups=n)[0]
+    return (num / norms).flatten(1).amax(1)
+
+
+def _sides(side: int) -> list[int]:
+    return list(range(int(np.ceil(MIN_CROP * side)), side + 1))
+
+
+def _one_way(a, b):
+    """Best correlation of ``b`` (scaled to each side, mirrored or not, or its same-scale centre
+    patch) slid over ``a``; both band-passed ``N x 1 x SIDE x SIDE``."""
+    import torch
+    import torch.nn.functional as F
+
+    full = a.shape[-1]
+    m = MAX_SHIFT * full // SIDE
+    best = torch.full((len(a),), -1.0)
+    shift_norms = _window_norms(a, full - 2 * m)
+    side_norms = {side: _window_norms(a, side) for side in _sides(full)}
+    for t in (b, b.flip(-1)):
+        best = torch.maximum(best, _ncc(a, t[..., m : full - m, m : full - m], shift_norms))
+        for side, norms in side_norms.items():
+            small = t if side == full else F.interpolate(t, size=(side, side), **_bilinear())
+            best = torch.maximum(best, _ncc(a, small, norms))
+    return best
+
+
+def pixel_scores(
+    images_a: Callable[[np.ndarray], np.ndarray],
+    images_b: Callable[[np.ndarray], np.ndarray],
+    rows_a: np.ndarray,
+    rows_b: np.ndarray,
+    *,
+    screen: float = SCREEN,
+    block: int = 512,
+    progress: bool = False,
+    what: str = "pixel check",
+) -> np.ndarray:
+    """The pixel score of each pair ``(rows_a[i], rows_b[i])`` (see the module's text): float32
+    in [-1, 1], near 1 for an edited copy of one photograph.
+
+    ``images_a`` and ``images_b`` gather uint8 ``N x H x W x 3`` images by row (two splits may
+    be compared; sizes may differ between the two).
+    """
+    import torch
+
+    from simattr._progress import progress_bar
+
+    rows_a = np.asarray(rows_a, dtype=np.int64)
+    rows_b = np.asarray(rows_b, dtype=np.int64)
+    out = np.empty(len(rows_a), dtype=np.float32)
+    with torch.inference_mode(), progress_bar(what, len(rows_a), progress) as advance:
+        for start in range(0, len(rows_a), block):
+            sl = slice(start, start + block)
+            pixels_a, pixels_b = images_a(rows_a[sl]), images_b(rows_b[sl])
+            a = band_pass(_grey(pixels_a, SCREEN_SIDE), *SCREEN_SIGMAS)
+            b = band_pass(_grey(pixels_b, SCREEN_SIDE), *SCREEN_SIGMAS)
+            score = torch.maximum(_one_way(a, b), _one_way(b, a))
+            close = torch.nonzero(score >= screen).flatten()
+            if len(close):
+                a = band_pass(_grey(pixels_a[close.numpy()]))
+                b = band_pass(_grey(pixels_b[close.numpy()]))
+                score[close] = torch.maximum(_one_way(a, b), _one_way(b, a))
+            out[sl] = score.numpy()
+            advance(len(pixels_a))
+    return out
+
+
+def identical(
+    images_a: Callable[[np.ndarray], np.ndarray],
+    images_b: Callable[[np.ndarray], np.ndarray],
+    rows_a: np.ndarray,
+    rows_b: np.ndarray,
+) -> np.ndarray:
+    """Whether each pair is the same picture up to ``IDENTICAL_TOLERANCE`` per pixel (images too
+    small for :func:`pixel_scores`); pairs of different sizes are not identical."""
+    out = np.zeros(len(rows_a), dtype=bool)
+    for start in range(0, len(rows_a), 4096):
+        a = np.asarray(images_a(np.asarray(rows_a[start : start + 4096])), dtype=np.int16)
+        b = np.asarray(images_b(np.asarray(rows_b[start : start + 4096])), dtype=np.int16)
+        if a.shape != b.shape:
+            continue
+        diff = np.abs(a - b).reshape(len(a), -1).max(axis=1)
+        out[start : start + len(a)] = diff <= IDENTICAL_TOLERANCE
+    return out
+
+
+#: Feature cosine from which a pair is a candidate for the pixel check (the features of a copy
+#: resampled through a quarter of its pixels, or cropped to 70 %, fall to about 0.8).
+CANDIDATE_COSINE = 0.8
+#: Candidate cosine when there are no images to check (pairs reported on cosine alone).
+CANDIDATE_COSINE_WITHOUT_PIXELS = 0.94
+
+
+def check_pairs(
+    images_a: Callable[[np.ndarray], np.ndarray],
+    images_b: Callable[[np.ndarray], np.ndarray],
+    rows_a: np.ndarray,
+    rows_b: np.ndarray,
+    *,
+    progress: bool = False,
+    what: str = "pixel check",
+) -> tuple[np.ndarray, str]:
+    """Pixel scores of candidate pairs and the report's note on the check (:func:`pixel_note`).
+
+    Images of at least ``MIN_SIZE`` pixels a side get :func:`pixel_scores`; smaller ones get
+    1.0 when pixel-identical (:func:`identical`) and NaN otherwise: not checked, since their
+    pixels cannot tell a copy from a look-alike.
+    """
+    rows_a = np.asarray(rows_a, dtype=np.int64)
+    if len(rows_a) == 0:
+        return np.empty(0, np.float32), ""
+    h, w = np.asarray(images_a(rows_a[:1])).shape[1:3]
+    note = pixel_note(int(h), int(w))
+    if min(h, w) < MIN_SIZE:
+        same = identical(images_a, images_b, rows_a, rows_b)
+        return np.where(same, 1.0, np.nan).astype(np.float32), note
+    scores = pixel_scores(images_a, images_b, rows_a, rows_b, progress=progress, what=what)
+    return scores, note
+
+
+def split_pairs(
+    cosine: np.ndarray, pixel: np.ndarray, threshold: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(similarity, confirmed, possible)`` of checked candidate pairs.
+
+    A pair is confirmed when its pixel score is at least ``threshold`` (its similarity is the
+    pixel score: the features only proposed it, so they cannot veto it); an unconfirmed pair
+    whose features are very close (cosine :data:`POSSIBLE_COSINE` or more) is *possible, not
+    confirmed*, with its cosine as similarity.
+    """
+    checked = ~np.isnan(pixel)
+    confirmed = checked & (np.nan_to_num(pixel, nan=-1.0) >= threshold)
+    possible = ~confirmed & (cosine >= POSSIBLE_COSINE)
+    similarity = np.where(confirmed, pixel, cosine).astype(np.float32)
+    return similarity, confirmed, possible
