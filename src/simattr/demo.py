@@ -36,15 +36,21 @@ class DemoResult:
 
 
 def _describe(backbone) -> str:
-    """One line saying what the backbone is: trained (how) or a random stand-in."""
+    """One line saying what the backbone is: trained (how) or a random stand-in.
+
+    Read from the weights' sidecar, the one source of these figures: the epochs in all (a
+    warm-started run counts the epochs it started from) and the kNN accuracy as recorded.
+    ``tests/test_demo_description.py`` holds the README and docs to the same line.
+    """
     if not backbone.pretrained:
         return backbone.note or f"{backbone.name}: randomly initialised {backbone.arch}"
     extra = backbone.extra
     parts = [str(extra.get("method", "self-supervised")), backbone.arch]
     if "epochs" in extra:
-        parts.append(f"{extra['epochs']} epochs")
+        total = int(extra["epochs"]) + int(extra.get("prior_epochs") or 0)
+        parts.append(f"{total} epochs")
     if extra.get("knn_accuracy") is not None:
-        parts.append(f"CIFAR-10 kNN accuracy {float(extra['knn_accuracy']):.3f}")
+        parts.append(f"CIFAR-10 kNN accuracy {float(extra['knn_accuracy']):.4f}")
     return f"{backbone.name} ({', '.join(parts)})"
 
 
