@@ -40,8 +40,13 @@ _SCORES = {
     "esvm": (
         "Score: the exemplar SVM's decision value (the SVM puts the target on the positive "
         "side and its pool at -1 or below). Higher means more responsible; only the order "
-        "within one target matters. Most scores are negative, and that is normal. A score near "
-        "+1 is the target itself or an exact copy; above about +0.3, a near-copy worth a look."
+        "within one target matters. Most scores are negative, and that is normal. How high a "
+        "copy scores depends on the pool's size (CIFAR-10, scripts/score_scale.py: an exact "
+        "copy scores about +0.76 in a pool of 200 images, +0.92 in 1,000, +0.98 in 5,000; a "
+        "flipped, recompressed copy about +0.6 in all three), so read a high score by its "
+        "place in its own pool: simattr report shows each image's percentile in the pool, "
+        "its pool z-score (about +3 to +4 for an ordinary target's best image, +6 for a copy, "
+        "on pools of 200 to 5,000) and its feature cosine (0.95 or more: likely a copy)."
     ),
     "l2": "Score: minus the Euclidean distance of normalised features; 0 is an exact copy.",
     "l2-raw": "Score: minus the Euclidean distance of raw features; 0 is an exact copy.",
