@@ -387,3 +387,49 @@ def test_cli_reads_a_torchvision_file_without_arch(photo_folder, r18, tmp_path):
     files = load_dataset(photo_folder).files
     expected = extract_features(_reference(r18, "resnet18-imagenet"), list(files), progress=False)
     np.testing.assert_allclose(np.load(out), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_named_photo_backbone_offline_names_the_file_to_place(tmp_path, monkeypatch):
+    from simattr.errors import MissingFileError
+    from simattr.models.backbones import PHOTO_BACKBONES, photo_weights_path
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("SIMATTR_OFFLINE", "1")  # nothing downloads in tests
+    for name, (url, _) in PHOTO_BACKBONES.items():
+        place = tmp_path / "torch" / "hub" / "checkpoints" / url.rsplit("/", 1)[1]
+        assert photo_weights_path(name) == place
+        with pytest.raises(MissingFileError) as err:
+            load_backbone(name)
+        message = str(err.value)
+        assert url in message and str(place) in message and "SIMATTR_OFFLINE=1" in message
+        assert not place.exists()
+
+
+def test_named_photo_backbones_load_from_torch_hubs_cache(images, tmp_path, monkeypatch):
+    """A torchvision file and a MoCo v2 file placed in the cache under their published names
+    load as the named backbones, to the source network's features, with ImageNet's geometry
+    (shorter side resized, centre crop: the aspect ratio kept)."""
+    from simattr.models.backbones import photo_weights_path
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("SIMATTR_OFFLINE", "1")
+    net = _torchvision(50, 4)
+    place = photo_weights_path("torchvision-resnet50")
+    place.parent.mkdir(parents=True)
+    torch.save(net.state_dict(), place)
+    moco = photo_weights_path("moco-v2-resnet50")
+    moco.write_bytes(moco_v2(net, tmp_path).read_bytes())
+    ref = extract_features(_reference(net, "resnet50-imagenet"), images[:1], progress=False)
+    for name in ("torchvision-resnet50", "moco-v2-resnet50"):
+        loaded = load_backbone(f"{name}@{SIZE}")
+        assert loaded.arch == "resnet50-imagenet" and loaded.pretrained
+        assert loaded.extra["url"].endswith(place.name if "torch" in name else moco.name)
+        prep = loaded.preprocessing
+        assert (prep.kind, prep.size) == ("imagenet", SIZE)
+        out = extract_features(loaded, images[:1], progress=False)
+        np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    # a wide photo is not squashed: the centre crop of its resized self
+    wide = np.zeros((40, 120, 3), np.uint8)
+    wide[:, 40:80] = 255  # a white square in the middle
+    crop = load_backbone(f"torchvision-resnet50@{SIZE}").preprocessing.prepare(wide)
+    assert crop.shape == (SIZE, SIZE, 3) and crop[SIZE // 2, 2:-2].min() > 200

@@ -56,11 +56,31 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 DEFAULT_SEED = 0
 DEFAULT_WEIGHTS_PACKAGE = "simattr.weights"
 DEFAULT_WEIGHTS_FILE = "cifar10-moco-resnet18-w16-e140.safetensors"
+#: Named photo backbones (ImageNet-stem ResNet-50): public checkpoint URL and a description.
+#: Fetched into torch hub's cache (``$TORCH_HOME/hub/checkpoints``) and read safely from there.
+PHOTO_BACKBONES: dict[str, tuple[str, str]] = {
+    "torchvision-resnet50": (
+        "https://download.pytorch.org/models/resnet50-11ad3fa6.pth",
+        "torchvision ResNet-50, supervised on ImageNet-1k (IMAGENET1K_V2)",
+    ),
+    "moco-v2-resnet50": (
+        "https://dl.fbaipublicfiles.com/moco/moco_checkpoints/moco_v2_800ep/"
+        "moco_v2_800ep_pretrain.pth.tar",
+        "MoCo v2 ResNet-50, self-supervised on ImageNet-1k for 800 epochs",
+    ),
+    "dino-resnet50": (
+        "https://dl.fbaipublicfiles.com/dino/dino_resnet50_pretrain/dino_resnet50_pretrain.pth",
+        "DINO ResNet-50, self-supervised on ImageNet-1k",
+    ),
+}
+#: Set to 1 to never download: a named photo backbone must then be in the cache already.
+OFFLINE_ENV = "SIMATTR_OFFLINE"
 #: The spec forms :func:`load_backbone` reads, for help texts.
 BACKBONE_SPECS = (
     "'default' (the shipped CIFAR-10 MoCo ResNet-18)",
     "'shipped:NAME'",
     "'random[:ARCH][:SEED]' (ARCH: " + ", ".join(ARCHITECTURES) + ")",
+    "a photo backbone by name (" + ", ".join(PHOTO_BACKBONES) + "; fetched into torch hub's cache)",
     "a weights file (ours, torchvision, MoCo v1/v2/v3, DINO, lightly, solo-learn; never "
     "unpickled; architecture inferred)",
 )
@@ -233,7 +253,9 @@ def _from_file(path: Path, arch: str | None, format: str) -> Backbone:
                 "is missing; put it back next to the file, or pass format='torchvision' to read "
                 "the file as foreign weights normalised with the statistics of their stem"
             )
-        extra.update({k: meta[k] for k in ("method", "epochs", "knn_accuracy") if k in meta})
+        extra.update(
+            {k: meta[k] for k in ("method", "epochs", "prior_epochs", "knn_accuracy") if k in meta}
+        )
         return Backbone(
             module=ckpt.build(),
             arch=ckpt.arch,
@@ -349,6 +371,8 @@ def _resolve(spec: str, arch: str | None, format: str) -> Backbone:
         backbone = _default(arch, format)
     elif spec.startswith("shipped:"):
         backbone = _shipped(spec, arch, format)
+    elif spec in PHOTO_BACKBONES:
+        backbone = _photo(spec, arch, format)
     elif spec == "random" or spec.startswith("random:"):
         backbone = _random_spec(spec, arch, format)
     else:
@@ -360,3 +384,49 @@ def _resolve(spec: str, arch: str | None, format: str) -> Backbone:
             )
         backbone = _from_file(path, arch, format)
     return backbone
+
+
+def photo_weights_path(name: str) -> Path:
+    """Where torch hub's cache keeps the checkpoint of the named photo backbone (it may not be
+    there yet): ``$TORCH_HOME/hub/checkpoints/<file name of the URL>``."""
+    url = PHOTO_BACKBONES[name][0]
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[1]
+
+
+def _photo(name: str, arch: str | None, format: str) -> Backbone:
+    """A named photo backbone: its checkpoint from torch hub's cache, downloaded there first
+    when missing and allowed (never when ``SIMATTR_OFFLINE=1``), then read like any foreign
+    file (never unpickled beyond tensors and plain values)."""
+    _refuse_options(name, arch, format)
+    url, description = PHOTO_BACKBONES[name]
+    path = photo_weights_path(name)
+    if not path.is_file():
+        reason = f"{OFFLINE_ENV}=1"
+        if os.environ.get(OFFLINE_ENV, "") != "1":
+            reason = _download(url, path)
+        if not path.is_file():
+            raise MissingFileError(
+                f"backbone {name!r}: its weights are not in torch hub's cache and could not be "
+                f"downloaded ({reason}); download {url} and place it as {path} (the cache "
+                "follows TORCH_HOME)"
+            )
+    backbone = _from_file(path, None, "auto")
+    backbone.name = name
+    backbone.note = f"{description}; {backbone.note}"
+    backbone.extra.update({"url": url, "file": path.name})
+    return backbone
+
+
+def _download(url: str, path: Path) -> str:
+    """Fetch ``url`` into ``path`` with torch hub (its hash-prefix check when the file name
+    carries one, as torchvision's do); the reason it failed, or ``""``."""
+    import re
+
+    match = re.search(r"-([a-f0-9]{6,})\.", path.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(url, str(path), match.group(1) if match else None)
+    except Exception as exc:  # no network, a proxy, a bad hash: all end in the same advice
+        path.unlink(missing_ok=True)
+        return f"{type(exc).__name__}: {exc}"
+    return ""
