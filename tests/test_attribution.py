@@ -9,7 +9,7 @@ from scipy.stats import spearmanr
 from sklearn.svm import LinearSVC
 
 from simattr import Attributor, InvalidInputError
-from simattr.attribution import SmallPoolWarning
+from simattr.attribution import SCORERS, SmallPoolWarning
 from simattr.attribution.esvm import PoolSystem, balanced_weights, fit_newton
 
 CLASS = 3  # cat: the class whose 5,000 training images form the pool
@@ -309,3 +309,60 @@ def test_a_loaded_ranking_saves_again_with_its_metadata(tmp_path):
     np.testing.assert_array_equal(again.indices, first.indices)
     assert again.metadata["note"] == "edited" and again.metadata["method"] == "esvm"
     assert again.metadata["n_targets"] == 2
+
+
+# -- the scorer contract (simattr.attribution.check_scorer) -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", sorted(__import__("simattr.attribution", fromlist=["SCORERS"]).SCORERS)
+)
+def test_every_registered_scorer_keeps_the_contract(name):
+    """check_scorer passes for every registered method, built by name and with its defaults."""
+    from simattr.attribution import check_scorer
+
+    check_scorer(SCORERS[name])
+    check_scorer(SCORERS[name](), seed=3)
+
+
+def test_check_scorer_refuses_a_broken_scorer():
+    """Each clause bites: a transposed score matrix, integer scores, scores that change from
+    run to run, and a scorer whose parameters clone() loses are refused by name."""
+    from simattr.attribution import CosineScorer, check_scorer
+    from simattr.errors import InvalidInputError
+
+    class Transposed(CosineScorer):
+        name = "transposed"
+
+        def score(self, prepared, targets):
+            return super().score(prepared, targets).T
+
+    class Integers(CosineScorer):
+        name = "integers"
+
+        def score(self, prepared, targets):
+            return np.rint(super().score(prepared, targets) * 10).astype(np.int64)
+
+    class Drifting(CosineScorer):
+        name = "drifting"
+        calls = 0
+
+        def score(self, prepared, targets):
+            Drifting.calls += 1
+            return super().score(prepared, targets) + 1e-3 * Drifting.calls
+
+    class Forgetful(CosineScorer):
+        name = "forgetful"
+
+        def __init__(self, scale: float = 1.0) -> None:
+            self.scale = scale * 2
+
+    cases = [
+        (Transposed, r"scorer transposed .*shape \(48, 6\)"),
+        (Integers, r"scorer integers .*dtype int64"),
+        (Drifting, r"scorer drifting .*different scores"),
+        (Forgetful, r"scorer forgetful .*clone\(\)"),
+    ]
+    for cls, pattern in cases:
+        with pytest.raises(InvalidInputError, match=pattern):
+            check_scorer(cls)

@@ -6,6 +6,7 @@ Baselines that need more than features live in their own modules, imported on de
 """
 
 from simattr.attribution.attributor import Attributor, SmallPoolWarning, rank
+from simattr.attribution.check import check_scorer
 from simattr.attribution.explain import Explanation, explain
 from simattr.attribution.resumable import rank_resumable
 from simattr.attribution.scorers import (
@@ -36,6 +37,7 @@ __all__ = [
     "SmallPoolWarning",
     "WhitenedExemplarScorer",
     "attribute",
+    "check_scorer",
     "explain",
     "export_paper_npy",
     "load_ranking",
