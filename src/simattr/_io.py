@@ -56,10 +56,14 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     )
     os.close(fd)
     tmp = Path(tmp_name)
-    tmp.chmod(0o666 & ~_umask())  # mkstemp makes 0600; artifacts get the usual permissions
+    mode = 0o666 & ~_umask()
+    tmp.chmod(mode)  # mkstemp makes 0600; artifacts get the usual permissions
     try:
         try:
             yield tmp
+            # again: a writer may replace the file with one of its own (safetensors' save_file
+            # makes a new 0600 file), and every artifact gets the same permissions
+            tmp.chmod(mode)
             os.replace(tmp, path)
         except OSError as exc:
             raise _naming(exc, path, tmp) from exc

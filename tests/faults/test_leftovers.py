@@ -279,3 +279,58 @@ def test_a_reader_closing_the_pipe_leaves_the_outputs_written(work):
 
     assert load_ranking(out).indices.shape == (3, 5)
     assert len(csv.read_text().splitlines()) == 1 + 3 * 5
+
+
+# -- 4. cache class names, file permissions, targets named as given --------------------------
+
+
+def test_an_edited_class_name_in_the_cache_is_caught_and_the_entry_rebuilt(tmp_path, monkeypatch):
+    """``meta.json``'s class names were not checksummed: an edit renamed a class silently."""
+    from simattr.data import cache, load_dataset
+
+    monkeypatch.setenv("SIMATTR_CACHE_DIR", str(tmp_path))
+    digits = load_dataset("digits", "train")
+    where = cache.save_entry(digits, None)
+    args = (digits.name, digits.split, digits.fingerprint, None)
+    assert cache.load_entry(*args).class_names == digits.class_names
+    meta = json.loads((where / "meta.json").read_text())
+    meta["class_names"][3] = "seven"
+    (where / "meta.json").write_text(json.dumps(meta, indent=2))
+    invalid = cache.stats.invalid
+    assert cache.load_entry(*args) is None  # a miss: the caller decodes again
+    assert cache.stats.invalid == invalid + 1 and not where.exists()
+
+
+def test_train_ssl_writes_every_file_with_the_same_permissions(tmp_path):
+    """The weights came out 0600 (safetensors makes its own file) and the rest 0644."""
+    import os
+
+    from typer.testing import CliRunner
+
+    from simattr.cli import app
+
+    out = tmp_path / "run"
+    args = ["train-ssl", "--data", "digits", "--arch", "resnet18-w16", "--epochs", "1",
+            "--batch-size", "64", "--queue-size", "128", "--max-steps", "1", "--knn-every",
+            "100", "--out", str(out)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    mask = os.umask(0)
+    os.umask(mask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.rglob("*") if p.is_file()}
+    assert "backbone.safetensors" in modes
+    assert set(modes.values()) == {0o666 & ~mask}, modes
+
+
+def test_a_target_whose_class_is_not_ranked_is_named_by_its_test_row(work):
+    """``--targets 12`` with a training pool that lacks its class said "target row 0"."""
+    from test_cli_faults import refuse
+
+    from simattr.data import load_dataset
+
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    label = int(test.labels[12])
+    np.save(work / "rows.npy", np.flatnonzero(train.labels != label))
+    args = [*_attribute_args(work)[:-2], "--targets", "5,12", "--train-indices", work / "rows.npy",
+            "--out", work / "r.npz"]  # fmt: skip
+    refuse(work, args, rf"--targets names test row 12, whose label {label} no image of the ranked")

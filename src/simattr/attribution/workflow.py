@@ -283,6 +283,17 @@ def attribute(
         ytr = None if ytr is None else ytr[rows]
     attributor.fit(xtr, ytr if class_conditional else None)
     yte = labels.test if class_conditional else None
+    if yte is not None:  # named by test row here; the Attributor only sees its block's rows
+        absent = ~np.isin(np.asarray(yte)[chosen], attributor.classes_)
+        if absent.any():
+            row = int(chosen[int(np.argmax(absent))])
+            label = np.asarray(yte)[row].item()
+            among = "the ranked training rows" if rows is not None else "the training set"
+            named = "`targets` names test row" if targets is not None else "test row"
+            raise InvalidInputError(
+                f"{named} {row}, whose label {label!r} no image of {among} has; choose other "
+                "targets, or rank a pool that holds that class"
+            )
     inputs = _input_fingerprints(
         train_features, test_features, ytr if class_conditional else None, yte, predictions
     )

@@ -10,11 +10,14 @@ Layout of one entry, under ``<cache dir>/datasets/<key>/``::
 
     pixels.npy   uint8 N x H x W x 3
     labels.npy   int64 N
-    meta.json    name, split, fingerprint, class names, shapes, dtypes and CRC-32 of both arrays
+    meta.json    name, split, fingerprint, class names, shapes, dtypes and CRC-32 of both arrays,
+                 and the digest of all of that (``checksum``)
 
 Each file is written atomically and ``meta.json`` last, so it acts as the commit marker: an entry
 whose arrays are missing, truncated, of the wrong shape or whose bytes do not match the recorded
-CRC-32 is reported as invalid and rebuilt by the caller instead of crashing. Arrays are read with
+CRC-32, or whose ``meta.json`` no longer matches its own checksum (an edited class name would
+otherwise name every image's class wrongly), is reported as invalid and rebuilt by the caller
+instead of crashing. Arrays are read with
 ``allow_pickle=False``: a cache directory is never a way to run code.
 """
 
@@ -33,7 +36,7 @@ import numpy as np
 from simattr._io import atomic_write, read_json, write_json
 from simattr.data.dataset import ImageDataset
 from simattr.errors import InvalidInputError
-from simattr.hashing import crc32_array
+from simattr.hashing import crc32_array, digest_json
 
 __all__ = [
     "CACHE_FORMAT_VERSION",
@@ -54,6 +57,8 @@ CACHE_FORMAT_VERSION = 1
 _PIXELS = "pixels.npy"
 _LABELS = "labels.npy"
 _META = "meta.json"
+#: Key of ``meta.json`` holding the digest of its other keys (:func:`_meta_checksum`).
+_CHECKSUM = "checksum"
 
 
 @dataclass
@@ -103,6 +108,11 @@ def entry_dir(name: str, split: str, fingerprint: str, image_size: int | None) -
     return datasets_cache_dir() / key
 
 
+def _meta_checksum(meta: dict[str, Any]) -> str:
+    """Digest of every key of ``meta`` but the checksum itself (canonical JSON)."""
+    return digest_json({k: v for k, v in meta.items() if k != _CHECKSUM})
+
+
 def _describe(array: np.ndarray) -> dict[str, Any]:
     return {"shape": list(array.shape), "dtype": str(array.dtype), "crc32": crc32_array(array)}
 
@@ -123,11 +133,12 @@ def save_entry(dataset: ImageDataset, image_size: int | None) -> Path | None:
         "name": dataset.name,
         "split": dataset.split,
         "fingerprint": dataset.fingerprint,
-        "image_size": image_size,
-        "class_names": list(dataset.class_names),
+        "image_size": None if image_size is None else int(image_size),
+        "class_names": [str(c) for c in dataset.class_names],
         "pixels": _describe(pixels),
         "labels": _describe(labels),
     }
+    meta[_CHECKSUM] = _meta_checksum(meta)
     try:
         atomic_write(where / _PIXELS, lambda tmp: np.save(tmp, pixels, allow_pickle=False))
         atomic_write(where / _LABELS, lambda tmp: np.save(tmp, labels, allow_pickle=False))
@@ -157,6 +168,8 @@ def _read_entry(
     where: Path, name: str, split: str, fingerprint: str, image_size: int | None
 ) -> ImageDataset:
     meta = read_json(where / _META)
+    if not isinstance(meta, dict) or meta.get(_CHECKSUM) != _meta_checksum(meta):
+        raise ValueError("meta.json does not match its recorded checksum (or has none)")
     wanted = {
         "format_version": CACHE_FORMAT_VERSION,
         "split": split,
