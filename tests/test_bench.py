@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -60,19 +65,31 @@ def test_attribute_pool_ranks_only_the_recipe_pool(cifar_features, data_root, ci
     np.save(tmp_path / "dup.npy", np.array([1, 1, 2]))
     res = attribute(tmp_path / "dup.npz", "--train-indices", str(tmp_path / "dup.npy"))
     assert res.exit_code == 1 and "twice" in res.output
-    res = attribute(tmp_path / "both.npz", "--pool", "tiny", "--train-indices", "x.npy")
+    res = attribute(
+        tmp_path / "both.npz", "--pool", "tiny", "--train-indices", str(tmp_path / "rows.npy")
+    )
     assert res.exit_code == 1 and "not both" in res.output
     assert not (tmp_path / "dup.npz").exists() and not (tmp_path / "both.npz").exists()
 
 
-def test_bench_tiny_profile_runs_and_resumes(data_root, tmp_path, cifar_train):
+def test_bench_tiny_profile_runs_and_resumes(data_root, tmp_path, cifar_train, monkeypatch):
     from simattr.bench import run_bench
 
     data = str(data_root / "cifar10")
     methods = ["esvm", "l2", "random", "class-prior"]
     logs: list[str] = []
+    # the shared checkout may hold uncommitted work: recorded as '+dirty', as asked
     summary = run_bench(data, "tiny", tmp_path, methods=methods, stages=["remove", "lds"],
-                        threads=1, log=logs.append)  # fmt: skip
+                        threads=1, log=logs.append, command="simattr bench --profile tiny",
+                        allow_dirty=True)  # fmt: skip
+    commit = summary["commit"].removesuffix("+dirty")
+    assert re.fullmatch(r"[0-9a-f]{40}", commit), summary["commit"]
+    # the checkout's commit (HEAD, or one before it if others committed meanwhile)
+    here = Path(__file__).parent
+    ancestor = ["git", "merge-base", "--is-ancestor", commit, "HEAD"]
+    assert subprocess.run(ancestor, cwd=here).returncode == 0
+    assert summary["command"] == "simattr bench --profile tiny"
+    assert json.loads((tmp_path / "bench.json").read_text())["commit"] == summary["commit"]
     rows = summary["methods"]
     assert list(rows) == methods
     for name in methods:
@@ -108,8 +125,10 @@ def test_bench_tiny_profile_runs_and_resumes(data_root, tmp_path, cifar_train):
     stamp = (tmp_path / "rankings" / "esvm.npz").stat().st_mtime_ns
     logs.clear()
     again = run_bench(data, "tiny", tmp_path, methods=methods, stages=["remove", "lds"],
-                      threads=1, log=logs.append)  # fmt: skip
+                      threads=1, log=logs.append, allow_dirty=True)  # fmt: skip
     assert again["methods"] == rows
+    assert again["command"].startswith("python -c 'from simattr.bench import run_bench; ")
+    assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", again["commit"])
     assert len(read_jsonl(tmp_path / "remove.models.jsonl")) == journal
     assert (tmp_path / "rankings" / "esvm.npz").stat().st_mtime_ns == stamp
     assert not any(msg.startswith("rankings") for msg in logs)
@@ -124,7 +143,33 @@ def test_bench_tiny_profile_runs_and_resumes(data_root, tmp_path, cifar_train):
     esvm.metadata["backbone_sha256_16"] = "0123456789abcdef"
     save_ranking(tmp_path / "rankings" / "esvm.npz", esvm)
     with pytest.raises(InvalidInputError, match="delete it to recompute"):
-        run_bench(data, "tiny", tmp_path, methods=methods, stages=[], threads=1, log=logs.append)
+        run_bench(data, "tiny", tmp_path, methods=methods, stages=[], threads=1, log=logs.append,
+                  allow_dirty=True)  # fmt: skip
+
+    # a noise ceiling of 0 (two seeds whose margins agree on nothing beyond the class prior, as
+    # tiny models on another CPU gave) has no share: n/a and why, not a ZeroDivisionError
+    import simattr.evaluation.lds as lds_module
+    from simattr.bench import PROFILES, write_bench_report
+
+    real = lds_module.noise_ceiling
+
+    def zero_beyond_prior(lds, control=None):
+        result = real(lds, control)
+        if control is not None:
+            result.per_target = np.zeros_like(result.per_target)
+        return result
+
+    monkeypatch.setattr(lds_module, "noise_ceiling", zero_beyond_prior)
+    rankings = {name: load_ranking(tmp_path / "rankings" / f"{name}.npz") for name in methods}
+    targets = rankings["esvm"].targets
+    report = write_bench_report(tmp_path, PROFILES["tiny"], rankings, targets, data=data)
+    assert report["lds_controls"]["noise_ceiling_beyond_class_prior"]["mean"] == 0.0
+    cell = report["methods"]["esvm"]["lds"]
+    assert cell["beyond_class_prior_of_ceiling"] is None
+    assert cell["beyond_class_prior_of_ceiling_note"] == "ceiling is 0"
+    row = next(r for r in report["table"].splitlines() if r.startswith("| esvm |"))
+    assert "n/a (ceiling is 0)" in row
+    assert report["commit"] == "unknown" and again["commit"] in report["earlier_commits"]
 
 
 def test_bench_refuses_unknown_names(tmp_path):

@@ -5,6 +5,10 @@ writes three files into a folder: ``margins_curve.png`` (each ranking's mean mar
 against m, with 95 % intervals: the further below zero, the more the prediction depended on the
 ranking's top images), ``margins_table.md`` (the same numbers, each ranking minus the reference
 ranking target by target with its paired tests, and any named pairs) and ``margins.json``.
+
+Degenerate results are reported, not raised: a cell with one target has no interval and no
+test ("n/a" and why), and ``margins.json`` is strict JSON (``null`` for a value that is not a
+number).
 """
 
 from __future__ import annotations
@@ -16,10 +20,17 @@ from typing import Any
 
 from simattr._io import atomic_path, read_jsonl, write_json
 from simattr.errors import InvalidInputError, MissingFileError
+from simattr.report._cells import finite_json, interval, is_number, pvalue
 
 
 def _fmt(d: dict[str, Any]) -> str:
-    return f"{d['mean']:+.3f} ({d['low']:+.3f}, {d['high']:+.3f})"
+    return interval(d)
+
+
+def _by_effect(item: tuple[str, dict[str, Any]]) -> tuple[bool, float, str]:
+    """Sort key: most negative effect first, effects that are not numbers last."""
+    mean = item[1]["effect"].get("mean")
+    return (not is_number(mean), float(mean) if is_number(mean) else 0.0, item[0])
 
 
 def margin_table(summary: dict[str, Any], control: dict[str, Any] | None = None) -> str:
@@ -31,6 +42,8 @@ def margin_table(summary: dict[str, Any], control: dict[str, Any] | None = None)
         f"prediction. 'minus {ref}': the same target's change under {ref} removal of the same m "
         "subtracted (paired t-test and Wilcoxon signed-rank test)."
     ]
+    if not summary["fractions"]:
+        lines.append("\nn/a (no ranking has a removal paired with a full-pool model yet)")
     for f, cell in summary["fractions"].items():
         lines.append(f"\n### m = {cell['m']} ({float(f):.0%} of the smallest class)\n")
         lines.append(
@@ -38,11 +51,12 @@ def margin_table(summary: dict[str, Any], control: dict[str, Any] | None = None)
             "| Wilcoxon p |"
         )
         lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-        rows = sorted(cell["rankings"].items(), key=lambda item: item[1]["effect"]["mean"])
+        rows = sorted(cell["rankings"].items(), key=_by_effect)
         for name, row in rows:
             v = row.get("vs_reference")
             tail = (
-                f"{_fmt(v)} | {v['a_lower']}/{v['n']} | {v['t_p']:.2g} | {v['wilcoxon_p']:.2g}"
+                f"{_fmt(v)} | {v['a_lower']}/{v['n']} | {pvalue(v['t_p'])} | "
+                f"{pvalue(v['wilcoxon_p'])}"
                 if v
                 else "(reference) | | |"
             )
@@ -54,7 +68,7 @@ def margin_table(summary: dict[str, Any], control: dict[str, Any] | None = None)
             for pair, d in cell["pairs"].items():
                 lines.append(
                     f"| {pair} | {d['n']} | {_fmt(d)} | {d['a_lower']}/{d['n']} | "
-                    f"{d['t_p']:.2g} | {d['wilcoxon_p']:.2g} |"
+                    f"{pvalue(d['t_p'])} | {pvalue(d['wilcoxon_p'])} |"
                 )
     if control:
         lines.append(
@@ -66,8 +80,12 @@ def margin_table(summary: dict[str, Any], control: dict[str, Any] | None = None)
         lines.append("| ranking @ fraction | targets | difference | t-test p |")
         lines.append("| --- | ---: | ---: | ---: |")
         for key, d in control.items():
-            lines.append(f"| {key} | {d['n']} | {_fmt(d)} | {d['t_p']:.2g} |")
+            lines.append(f"| {key} | {d['n']} | {_fmt(d)} | {pvalue(d['t_p'])} |")
     return "\n".join(lines) + "\n"
+
+
+def _half(a: Any, b: Any) -> float:
+    return float(a) - float(b) if is_number(a) and is_number(b) else 0.0
 
 
 def plot_curve(summary: dict[str, Any], path: str | os.PathLike[str]) -> Path:
@@ -84,9 +102,10 @@ def plot_curve(summary: dict[str, Any], path: str | os.PathLike[str]) -> Path:
         pts = [(c["m"], c["rankings"][name]["effect"]) for c in cells if name in c["rankings"]]
         m = [p[0] for p in pts]
         mean = [p[1]["mean"] for p in pts]
+        # a cell of one target has no interval: drawn as a point without a bar
         err = [
-            [p[1]["mean"] - p[1]["low"] for p in pts],
-            [p[1]["high"] - p[1]["mean"] for p in pts],
+            [_half(p[1]["mean"], p[1]["low"]) for p in pts],
+            [_half(p[1]["high"], p[1]["mean"]) for p in pts],
         ]
         style = "--" if name in ("random", "class-prior") else "-"
         ax.errorbar(m, mean, yerr=err, marker="o", linestyle=style, capsize=3, label=name)
@@ -108,11 +127,13 @@ def margin_report(
     reference: str = "random",
     pairs: Sequence[tuple[str, str]] = (),
     control: str | os.PathLike[str] | None = None,
+    record: dict[str, Any] | None = None,
 ) -> tuple[Path, Path, Path]:
     """Write the curve, the table and the JSON summary of margin results files.
 
     ``control``: a results file of the same rankings trained one target per model
-    (``multiplex=False``); the table then shows the multiplexing control.
+    (``multiplex=False``); the table then shows the multiplexing control. ``record``: keys
+    written first into ``margins.json``, such as the ``commit`` and ``command`` that made it.
     """
     from simattr.evaluation.margins import compare_designs, summarise
 
@@ -146,7 +167,14 @@ def margin_report(
         tmp.write_text(margin_table(summary, design), encoding="utf-8")
     js = write_json(
         out / "margins.json",
-        {"summary": summary, "multiplexing_control": design, "models": len(records)},
+        finite_json(
+            {
+                **dict(record or {}),
+                "summary": summary,
+                "multiplexing_control": design,
+                "models": len(records),
+            }
+        ),
     )
     return png, md, js
 

@@ -131,8 +131,14 @@ def markdown_table(summaries: Sequence[SupportSummary]) -> str:
         "| training hours |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
+    if not summaries:
+        lines.append("| n/a (no support records) | | 0 | 0 | | 0 | 0.00 |")
     for s in summaries:
-        median = "n/a" if not s.targets else (f"> {s.k}" if np.isinf(s.median) else f"{s.median:g}")
+        median = (
+            "n/a (no target searched)"
+            if not s.targets
+            else (f"> {s.k}" if np.isinf(s.median) else f"{s.median:g}")
+        )
         lines.append(
             f"| {s.ranking} | {s.mode} | {s.targets} | {s.found} | {median} | "
             f"{s.models_trained} | {s.seconds / 3600:.2f} |"
