@@ -154,7 +154,9 @@ def main() -> None:
         action="store_true",
         help="skip the scikit-learn reference (about 4 minutes); cleanlab runs on the audit's",
     )
-    args = parser.parse_args()
+    from _common import parse_args as parse_recorded  # --allow-dirty; commit, command
+
+    args = parse_recorded(parser)
 
     import faiss
     import torch

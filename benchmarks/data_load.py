@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
 import subprocess
 import sys
@@ -177,23 +176,27 @@ def main(argv: list[str] | None = None) -> int:
         default=Path("benchmarks/results/data_load.json"),
         help="where to write the JSON results",
     )
-    args = parser.parse_args(argv)
+    from _common import parse_args as parse_recorded  # --allow-dirty; commit, command
+
+    args = parse_recorded(parser, argv)
     if args.data_root is None or not (Path(args.data_root) / "cifar10").is_dir():
         parser.error("--data-root (or $SIMATTR_DATA_ROOT) must be a folder holding cifar10/")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
 
-    from _common import git_commit
+    from _common import begin
 
     from simattr._io import write_json
+
+    record = begin(args.allow_dirty, None if argv is None else [sys.argv[0], *argv])
 
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     results = run(Path(args.data_root).resolve(), args.repeats)
     load_after = os.getloadavg() if hasattr(os, "getloadavg") else None
     payload = {
         "benchmark": "data_load",
-        "command": shlex.join([sys.executable, *sys.argv]),
-        "git_commit": git_commit(),
+        "command": record["command"],
+        "commit": record["commit"],
         "machine": _machine(),
         "repeats": args.repeats,
         # Other processes compete for the cores; parallel decoding suffers first.

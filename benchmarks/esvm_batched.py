@@ -156,7 +156,9 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/esvm_batched.json")
-    args = parser.parse_args()
+    from _common import parse_args as parse_recorded  # --allow-dirty; commit, command
+
+    args = parse_recorded(parser)
     if not args.data_root:
         parser.error("give --data-root or set SIMATTR_DATA_ROOT")
     if args.targets < len(args.classes):

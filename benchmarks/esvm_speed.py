@@ -46,7 +46,9 @@ def main() -> None:
     parser.add_argument("--reference-targets", type=int, default=20, help="per class (sklearn)")
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--out", default=None)
-    args = parser.parse_args()
+    from _common import parse_args as parse_recorded  # --allow-dirty; commit, command
+
+    args = parse_recorded(parser)
     if not args.data_root:
         parser.error("give --data-root or set SIMATTR_DATA_ROOT")
 

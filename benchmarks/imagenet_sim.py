@@ -100,7 +100,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch and FAISS threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
+    from _common import parse_args as parse_recorded  # --allow-dirty; commit, command
+
+    args = parse_recorded(parser)
 
     import faiss
     import torch

@@ -362,7 +362,9 @@ def main() -> None:
     parser.add_argument("--commands", default="attribute,support,lds,train-ssl")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: temp)")
     parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
+    from _common import parse_args as parse_recorded  # --allow-dirty; commit, command
+
+    args = parse_recorded(parser)
 
     import tempfile
 

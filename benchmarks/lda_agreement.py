@@ -42,7 +42,9 @@ def main() -> None:
     parser.add_argument("--classes", type=int, nargs="*", default=list(range(10)))
     parser.add_argument("--shrinkage", type=float, nargs="*", default=[0.8, 0.9, 0.93, 0.97])
     parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
+    from _common import parse_args as parse_recorded  # --allow-dirty; commit, command
+
+    args = parse_recorded(parser)
 
     import torch
 

@@ -287,7 +287,9 @@ def main() -> None:
         default=(),
         help="with --report: pool the models of these result folders into --out-dir",
     )
-    args = parser.parse_args()
+    from _common import parse_args as parse_recorded  # --allow-dirty; commit, command
+
+    args = parse_recorded(parser)
     out_dir: Path = args.out_dir
     if args.report:
         out_dir.mkdir(parents=True, exist_ok=True)

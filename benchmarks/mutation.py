@@ -391,7 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--seed", type=int, default=0, help="seed of the sample")
     ap.add_argument("--note", help="free text recorded in the result")
-    args = ap.parse_args(argv)
+    from _common import parse_args as parse_recorded  # --allow-dirty; commit, command
+
+    args = parse_recorded(ap, argv)
     workdir = args.workdir.resolve()
 
     wall = args.wall_seconds

@@ -64,7 +64,9 @@ def main() -> None:
         "--threads", type=int, default=None, help="torch and FAISS threads (1 on a busy machine)"
     )
     parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
+    from _common import parse_args as parse_recorded  # --allow-dirty; commit, command
+
+    args = parse_recorded(parser)
     import torch
     from scipy.stats import spearmanr
 

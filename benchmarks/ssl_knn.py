@@ -129,7 +129,9 @@ def parse_args() -> argparse.Namespace:
         "--limit", type=int, default=None, help="first N images of each split (quick checks)"
     )
     parser.add_argument("--progress", action="store_true")
-    args = parser.parse_args()
+    from _common import parse_args as parse_recorded  # --allow-dirty; commit, command
+
+    args = parse_recorded(parser)
     if not args.data_root:
         parser.error("give --data-root or set SIMATTR_DATA_ROOT")
     if args.backbones is None:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, write_result
+from _common import RESULTS, current_record, write_result
 
 
 def main() -> None:
@@ -30,7 +30,9 @@ def main() -> None:
     parser.add_argument("--executor", default="local", choices=["local", "process", "ray"])
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch threads per model")
-    args = parser.parse_args()
+    from _common import parse_args as parse_recorded  # --allow-dirty; commit, command
+
+    args = parse_recorded(parser)
 
     from simattr.bench import run_bench
 
@@ -46,6 +48,8 @@ def main() -> None:
         workers=args.workers,
         threads=args.threads,
         progress=True,
+        command=current_record()["command"],
+        allow_dirty=args.allow_dirty,
     )
     table = (out_dir / "remove_table.md").read_text(encoding="utf-8")
     print(table)

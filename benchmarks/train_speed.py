@@ -157,7 +157,9 @@ def parse_args() -> argparse.Namespace:
         "--epochs-cap", type=int, default=1, help="epochs of a probed (CPU) GPU recipe"
     )
     parser.add_argument("--probe-per-class", type=int, default=100)
-    args = parser.parse_args()
+    from _common import parse_args as parse_recorded  # --allow-dirty; commit, command
+
+    args = parse_recorded(parser)
     if not args.data_root:
         parser.error("give --data-root or set SIMATTR_DATA_ROOT")
     on_gpu = args.device.startswith("cuda")
