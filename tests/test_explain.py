@@ -330,6 +330,7 @@ def test_attribute_html_page(folder, feats, tmp_path):
         assert html.escape(file.relative_to(folder).as_posix()) in page
     assert "<script" not in page
     # --html needs the data to show images, and never overwrites an input
+    np.save(tmp_path / "l.npy", np.zeros(1, dtype=np.int64))  # inputs exist: --html is at fault
     no_data = invoke(
         "attribute", "--train-features", feats[0], "--test-features", feats[1],
         "--train-labels", tmp_path / "l.npy", "--test-labels", tmp_path / "l.npy",

@@ -84,10 +84,12 @@ def requires_files(*options: str, **arguments: str) -> Callable[[F], F]:
 
     A command imports torch, scikit-learn or FAISS only in its body; a mistyped path must not
     cost those seconds to be reported. ``options`` are parameter names of options (named
-    ``--param-name`` in the message), ``arguments`` map a positional parameter to the word that
-    names it (``images="image"``). A list is checked item by item; ``None`` is an option not given.
+    ``--param-name`` in the message), ``arguments`` map a positional parameter to the message
+    for a missing item (``images="{path}: no such image file"``). A list is checked item by item;
+    ``None`` is an option not given.
     """
-    labels = {p: "--" + p.replace("_", "-") for p in options} | arguments
+    labels = {p: "--" + p.replace("_", "-") + ": no such file {path}" for p in options}
+    labels |= arguments
 
     def decorate(func: F) -> F:
         @functools.wraps(func)
@@ -96,7 +98,7 @@ def requires_files(*options: str, **arguments: str) -> Callable[[F], F]:
                 value = kwargs.get(param)
                 for path in value if isinstance(value, list | tuple) else [value]:
                     if path is not None and not Path(path).exists():
-                        raise MissingFileError(f"{label}: no such file {path}")
+                        raise MissingFileError(label.format(path=path))
             return func(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

@@ -269,7 +269,7 @@ def attribute(
 
 @app.command()
 @friendly_errors
-@requires_files("train_features", "predictions", images="image")
+@requires_files("train_features", "predictions", images="{path}: no such image file")
 def explain(
     images: Annotated[list[Path], typer.Argument(help="Image files to explain (any size).")],
     data: Annotated[str, typer.Option(help="The dataset the training features were made from.")],

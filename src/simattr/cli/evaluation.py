@@ -134,7 +134,7 @@ def support(
 
 @app.command("support-report")
 @friendly_errors
-@requires_files(results="results file")
+@requires_files(results="results file: no such file {path}")
 def support_report_command(
     results: Annotated[list[Path], typer.Argument(help="Results .jsonl files of `support`.")],
     out: Annotated[Path, typer.Option(help="Folder for support_curve.png and support_table.md.")],
@@ -253,7 +253,7 @@ def margins(
 
 @app.command("margins-report")
 @friendly_errors
-@requires_files("control", results="results file")
+@requires_files("control", results="results file: no such file {path}")
 def margins_report_command(
     results: Annotated[list[Path], typer.Argument(help="Results .jsonl files of `margins`.")],
     out: Annotated[Path, typer.Option(help="Folder for the curve, the table and the JSON.")],
