@@ -334,6 +334,32 @@ def test_resume_refuses_other_settings(digits, tmp_path) -> None:
         train_ssl(digits.subset(range(32, 64)), out_dir=tmp_path, resume=True, **TINY)
 
 
+def test_a_config_object_and_keyword_settings_train_the_same_run(digits, tmp_path) -> None:
+    """SSLConfig carries the settings; keywords override its fields; the two spellings of one
+    run write the same recorded config, and an unknown setting or a mutation is refused."""
+    import dataclasses
+
+    from simattr.ssl import SSLConfig
+
+    data = digits.subset(range(32))
+    settings = {k: v for k, v in TINY.items() if k != "progress"}
+    config = SSLConfig(**settings, max_steps=1)
+    by_config = train_ssl(data, config, out_dir=tmp_path / "a", progress=False)
+    by_keywords = train_ssl(data, out_dir=tmp_path / "b", max_steps=1, **TINY)
+    overridden = train_ssl(data, config, out_dir=tmp_path / "c", progress=False, seed=5)
+    assert by_config.epochs_done == by_keywords.epochs_done == overridden.epochs_done
+    recorded = [
+        torch.load(tmp_path / name / "resume.pt", weights_only=True)["config"]
+        for name in ("a", "b", "c")
+    ]
+    assert recorded[0] == recorded[1]
+    assert recorded[2]["seed"] == 5 and recorded[0]["seed"] == 0
+    with pytest.raises(InvalidInputError, match=r"unknown setting.*epoch_count"):
+        train_ssl(data, config, out_dir=tmp_path / "d", epoch_count=3)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.epochs = 3  # type: ignore[misc]
+
+
 def test_saved_backbone_loads_and_matches(digits, digits_test, tmp_path) -> None:
     data = digits.subset(range(96))
     result = train_ssl(

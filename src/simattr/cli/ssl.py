@@ -70,7 +70,7 @@ def train_ssl_command(
     """Train a self-supervised backbone (MoCo v2, SimCLR or BYOL); resumable."""
     import logging
 
-    from simattr.ssl import train_ssl
+    from simattr.ssl import SSLConfig, train_ssl
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     train = load_split(data, "train")
@@ -79,9 +79,7 @@ def train_ssl_command(
     except SimattrError:
         test = None
         err_console.print("[yellow]note:[/] no test split: the kNN monitor is off")
-    result = train_ssl(
-        train,
-        out_dir=out,
+    config = SSLConfig(
         method=method.value,
         arch=arch,
         epochs=epochs,
@@ -91,15 +89,20 @@ def train_ssl_command(
         queue_size=queue_size,
         device=device,
         precision=precision,
-        resume=resume,
         seed=seed,
         checkpoint_every=checkpoint_every,
-        knn_dataset=test,
         knn_every=knn_every,
         knn_train_size=knn_train_size,
         max_steps=max_steps,
-        progress=sys.stderr.isatty(),
         init_from=init_from,
+    )
+    result = train_ssl(
+        train,
+        config,
+        out_dir=out,
+        resume=resume,
+        knn_dataset=test,
+        progress=sys.stderr.isatty(),
     )
     knn = f", kNN accuracy {result.knn_history[-1][1]:.4f}" if result.knn_history else ""
     state = "finished" if result.finished else "stopped early (resume with --resume)"

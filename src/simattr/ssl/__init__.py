@@ -8,7 +8,7 @@ resumes exactly, and writes ``backbone.safetensors`` for :func:`simattr.models.l
 from simattr.ssl.augment import AugmentConfig, SSLAugment, sample_crop_boxes
 from simattr.ssl.knn import knn_accuracy, knn_monitor
 from simattr.ssl.methods import BYOL, METHODS, MoCo, SimCLR, SSLMethod, build_method
-from simattr.ssl.train import TrainResult, channel_stats, default_lr, train_ssl
+from simattr.ssl.train import SSLConfig, TrainResult, channel_stats, default_lr, train_ssl
 
 __all__ = [
     "BYOL",
@@ -16,6 +16,7 @@ __all__ = [
     "AugmentConfig",
     "MoCo",
     "SSLAugment",
+    "SSLConfig",
     "SSLMethod",
     "SimCLR",
     "TrainResult",

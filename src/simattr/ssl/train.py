@@ -28,7 +28,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -204,66 +204,99 @@ def _check_args(
         raise InvalidInputError(f"lr must be > 0, got {lr}")
 
 
-def train_ssl(
-    dataset: ImageDataset,
-    *,
-    out_dir: str | os.PathLike[str],
-    method: str = "moco",
-    arch: str = "resnet18",
-    epochs: int = 200,
-    batch_size: int = 256,
-    lr: float | None = None,
-    device: str | torch.device = "cpu",
-    resume: bool = False,
-    seed: int = 0,
-    checkpoint_every: int = 5,
-    knn_dataset: ImageDataset | None = None,
-    knn_every: int | None = None,
-    knn_train_size: int | None = None,
-    knn_k: int = 200,
-    knn_temperature: float = 0.1,
-    temperature: float | None = None,
-    queue_size: int = 4096,
-    momentum: float = 0.99,
-    weight_decay: float = 5e-4,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    augment: AugmentConfig | None = None,
-    precision: str = "auto",
-    progress: bool = True,
-    max_steps: int | None = None,
-    log: Callable[[dict[str, Any]], None] | None = None,
-    init_from: str | os.PathLike[str] | None = None,
-) -> TrainResult:
-    """Train a backbone on ``dataset`` with a self-supervised ``method``; see the module doc.
+@dataclass(frozen=True)
+class SSLConfig:
+    """The settings of a self-supervised training run, in one place (see :func:`train_ssl`).
 
-    Args:
-        dataset: training images (labels are not used for training, only by the kNN monitor).
-        out_dir: where the resume file, the backbone and the history go.
+    Attributes:
         method: ``"moco"`` (MoCo v2), ``"simclr"`` or ``"byol"``.
         arch: backbone architecture (:data:`simattr.models.ARCHITECTURES`).
         lr: peak learning rate; default :func:`default_lr` of ``batch_size``.
-        resume: continue the run saved in ``out_dir`` (its settings must match); without it, an
-            existing resume file is an error rather than silently overwritten.
-        knn_dataset: test split for the kNN monitor, run every ``knn_every`` epochs (default
-            ``checkpoint_every``) and after the last; ``knn_train_size`` caps the bank to a fixed
-            random subset of ``dataset`` when a full pass would cost too much.
+        seed: seeds the network, the augmentations and the kNN bank.
+        checkpoint_every: epochs between checkpoints (a resume restarts from the last one).
+        knn_every, knn_train_size, knn_k, knn_temperature: the kNN monitor, run every
+            ``knn_every`` epochs (default ``checkpoint_every``) and after the last;
+            ``knn_train_size`` caps its bank to a fixed random subset of the training images.
         temperature, queue_size, momentum: method settings
             (:func:`~simattr.ssl.methods.build_method`).
         mean, std: input normalisation stored with the backbone; default: the statistics of
-            ``dataset``.
+            the training images.
         precision: ``"auto"`` (bf16 autocast on CUDA, fp32 on the CPU), ``"fp32"`` or ``"bf16"``.
         max_steps: stop after this many optimiser steps in all (counting those before a resume),
             leaving a checkpoint as an interruption would; for tests and time-boxed runs.
-        log: called with each epoch's record; default: the ``simattr.ssl.train`` logger.
         init_from: a finished run's folder (or its ``resume.pt``) to warm-start from: the
             network (backbone, heads, momentum copies, MoCo queue) starts from that run's weights
             while the optimiser, the schedule and the counters start afresh, so ``epochs`` counts
-            the new epochs only. This continues training past a run's last epoch with a new
-            cosine cycle (a warm restart) without repeating the epochs already paid for. Method
-            and architecture must match; the source file's SHA-256 is recorded in the sidecar.
+            the new epochs only (a warm restart). Method and architecture must match; the source
+            file's SHA-256 is recorded in the sidecar.
     """
-    lr = default_lr(batch_size) if lr is None else float(lr)
+
+    method: str = "moco"
+    arch: str = "resnet18"
+    epochs: int = 200
+    batch_size: int = 256
+    lr: float | None = None
+    device: str | torch.device = "cpu"
+    seed: int = 0
+    checkpoint_every: int = 5
+    knn_every: int | None = None
+    knn_train_size: int | None = None
+    knn_k: int = 200
+    knn_temperature: float = 0.1
+    temperature: float | None = None
+    queue_size: int = 4096
+    momentum: float = 0.99
+    weight_decay: float = 5e-4
+    mean: Sequence[float] | None = None
+    std: Sequence[float] | None = None
+    augment: AugmentConfig | None = None
+    precision: str = "auto"
+    max_steps: int | None = None
+    init_from: str | os.PathLike[str] | None = None
+
+    def with_overrides(self, overrides: dict[str, Any]) -> SSLConfig:
+        """This config with some settings replaced; an unknown name is refused by name."""
+        unknown = sorted(set(overrides) - {f.name for f in fields(self)})
+        if unknown:
+            raise InvalidInputError(
+                f"train_ssl got unknown setting(s) {', '.join(unknown)}; the settings are the "
+                "fields of SSLConfig"
+            )
+        return replace(self, **overrides)
+
+
+def train_ssl(
+    dataset: ImageDataset,
+    config: SSLConfig | None = None,
+    *,
+    out_dir: str | os.PathLike[str],
+    resume: bool = False,
+    knn_dataset: ImageDataset | None = None,
+    progress: bool = True,
+    log: Callable[[dict[str, Any]], None] | None = None,
+    **settings: Any,
+) -> TrainResult:
+    """Train a backbone on ``dataset`` with a self-supervised method; see the module doc.
+
+    Args:
+        dataset: training images (labels are not used for training, only by the kNN monitor).
+        config: the run's settings (:class:`SSLConfig`; default ``SSLConfig()``).
+        out_dir: where the resume file, the backbone and the history go.
+        resume: continue the run saved in ``out_dir`` (its settings must match); without it, an
+            existing resume file is an error rather than silently overwritten.
+        knn_dataset: test split for the kNN monitor (``None``: no monitor).
+        progress: draw a progress bar.
+        log: called with each epoch's record; default: the ``simattr.ssl.train`` logger.
+        settings: :class:`SSLConfig` fields overriding ``config``'s, so that
+            ``train_ssl(data, out_dir=d, epochs=2)`` reads as before.
+    """
+    cfg = (config or SSLConfig()).with_overrides(settings)
+    (method, arch, epochs, batch_size, device, seed, checkpoint_every) = (
+        cfg.method, cfg.arch, cfg.epochs, cfg.batch_size, cfg.device, cfg.seed,
+        cfg.checkpoint_every,
+    )  # fmt: skip
+    max_steps, init_from = cfg.max_steps, cfg.init_from
+    lr = default_lr(batch_size) if cfg.lr is None else float(cfg.lr)
     _check_args(dataset, method, arch, epochs, batch_size, lr)
     if checkpoint_every < 1:
         raise InvalidInputError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
@@ -290,21 +323,21 @@ def train_ssl(
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,
-            weight_decay=weight_decay,
+            weight_decay=cfg.weight_decay,
             seed=seed,
-            temperature=temperature,
-            queue_size=queue_size,
-            momentum=momentum,
-            mean=mean,
-            std=std,
-            augment=augment or AugmentConfig(),
+            temperature=cfg.temperature,
+            queue_size=cfg.queue_size,
+            momentum=cfg.momentum,
+            mean=cfg.mean,
+            std=cfg.std,
+            augment=cfg.augment or AugmentConfig(),
         )
         init_payload = None
         if init_from is not None:
             init_payload, config["init_from"] = _read_init_source(Path(init_from), config)
         with _fork_rng(device):
             torch.manual_seed(seed)
-            run = _build_run(config, out, device, _resolve_precision(precision, device))
+            run = _build_run(config, out, device, _resolve_precision(cfg.precision, device))
             if init_payload is not None:
                 run.model.load_state_dict(init_payload["model"])
             if resume and resume_path.exists():
@@ -314,10 +347,10 @@ def train_ssl(
             knn = _KnnMonitor(
                 knn_dataset,
                 dataset,
-                every=knn_every or checkpoint_every,
-                train_size=knn_train_size,
-                k=knn_k,
-                temperature=knn_temperature,
+                every=cfg.knn_every or checkpoint_every,
+                train_size=cfg.knn_train_size,
+                k=cfg.knn_k,
+                temperature=cfg.knn_temperature,
                 seed=seed,
             )
             return _train_loop(
