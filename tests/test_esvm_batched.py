@@ -76,7 +76,10 @@ def test_reaches_the_exact_newton_optimum(real_pool, systems, newton_scores):
     assert np.all(
         (sol.n_active.numpy() > 0.02 * len(pool)) & (sol.n_active.numpy() < 0.5 * len(pool))
     )
-    np.testing.assert_array_equal(sol.n_active.numpy(), (newton_scores > -1).sum(1))
+    # the active set is the Newton solver's, except for negatives whose decision value lies
+    # within the two solvers' agreement of the margin -1 (either side is right there)
+    undecided = (np.abs(newton_scores + 1) < 5e-5).sum(1)
+    assert np.all(np.abs(sol.n_active.numpy() - (newton_scores > -1).sum(1)) <= undecided)
 
 
 def test_float64_pool_reaches_the_optimum_to_rounding(real_pool):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numeric import ESVM_BATCHED_ATOL, assert_rankings_agree
 
 from simattr import Attributor, InvalidInputError
 from simattr.attribution.retrieval import AUTO_THRESHOLD, CandidateSearch, default_candidates
@@ -54,11 +55,9 @@ def test_faiss_esvm_equals_exact_all_class_esvm(data):
         "rounds": stats.rounds,
         "uncertified": 0,
     }
-    np.testing.assert_allclose(s_new, s_ref, atol=1e-4)
-    # Identical rankings except where two scores tie to float32 rounding.
-    differ = i_new != i_ref
-    assert differ.mean() < 0.01
-    assert np.all(np.abs(s_ref[differ] - s_new[differ]) < 1e-4)
+    # Identical rankings except where two scores tie to the batched solver's accuracy (both
+    # paths fit float32 SVMs, on other candidate sets).
+    assert_rankings_agree(i_new, s_new, i_ref, s_ref, atol=10 * ESVM_BATCHED_ATOL)
 
 
 def test_one_round_with_too_few_candidates_is_not_certified(data):
@@ -88,17 +87,18 @@ def test_faiss_similarity_equals_exact(data, method):
     fast = Attributor(method, class_conditional=False, retrieval="faiss").fit(X)
     i_ref, s_ref = exact.topk(T, k=30)
     i_new, s_new = fast.topk(T, k=30)
-    np.testing.assert_array_equal(i_new, i_ref)
-    np.testing.assert_allclose(s_new, s_ref, atol=1e-9)
+    # candidates rescored in float64, by another computation than the exact scorer's
+    assert_rankings_agree(i_new, s_new, i_ref, s_ref, atol=1e-9)
 
 
 def test_ivf_index_visiting_every_cell_is_exact(data):
     X, T = data
     search = CandidateSearch.build(X.astype(np.float32), index="ivf", nlist=8, nprobe=8, seed=0)
     flat = CandidateSearch.build(X.astype(np.float32))
-    _, ids_ivf = search.search(T, 25)
-    _, ids_flat = flat.search(T, 25)
-    np.testing.assert_array_equal(ids_ivf, ids_flat)
+    sims_ivf, ids_ivf = search.search(T, 25)
+    sims_flat, ids_flat = flat.search(T, 25)
+    # float32 inner products by FAISS's per-vector kernel (IVF) and by a matrix product (flat)
+    assert_rankings_agree(ids_ivf, sims_ivf, ids_flat, sims_flat, dtype=np.float32)
     att = Attributor("esvm", class_conditional=False, retrieval="faiss", index="ivf", nprobe=64)
     idx, _ = att.fit(X).topk(T[:5], k=10)
     assert idx.shape == (5, 10)
@@ -116,7 +116,8 @@ def test_float16_memmap_features_fit_like_float32(tmp_path, data):
         np.asarray(on_disk, dtype=np.float32)
     )
     assert a.train_features_.dtype == np.float32
-    np.testing.assert_array_equal(a.topk(T, k=10)[0], b.topk(T, k=10)[0])
+    # FAISS candidates rescored vs the exact scorer, from the same float32 features
+    assert_rankings_agree(*a.topk(T, k=10), *b.topk(T, k=10), dtype=np.float32)
 
 
 def test_retrieval_choice_and_refusals(data):
