@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numeric import assert_rankings_agree
 
 from simattr.attribution.esvm import PoolSystem, fit_newton, fit_reference
 from simattr.attribution.retrieval import (
@@ -98,9 +99,13 @@ def test_reference_fit_reports_its_active_set_and_iterations():
     fit = fit_reference(target, pool, C=3.0)
     decision = pool @ fit.coef + fit.intercept
     assert fit.intercept < -1  # the sign of the intercept matters for the count below
-    assert fit.n_active == int((decision > -1).sum())
+    # counts of decision values above -1, computed along other paths: they may differ only by
+    # values within the solvers' agreement (1e-6) of the margin
+    undecided = int((np.abs(decision + 1) < 1e-6).sum())
+    assert abs(fit.n_active - int((decision > -1).sum())) <= undecided
     assert 0 < fit.n_active < len(pool)
-    assert fit.n_active == fit_newton(target, PoolSystem.build(pool), 3.0).n_active
+    newton = fit_newton(target, PoolSystem.build(pool), 3.0).n_active
+    assert abs(fit.n_active - newton) <= undecided
     assert isinstance(fit.iterations, int) and fit.iterations >= 1
 
 
@@ -157,8 +162,8 @@ def test_similarity_rescoring_matches_float64_brute_force_over_several_blocks(me
     idx, val = similarity_candidates_topk(targets, features, ids, 10, method)
     ref_i, ref_s = _brute_force_topk(targets, features, ids, 10, method)
     assert idx.dtype == np.int64 and val.dtype == np.float64
-    np.testing.assert_array_equal(idx, ref_i)
     np.testing.assert_allclose(val, ref_s, rtol=1e-12, atol=1e-15)
+    assert_rankings_agree(idx, val, ref_i, ref_s, rtol=1e-12)  # ties may swap, nothing else
 
 
 # -- target ordering of the ESVM retrieval (k-means cells) ----------------------------------
@@ -296,6 +301,7 @@ def test_results_do_not_depend_on_torchs_default_device(method, kwargs):
         att = Attributor(method, device="cpu", **kwargs).fit(X, labels)
         idx, val = att.topk(targets, target_labels, 12)
         dense = att.score(targets, target_labels)
+    # exact indices: the same CPU computation on the same inputs, only the default device differs
     np.testing.assert_array_equal(idx, ref_idx)
     np.testing.assert_allclose(val, ref_val, rtol=1e-12)
     np.testing.assert_allclose(dense, ref_dense, rtol=1e-12, equal_nan=True)
@@ -323,7 +329,10 @@ def test_rank_ranks_the_chosen_rows_with_their_own_labels():
     unlabeled = rank(Attributor("cosine", class_conditional=False).fit(X), test, None, targets, 4)
     brute = test[targets] / np.linalg.norm(test[targets], axis=1, keepdims=True)
     pool = X / np.linalg.norm(X, axis=1, keepdims=True)
-    np.testing.assert_array_equal(unlabeled.indices, np.argsort(-(brute @ pool.T), axis=1)[:, :4])
+    sims = brute @ pool.T
+    expected = np.argsort(-sims, axis=1, kind="stable")[:, :4]
+    expected_scores = np.take_along_axis(sims, expected, axis=1)
+    assert_rankings_agree(unlabeled.indices, unlabeled.scores, expected, expected_scores)
     with pytest.raises(InvalidInputError, match=r"targets contains 99"):
         rank(att, test, test_labels, np.array([1, 99]), 3)
 
@@ -441,8 +450,9 @@ def test_cosine_scores_of_short_vectors_are_cosines(retrieval):
     att = Attributor("cosine", normalize=False, class_conditional=False, retrieval=retrieval)
     idx, scores = att.fit(X, labels).topk(T, None, k=15)
     sim = 1.0 - cdist(T, X, metric="cosine")
-    np.testing.assert_array_equal(idx, np.argsort(-sim, axis=1, kind="stable")[:, :15])
-    np.testing.assert_allclose(scores, np.take_along_axis(sim, idx, axis=1), atol=1e-12)
+    expected = np.argsort(-sim, axis=1, kind="stable")[:, :15]
+    expected_scores = np.take_along_axis(sim, expected, axis=1)
+    assert_rankings_agree(idx, scores, expected, expected_scores, atol=1e-12)
     dense = att.score(T, None)
     np.testing.assert_allclose(dense, sim, atol=1e-12)
 
@@ -454,9 +464,12 @@ def test_ivf_index_accepts_as_many_cells_as_points_and_no_more():
 
     X = np.random.default_rng(17).normal(size=(40, 5)).astype(np.float32)
     search = CandidateSearch.build(X, index="ivf", nlist=40, nprobe=40)
-    _, ids = search.search(X[:6], 3)
-    brute = np.argsort(-(X[:6] @ X.T), axis=1, kind="stable")[:, :3]
-    np.testing.assert_array_equal(ids, brute)
+    sims, ids = search.search(X[:6], 3)
+    brute_sims = X[:6] @ X.T
+    brute = np.argsort(-brute_sims, axis=1, kind="stable")[:, :3]
+    # float32 inner products by FAISS's kernel and numpy's: the same neighbours up to ties
+    expected = np.take_along_axis(brute_sims, brute, axis=1)
+    assert_rankings_agree(ids, sims, brute, expected, dtype=np.float32)
     with pytest.raises(InvalidInputError, match=r"nlist must be an integer in \[1, 40\], got 41"):
         CandidateSearch.build(X, index="ivf", nlist=41)
 
