@@ -88,9 +88,11 @@ def _tolerances(
     dtype: np.dtype,
     rtol: float | None,
     atol: float | None,
+    scale: float | None = None,
 ) -> tuple[float, float]:
-    """``(rtol, atol)`` after the defaults: rtol from the dtype, atol its floor at the scale."""
-    scale = _scale(expected)
+    """``(rtol, atol)`` after the defaults: rtol from the dtype, atol its floor at the scale
+    (default: the largest finite magnitude in ``expected``)."""
+    scale = _scale(expected) if scale is None else float(scale)
     if rtol is None and atol is None:
         rtol = default_rtol(dtype)
         return rtol, rtol * scale
@@ -130,6 +132,7 @@ def assert_close(
     rtol: float | None = None,
     atol: float | None = None,
     dtype: Any = None,
+    scale: float | None = None,
     what: str = "",
 ) -> None:
     """Assert that ``actual`` equals ``expected`` up to floating-point reordering.
@@ -144,6 +147,9 @@ def assert_close(
             ``atol``: ``rtol = 0``.
         dtype: the least precise type the computation rounds in (see the module docstring);
             default: the coarser floating dtype of the two arrays.
+        scale: the magnitude the absolute floor is taken at (default ``max|expected|``); pass
+            the size of the terms when comparing a few values picked out of a larger result,
+            some of which may be small by cancellation.
         what: named in the failure message.
     """
     a = _as_array(actual)
@@ -162,7 +168,7 @@ def assert_close(
         allowed = ulps * np.spacing(np.where(finite, big, 0.0).astype(fdt)).astype(np.float64)
         rule = f"{ulps} ulps of {fdt}"
     else:
-        r, t = _tolerances(e64, dt, rtol, atol)
+        r, t = _tolerances(e64, dt, rtol, atol, scale)
         allowed = t + r * np.abs(np.where(finite, e64, 0.0))
         rule = f"atol {t:.3g} + rtol {r:.3g} * |expected| ({dt})"
     bad = diff > allowed

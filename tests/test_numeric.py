@@ -36,6 +36,10 @@ def test_assert_close_floor_judges_cancellation_by_the_size_of_the_terms():
     assert_close(np.array([1.0, 3e-16]), expected)  # 3e-16 off a sum of unit terms
     with pytest.raises(AssertionError):
         assert_close(np.array([1.0, 1e-10]), expected)
+    # one value picked out of a result: the floor at the size of its terms, given as scale
+    with pytest.raises(AssertionError):
+        assert_close(1e-2 + 1e-15, 1e-2)
+    assert_close(1e-2 + 1e-15, 1e-2, scale=5.0)
 
 
 def test_assert_close_units_in_the_last_place_and_explicit_tolerances():
