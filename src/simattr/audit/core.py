@@ -493,6 +493,8 @@ def audit(
         candidate_threshold,
         duplicate_threshold,
         progress,
+        X=X,
+        T=T,
     )
     timings["duplicates"] = time.perf_counter() - t0
 
@@ -566,8 +568,10 @@ def _as_getter(images) -> Callable[[np.ndarray], np.ndarray]:
     return lambda rows: arr[rows]
 
 
-def _duplicates(sims, ids, tsims, tids, images, test_images, candidate, threshold, progress):
-    from simattr.audit.duplicates import check_pairs, split_pairs
+def _duplicates(
+    sims, ids, tsims, tids, images, test_images, candidate, threshold, progress, X=None, T=None
+):
+    from simattr.audit.duplicates import add_thumbnail_candidates, check_pairs, split_pairs
 
     blocks = []
     n = len(ids)
@@ -586,6 +590,9 @@ def _duplicates(sims, ids, tsims, tids, images, test_images, candidate, threshol
         keep = s2 >= candidate
         # a leak pair is (train row, test row)
         blocks.append(("test", b2[keep], t[keep], s2[keep]))
+    if images is not None and X is not None:  # copies whose features moved keep their pixels
+        test_get = None if test_images is None else _as_getter(test_images)
+        blocks = add_thumbnail_candidates(blocks, X, T, _as_getter(images), test_get)
     split_a, row_a, split_b, row_b, cos, pix, notes = [], [], [], [], [], [], []
     for split, ra, rb, s in blocks:
         if images is not None:

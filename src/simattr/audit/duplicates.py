@@ -283,3 +283,77 @@ def split_pairs(
     possible = ~confirmed & (cosine >= POSSIBLE_COSINE)
     similarity = np.where(confirmed, pixel, cosine).astype(np.float32)
     return similarity, confirmed, possible
+
+
+#: Side of the grey thumbnails whose nearest neighbours are candidates too: copies whose
+#: features moved (a round trip through 16x16 blurs them to a feature cosine of 0.7) keep
+#: their thumbnail.
+THUMB_SIDE = 8
+#: Thumbnail cosine (after per-image centring) from which a thumbnail neighbour is a candidate.
+THUMB_COSINE = 0.95
+#: Thumbnail neighbours of each image searched.
+THUMB_NEIGHBOURS = 3
+#: Feature cosine a thumbnail candidate needs as well (two different flat pictures can share a
+#: thumbnail; a copy's features stay above 0.65 even when blurred).
+THUMB_FEATURE_FLOOR = 0.6
+
+
+def _thumbnails(get: Callable[[np.ndarray], np.ndarray], n: int) -> np.ndarray:
+    """Centred, unit-norm grey ``THUMB_SIDE x THUMB_SIDE`` thumbnails of rows ``0..n-1``."""
+    import torch
+
+    out = np.empty((n, THUMB_SIDE * THUMB_SIDE), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, n, 4096):
+            x = _grey(get(np.arange(start, min(start + 4096, n))), THUMB_SIDE).flatten(1)
+            x = x - x.mean(1, keepdim=True)
+            out[start : start + len(x)] = (x / (x.norm(dim=1, keepdim=True) + 1e-6)).numpy()
+    return out
+
+
+def add_thumbnail_candidates(
+    blocks: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
+    X: np.ndarray,
+    T: np.ndarray | None,
+    images: Callable[[np.ndarray], np.ndarray],
+    test_images: Callable[[np.ndarray], np.ndarray] | None,
+) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """``blocks`` of candidate pairs (``(split, rows_a, rows_b, cosine)``, train pairs with
+    ``rows_a < rows_b``; test pairs as (train row, test row)) with the thumbnail neighbours
+    added (see :data:`THUMB_SIDE`), each once; ``X`` and ``T``: L2-normalised features.
+    Images under ``MIN_SIZE`` pixels add none."""
+    from simattr.attribution.retrieval import CandidateSearch
+
+    if min(np.asarray(images(np.arange(1))).shape[1:3]) < MIN_SIZE:
+        return blocks
+    thumbs = _thumbnails(images, len(X))
+    search = CandidateSearch.build(thumbs, metric="ip", index="flat")
+    out = []
+    for split, ra, rb, s in blocks:
+        if split == "train":
+            sims, ids = search.search(thumbs, THUMB_NEIGHBOURS + 1)
+            a = np.repeat(np.arange(len(X)), ids.shape[1])
+        elif T is not None and test_images is not None:
+            sims, ids = search.search(_thumbnails(test_images, len(T)), THUMB_NEIGHBOURS)
+            a = np.repeat(np.arange(len(T)), ids.shape[1])
+        else:
+            out.append((split, ra, rb, s))
+            continue
+        b, keep = ids.ravel(), sims.ravel() >= THUMB_COSINE
+        a, b = a[keep], b[keep]
+        if split == "train":
+            a, b = np.minimum(a, b), np.maximum(a, b)
+            keep = a != b
+            new_a, new_b, cos = a[keep], b[keep], np.einsum("ij,ij->i", X[a[keep]], X[b[keep]])
+        else:  # (train row, test row)
+            new_a, new_b, cos = b, a, np.einsum("ij,ij->i", X[b], T[a])
+        ok = cos >= THUMB_FEATURE_FLOOR
+        all_a = np.concatenate([ra, new_a[ok]]).astype(np.int64)
+        all_b = np.concatenate([rb, new_b[ok]]).astype(np.int64)
+        all_s = np.concatenate([s, cos[ok]]).astype(np.float32)
+        _, first = np.unique(
+            all_a * np.int64(max(len(X), 1 if T is None else len(T)) + 1) + all_b, return_index=True
+        )
+        first = np.sort(first)
+        out.append((split, all_a[first], all_b[first], all_s[first]))
+    return out
