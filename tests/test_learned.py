@@ -72,3 +72,48 @@ def test_refuses_features_of_another_dimension_in_one_line():
     assert "\n" not in str(err.value)
     with pytest.raises(InvalidInputError, match="form"):
         LearnedAttribution(form="mlp")
+
+
+def test_a_given_signal_is_weighted_into_logits_and_refused_when_missing():
+    """Margins driven by an external per-pair score (a TRAK-like signal): the fitted weight
+    turns it into logits on targets not fitted on; a missing signal is refused by name."""
+    pool, pl, tg, tl, masks, _, _ = _planted(seed=4)
+    rng = np.random.default_rng(4)
+    signal = rng.normal(size=(len(tg), len(pool)))
+    truth = 0.3 * signal * (tl[:, None] == pl[None, :])  # same-class images only
+    margins = masks.astype(float) @ truth.T + rng.normal(scale=0.05, size=(len(masks), len(tg)))
+    model = LearnedAttribution(form="class", signals=("trak",), ridge=0.01)
+    model.fit(pool, pl, masks, margins[:, :30], tg[:30], tl[:30], signals={"trak": signal[:30]})
+    got = model.scores(pool, pl, tg[30:], tl[30:], signals={"trak": signal[30:]})
+    slope = np.polyfit(truth[30:].ravel(), got.ravel(), 1)[0]
+    assert 0.8 < slope < 1.25
+    assert abs(model.arrays["signal_weights"][0, 1]) < 0.1 * abs(
+        model.arrays["signal_weights"][0, 0]
+    )
+    with pytest.raises(InvalidInputError, match="'trak'"):
+        model.scores(pool, pl, tg, tl)
+
+
+def test_cosine_signal_and_format_round_trip(tmp_path):
+    pool, pl, tg, tl, masks, margins, _ = _planted(seed=5)
+    model = LearnedAttribution(form="kernel", signals=("cosine",)).fit(
+        pool, pl, masks, margins, tg, tl
+    )
+    back = LearnedAttribution.load(model.save(tmp_path / "m.safetensors"))
+    assert back.signals == ("cosine",)
+    np.testing.assert_allclose(back.scores(pool, pl, tg, tl), model.scores(pool, pl, tg, tl))
+
+
+def test_a_format_1_file_still_loads():
+    """The committed v1 model (benchmarks/results/learned-cpu) loads with no signals."""
+    from pathlib import Path
+
+    path = (
+        Path(__file__).resolve().parents[1] / "benchmarks/results/learned-cpu/learned.safetensors"
+    )
+    model = LearnedAttribution.load(path)
+    assert model.signals == () and model.form == "bilinear"
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, model.feature_dim))
+    s = model.scores(x, np.arange(30) % 10, x[:3], np.arange(3))
+    assert s.shape == (3, 30) and np.isfinite(s).all()

@@ -17,10 +17,16 @@ of margins on subset sums (the datamodel's linear form, shared across targets th
   images of the same class (same = 1) or of the other classes (same = 0), in log-spaced bins:
   the nearest same-class images help, the nearest other-class images hurt;
 * ``bilinear``: ``u(x_i)^T B v(z_t)`` on the first ``dim`` principal components of the features
-  (of the uncentred pool), a low-rank correction learned across targets.
+  (of the uncentred pool), a low-rank correction learned across targets;
+* ``signals`` (format 2, optional, with any form): learned weights, one for same-class and one
+  for other-class images, on per-pair scores that already carry attribution signal: ``cosine``
+  (computed here from the features) or any score given by name at fit and score time (a TRAK
+  score of the explained model, say). Each signal is divided by its root-mean-square over the
+  fitted pairs, so one ridge penalty suits them all; the weights turn it into logits.
 
-``form`` names the largest part used (``class`` < ``kernel`` < ``bilinear``). Stored as
-safetensors (arrays) + JSON sidecar (settings); never pickle.
+``form`` names the largest feature part used (``class`` < ``kernel`` < ``bilinear``). Stored as
+safetensors (arrays) + JSON sidecar (settings, ``format`` 2; a file without ``format`` is a
+format-1 model and loads with no signals); never pickle.
 """
 
 from __future__ import annotations
@@ -36,6 +42,10 @@ import numpy as np
 from simattr.errors import InvalidInputError, MissingFileError
 
 FORMS = ("class", "kernel", "bilinear")
+#: Sidecar format written by :meth:`LearnedAttribution.save` (1: no signals; 2: signals).
+FORMAT = 2
+#: Signals computed from the features themselves; any other signal name must be given.
+BUILTIN_SIGNALS = ("cosine",)
 #: Upper edges of the similarity-rank bins (rank 1 = nearest); the last bin holds the rest.
 RANK_EDGES = (1, 3, 10, 30, 100, 300)
 
@@ -69,6 +79,8 @@ class LearnedAttribution:
     ridge: float = 1.0
     n_classes: int = 10
     feature_dim: int = 0
+    #: names of per-pair signals with learned weights (``cosine`` or scores given by name)
+    signals: tuple[str, ...] = ()
     #: arrays: ``class_table`` (C, C) [target class, image class], ``kernel`` (2 * bins,),
     #: ``bilinear`` (dim, dim), ``mean`` (D,), ``components`` (D, dim)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
@@ -77,6 +89,35 @@ class LearnedAttribution:
     def __post_init__(self) -> None:
         if self.form not in FORMS:
             raise InvalidInputError(f"form must be one of {', '.join(FORMS)}, got {self.form!r}")
+        self.signals = tuple(self.signals)
+
+    def _signal_rows(
+        self,
+        given: dict[str, np.ndarray] | None,
+        pool: np.ndarray,
+        targets: np.ndarray,
+    ) -> dict[str, np.ndarray]:
+        """Each signal as ``(T, n_pool)`` float64: ``cosine`` from the unit features, the rest
+        from ``given`` (refused by name when missing or of another shape)."""
+        given = given or {}
+        out = {}
+        for name in self.signals:
+            if name == "cosine":
+                out[name] = targets @ pool.T
+                continue
+            if name not in given:
+                raise InvalidInputError(
+                    f"this learned model uses the signal {name!r}: pass signals={{{name!r}: "
+                    "scores of shape (n_targets, n_pool)}"
+                )
+            arr = np.asarray(given[name], dtype=np.float64)
+            if arr.shape != (len(targets), len(pool)) or not np.isfinite(arr).all():
+                raise InvalidInputError(
+                    f"signal {name!r} must be finite scores of shape {(len(targets), len(pool))}, "
+                    f"got shape {arr.shape}"
+                )
+            out[name] = arr
+        return out
 
     # -- the design: one column per parameter, summed over a subset ---------------------------
     def _image_parts(self, pool: np.ndarray, pool_labels: np.ndarray) -> dict[str, np.ndarray]:
@@ -95,6 +136,7 @@ class LearnedAttribution:
         pool_labels: np.ndarray,
         z: np.ndarray,
         c: int,
+        signal_rows: tuple[np.ndarray, ...] = (),
     ) -> np.ndarray:
         """``(S, n_params)``: the subset sums whose weights are the parameters, for one target."""
         n_bins = len(RANK_EDGES) + 1
@@ -110,6 +152,10 @@ class LearnedAttribution:
             v = (z - self.arrays["mean"]) @ self.arrays["components"]
             u_sum = masks @ parts["u"]  # (S, dim); column (a, b) is u_a * v_b
             cols.append((u_sum[:, :, None] * v[None, None, :]).reshape(len(masks), -1))
+        same = (pool_labels == c).astype(np.float64)
+        for k, row in enumerate(signal_rows):
+            row = row / self.arrays["signal_scale"][k]
+            cols.append(np.stack([masks @ (row * same), masks @ (row * (1.0 - same))], axis=1))
         return np.hstack(cols)
 
     def _check_dim(self, x: np.ndarray, what: str) -> np.ndarray:
@@ -129,11 +175,13 @@ class LearnedAttribution:
         margins: np.ndarray,
         targets: np.ndarray,
         target_labels: np.ndarray,
+        signals: dict[str, np.ndarray] | None = None,
     ) -> LearnedAttribution:
         """Fit on ``margins`` ``(S, T)`` of models trained on ``masks`` ``(S, n_pool)``.
 
         ``pool``/``targets`` are features (``(n_pool, D)``, ``(T, D)``); labels are class
-        indices. Each target's margins are centred over the subsets (its own intercept), so only
+        indices; ``signals`` maps each non-builtin name of :attr:`signals` to ``(T, n_pool)``
+        scores. Each target's margins are centred over the subsets (its own intercept), so only
         differences between subsets teach the scores.
         """
         pool = _unit(self._check_dim(pool, "pool features"))
@@ -153,10 +201,22 @@ class LearnedAttribution:
             mean = np.zeros(pool.shape[1])
             _, _, vt = np.linalg.svd(pool, full_matrices=False)
             self.arrays = {"mean": mean, "components": vt[: self.dim].T.copy()}
+        rows = self._signal_rows(signals, pool, targets)
+        self.arrays["signal_scale"] = np.array(
+            [max(float(np.sqrt(np.mean(rows[n] ** 2))), 1e-12) for n in self.signals]
+        )
         parts = self._image_parts(pool, pool_labels)
         gram, rhs = None, None
         for j in range(len(targets)):
-            d = self._target_design(masks, parts, pool, pool_labels, targets[j], target_labels[j])
+            d = self._target_design(
+                masks,
+                parts,
+                pool,
+                pool_labels,
+                targets[j],
+                target_labels[j],
+                tuple(rows[n][j] for n in self.signals),
+            )
             d = d - d.mean(axis=0)
             y = margins[:, j] - margins[:, j].mean()
             gram = d.T @ d if gram is None else gram + d.T @ d
@@ -175,8 +235,12 @@ class LearnedAttribution:
         k = 2 * (len(RANK_EDGES) + 1)
         if self.form in ("kernel", "bilinear"):
             self.arrays["kernel"] = theta[c2 : c2 + k]
+        end = c2 + (k if self.form in ("kernel", "bilinear") else 0)
         if self.form == "bilinear":
-            self.arrays["bilinear"] = theta[c2 + k :].reshape(self.dim, self.dim)
+            self.arrays["bilinear"] = theta[end : end + self.dim**2].reshape(self.dim, self.dim)
+            end += self.dim**2
+        # (n_signals, 2): weight on same-class and on other-class images, per unit signal_scale
+        self.arrays["signal_weights"] = theta[end:].reshape(len(self.signals), 2)
 
     def scores(
         self,
@@ -184,9 +248,11 @@ class LearnedAttribution:
         pool_labels: np.ndarray,
         targets: np.ndarray,
         target_labels: np.ndarray,
+        signals: dict[str, np.ndarray] | None = None,
     ) -> np.ndarray:
         """``(T, n_pool)`` signed scores in logits: image i's predicted contribution to target
-        t's margin (removing a set changes the margin by minus the sum of its scores)."""
+        t's margin (removing a set changes the margin by minus the sum of its scores).
+        ``signals``: as for :meth:`fit`, for these targets."""
         if "class_table" not in self.arrays:
             raise InvalidInputError("this learned model is not fitted; call fit() or load()")
         pool = _unit(self._check_dim(pool, "pool features"))
@@ -202,6 +268,11 @@ class LearnedAttribution:
             u = (pool - self.arrays["mean"]) @ self.arrays["components"]
             v = (targets - self.arrays["mean"]) @ self.arrays["components"]
             out += v @ self.arrays["bilinear"].T @ u.T
+        rows = self._signal_rows(signals, pool, targets)
+        same = np.asarray(target_labels)[:, None] == pool_labels[None, :]
+        for k, name in enumerate(self.signals):
+            w_same, w_other = self.arrays["signal_weights"][k]
+            out += rows[name] / self.arrays["signal_scale"][k] * np.where(same, w_same, w_other)
         return out
 
     # -- files ---------------------------------------------------------------------------------
@@ -218,7 +289,9 @@ class LearnedAttribution:
             path.with_name(path.name + ".json"),
             {
                 "kind": "learned-attribution",
+                "format": FORMAT,
                 "form": self.form,
+                "signals": list(self.signals),
                 "dim": self.dim,
                 "ridge": self.ridge,
                 "n_classes": self.n_classes,
@@ -247,10 +320,18 @@ class LearnedAttribution:
             ridge=float(meta["ridge"]),
             n_classes=int(meta["n_classes"]),
             feature_dim=int(meta["feature_dim"]),
+            signals=tuple(meta.get("signals", ())),  # format 1 had none
         )
+        if int(meta.get("format", 1)) > FORMAT:
+            raise InvalidInputError(
+                f"{side} is format {meta['format']}; this simattr reads <= {FORMAT}"
+            )
         model.arrays = dict(load_file(str(path)))
+        if "signal_weights" not in model.arrays:  # format 1
+            model.arrays["signal_weights"] = np.zeros((0, 2))
+            model.arrays["signal_scale"] = np.zeros(0)
         model.info = meta.get("info", {})
         return model
 
 
-__all__ = ["FORMS", "LearnedAttribution"]
+__all__ = ["BUILTIN_SIGNALS", "FORMAT", "FORMS", "LearnedAttribution"]
