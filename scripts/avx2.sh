@@ -10,9 +10,11 @@
 #                                           AVX512_SPR; np.show_runtime() lists them not_found
 #   MKL      MKL_ENABLE_INSTRUCTIONS=AVX2   PyTorch's BLAS; MKL_VERBOSE=1 reports AVX2
 #   oneDNN   ONEDNN_MAX_CPU_ISA=AVX2        PyTorch's convolutions
-#   FAISS    SIMATTR_TEST_SIMD=avx2         FAISS 1.15 dispatches at run time and ignores
-#                                           FAISS_OPT_LEVEL; tests/conftest.py calls
-#                                           faiss.SIMDConfig.set_level(AVX2) when this is set
+#   FAISS    FAISS_SIMD_LEVEL=AVX2          FAISS 1.15 dispatches at run time from one module:
+#                                           FAISS_OPT_LEVEL does nothing; the level must be
+#                                           upper case (an unknown value kills the process);
+#                                           faiss.SIMDConfig.get_level_name() -> AVX2
+#   SIMATTR_TEST_SIMD=avx2 tells tests/test_cpu_kernels.py to check that all of them held
 #   OpenBLAS OPENBLAS_CORETYPE=Haswell      only when the machine has not set it: some
 #                                           processors need their own value, which is kept
 set -euo pipefail
@@ -20,7 +22,7 @@ export ATEN_CPU_CAPABILITY=avx2
 export NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR"
 export MKL_ENABLE_INSTRUCTIONS=AVX2
 export ONEDNN_MAX_CPU_ISA=AVX2
-export FAISS_OPT_LEVEL=avx2
+export FAISS_SIMD_LEVEL=AVX2
 export SIMATTR_TEST_SIMD=avx2
 if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -qw avx2 /proc/cpuinfo 2>/dev/null; then
   export OPENBLAS_CORETYPE=Haswell

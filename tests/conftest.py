@@ -99,11 +99,6 @@ def pytest_configure(config: pytest.Config) -> None:
         "numeric: results depend on floating-point kernels (added to the files in NUMERIC_FILES); "
         "run again under scripts/avx2.sh by `make test-other-cpu`",
     )
-    if os.environ.get("SIMATTR_TEST_SIMD") == "avx2":
-        # FAISS chooses its kernels at run time and ignores FAISS_OPT_LEVEL: hold it here.
-        import faiss
-
-        faiss.SIMDConfig.set_level(faiss.SIMDLevel_AVX2)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
