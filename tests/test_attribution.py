@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numeric import assert_rankings_agree
 from scipy.stats import spearmanr
 from sklearn.svm import LinearSVC
 
@@ -161,8 +162,8 @@ def test_results_do_not_depend_on_block_size(toy, solver, atol):
     b = Attributor("esvm", solver=solver, block_size=64).fit(train, labels)
     ia, sa = a.topk(tests, test_labels, k=10)
     ib, sb = b.topk(tests, test_labels, k=10)
-    np.testing.assert_array_equal(ia, ib)
-    np.testing.assert_allclose(sa, sb, atol=atol)
+    # block sizes change float rounding: indices may swap only among near-ties
+    assert_rankings_agree(ia, sa, ib, sb, atol=atol)
 
 
 def test_reference_solver_gives_the_same_ranking(toy):
@@ -322,7 +323,7 @@ def test_every_registered_scorer_keeps_the_contract(name):
     from simattr.attribution import check_scorer
 
     check_scorer(SCORERS[name])
-    check_scorer(SCORERS[name](), seed=3)
+    check_scorer(SCORERS[name].contract_example(), seed=3)
 
 
 def test_check_scorer_refuses_a_broken_scorer():

@@ -72,7 +72,7 @@ def digits_recipe() -> Recipe:
 # Scorers (SCORERS), through the Attributor and on their own
 # =============================================================================================
 
-SCORER_NAMES = sorted(SCORERS)
+SCORER_NAMES = sorted(n for n in SCORERS if not SCORERS[n].uses_labels)  # learned: test_learned
 #: How two computations of the same scores may differ (other block sizes, another order of the
 #: targets, one target at a time): float64 scorers by the rounding of their matrix products
 #: (tests/numeric.py's default for float64); the batched ESVM solver works in float32 and

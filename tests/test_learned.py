@@ -117,3 +117,47 @@ def test_a_format_1_file_still_loads():
     x = rng.normal(size=(30, model.feature_dim))
     s = model.scores(x, np.arange(30) % 10, x[:3], np.arange(3))
     assert s.shape == (3, 30) and np.isfinite(s).all()
+
+
+def _saved(tmp_path, **kw):
+    pool, pl, tg, tl, masks, margins, _ = _planted(seed=6)
+    model = LearnedAttribution(form="bilinear", dim=4, **kw)
+    sig = {"trak": np.ones((len(tg), len(pool)))} if "trak" in kw.get("signals", ()) else None
+    model.fit(pool, pl, masks, margins, tg, tl, signals=sig)
+    return model, str(model.save(tmp_path / "m.safetensors")), pool, pl, tg, tl
+
+
+def test_registered_as_method_learned_through_the_attributor(tmp_path):
+    """Attributor scores with the file's model and the labels, all-class and per class."""
+    from simattr.attribution import Attributor, check_scorer
+    from simattr.attribution.scorers import SCORERS, LearnedScorer
+
+    assert SCORERS["learned"] is LearnedScorer
+    model, path, pool, pl, tg, tl = _saved(tmp_path, signals=("cosine",))
+    want = model.scores(pool, pl, tg, tl)
+    att = Attributor(LearnedScorer(model_path=path), class_conditional=False, normalize=False)
+    got = att.fit(pool, pl).score(tg, tl)
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+    idx, val = att.topk(tg, tl, k=5)
+    np.testing.assert_allclose(val, np.sort(want, axis=1)[:, ::-1][:, :5], rtol=1e-9)
+    assert set(pl[idx.ravel()]) == {0, 1}  # all classes ranked
+    same = Attributor(LearnedScorer(model_path=path), normalize=False).fit(pool, pl).score(tg, tl)
+    inside = pl[None, :] == tl[:, None]
+    np.testing.assert_allclose(same[inside], want[inside], rtol=1e-9)
+    assert np.isneginf(same[~inside]).all()
+    check_scorer(LearnedScorer)  # the contract, on its own 8-dimensional example model
+
+
+def test_learned_method_refuses_missing_file_labels_and_fused_scores(tmp_path):
+    from simattr.attribution import Attributor
+    from simattr.attribution.scorers import LearnedScorer
+
+    _, path, pool, pl, tg, tl = _saved(tmp_path)
+    with pytest.raises(InvalidInputError, match="model_path"):
+        Attributor("learned").fit(pool, pl).score(tg, tl)
+    att = Attributor(LearnedScorer(model_path=path), class_conditional=False).fit(pool, pl)
+    with pytest.raises(InvalidInputError, match="target_labels"):
+        att.score(tg)
+    _, fused, *_ = _saved(tmp_path, signals=("trak",))
+    with pytest.raises(InvalidInputError, match="trak"):
+        Attributor(LearnedScorer(model_path=fused)).fit(pool, pl).score(tg, tl)

@@ -314,9 +314,14 @@ class Attributor(BaseEstimator):
         check_same_width(T, self.train_features_, "target_features", "train_features")
         if self.normalize_:
             T = l2_normalize(T, "target_features")
-        if not self.class_conditional:
+        if not self.class_conditional and not self._scorer.uses_labels:
             return T, None
         if target_labels is None:
+            if self._scorer.uses_labels:
+                raise InvalidInputError(
+                    f"method {self._method_label(self._scorer)!r} scores with labels: pass "
+                    "target_labels (the label to explain of each target)"
+                )
             raise InvalidInputError(
                 "class-conditional attribution needs target_labels (the label to explain of each "
                 "target); pass them, or use class_conditional=False"
@@ -325,7 +330,7 @@ class Attributor(BaseEstimator):
             return T, self._codes(target_labels, len(T))
         y = check_labels(target_labels, len(T), "target_labels", for_what="target features")
         missing = np.setdiff1d(np.unique(y), self.classes_)
-        if len(missing):
+        if len(missing) and self.class_conditional:
             row = int(np.flatnonzero(y == missing[0])[0])
             raise InvalidInputError(
                 f"target row {row} has label {int(missing[0])}, but no training image has that "
@@ -360,7 +365,7 @@ class Attributor(BaseEstimator):
         self, y: np.ndarray | None, n_targets: int
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(target_rows, pool_indices)`` groups sharing one candidate pool."""
-        if y is None:
+        if y is None or not self.class_conditional:
             yield np.arange(n_targets), np.arange(self.n_train_)
             return
         for label in np.unique(y):
@@ -376,7 +381,17 @@ class Attributor(BaseEstimator):
                 prepared = self._scorer.prepare(self.train_features_[pool])
                 for start in range(0, len(rows), self.block_size):
                     block = rows[start : start + self.block_size]
-                    yield block, pool, self._scorer.score(prepared, T[block])
+                    if self._scorer.uses_labels:
+                        assert y is not None and self.train_labels_ is not None
+                        yield (
+                            block,
+                            pool,
+                            self._scorer.score_labelled(
+                                prepared, T[block], y[block], self.train_labels_[pool]
+                            ),
+                        )
+                    else:
+                        yield block, pool, self._scorer.score(prepared, T[block])
                     advance(len(block))
 
     # -- results ---------------------------------------------------------------------------

@@ -31,7 +31,7 @@ def check_scorer(scorer: Scorer | type[Scorer], *, seed: int = 0) -> None:
     Raises:
         InvalidInputError: naming the scorer and the first clause it breaks.
     """
-    instance = scorer() if isinstance(scorer, type) else scorer
+    instance = scorer.contract_example() if isinstance(scorer, type) else scorer
     label = getattr(instance, "label", type(instance).__name__)
     if not isinstance(instance, Scorer):
         raise InvalidInputError(f"{label} is not a Scorer subclass instance")
@@ -41,11 +41,19 @@ def check_scorer(scorer: Scorer | type[Scorer], *, seed: int = 0) -> None:
 
     _check_params(instance, fail)
     pool, targets, train_labels, target_labels = _data(seed)
-    first = _scores(instance, pool, targets, fail)
-    again = _scores(_fresh(instance, seed), pool, targets, fail)
+    labels = (train_labels, target_labels)
+    first = _scores(instance, pool, targets, fail, labels)
+    again = _scores(_fresh(instance, seed), pool, targets, fail, labels)
     if not np.array_equal(first, again, equal_nan=True):
         raise fail("two runs on the same data and seed give different scores")
-    single = np.vstack([_scores(instance, pool, targets[i : i + 1], fail) for i in range(2)])
+    single = np.vstack(
+        [
+            _scores(
+                instance, pool, targets[i : i + 1], fail, (train_labels, target_labels[i : i + 1])
+            )
+            for i in range(2)
+        ]
+    )
     if not np.allclose(single, first[:2], rtol=1e-4, atol=1e-5 * max(1.0, np.abs(first).max())):
         raise fail("a target scores differently alone than in a block")
 
@@ -98,9 +106,19 @@ def _fresh(instance: Scorer, seed: int) -> Scorer:
     return copy
 
 
-def _scores(instance: Scorer, pool: np.ndarray, targets: np.ndarray, fail: Any) -> np.ndarray:
-    """``score(prepare(pool), targets)``, checked for shape, dtype and finiteness."""
-    raw = instance.score(instance.prepare(pool), targets)
+def _scores(
+    instance: Scorer,
+    pool: np.ndarray,
+    targets: np.ndarray,
+    fail: Any,
+    labels: tuple[np.ndarray, np.ndarray],
+) -> np.ndarray:
+    """``score(prepare(pool), targets)`` (``score_labelled`` with ``labels`` = (pool labels,
+    target labels) for a scorer that uses labels), checked for shape, dtype and finiteness."""
+    if instance.uses_labels:
+        raw = instance.score_labelled(instance.prepare(pool), targets, labels[1], labels[0])
+    else:
+        raw = instance.score(instance.prepare(pool), targets)
     out = np.asarray(raw)
     if out.shape != (len(targets), len(pool)):
         raise fail(

@@ -21,6 +21,7 @@ subclass plus an entry in :data:`SCORERS` (the CLI builds its ``--method`` choic
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar
 
 import numpy as np
@@ -68,6 +69,9 @@ class Scorer(BaseEstimator):
     #: Parameters that choose where the scorer runs, not what it computes: left out of
     #: :meth:`settings` (a resumed run may move to another device).
     runtime_params: ClassVar[tuple[str, ...]] = ()
+    #: Whether scores depend on labels (``learned``: its class table spans every class): the
+    #: attributor then calls :meth:`score_labelled`, in both modes, and needs every label.
+    uses_labels: ClassVar[bool] = False
 
     @property
     def label(self) -> str:
@@ -89,6 +93,19 @@ class Scorer(BaseEstimator):
     def score(self, prepared: Any, targets: np.ndarray) -> np.ndarray:
         """Scores ``n_targets x n_pool`` of a block of targets against a prepared pool."""
         raise NotImplementedError
+
+    def score_labelled(
+        self, prepared: Any, targets: np.ndarray, target_labels: np.ndarray, labels: np.ndarray
+    ) -> np.ndarray:
+        """:meth:`score` given the block's target labels and the pool's ``labels`` (called
+        instead of :meth:`score` when :attr:`uses_labels`)."""
+        return self.score(prepared, targets)
+
+    @classmethod
+    def contract_example(cls) -> Scorer:
+        """An instance for :func:`~simattr.attribution.check_scorer`: the defaults, unless a
+        scorer needs a file its defaults cannot name (``learned``)."""
+        return cls()
 
     def settings(self) -> dict[str, Any]:
         """JSON-serialisable parameters that determine the scores (for manifests, sidecars)."""
@@ -373,6 +390,75 @@ class ClassPriorScorer(Scorer):
         return np.ones((len(targets), len(prepared)), dtype=np.float64)
 
 
+class LearnedScorer(Scorer):
+    """``learned``: signed scores in logits from a model fitted on retraining data.
+
+    ``model_path`` names a file written by
+    :meth:`~simattr.attribution.learned.LearnedAttribution.save`; the features given to the
+    attributor must be the ones it was fitted on. A score is image i's predicted contribution
+    to the target's margin (removing a set changes it by minus the sum of its scores). Models
+    that fuse a given score (TRAK) cannot be applied from features alone and are refused; use
+    ``LearnedAttribution.scores(..., signals=...)`` for them.
+    """
+
+    name = "learned"
+    uses_labels = True
+
+    def __init__(self, model_path: str | None = None) -> None:
+        self.model_path = model_path
+        self.validate()
+
+    def validate(self) -> None:
+        # None is accepted here (a clone or set_params may fill it later) and refused when a
+        # pool is prepared, with the remedy
+        if self.model_path is not None and not isinstance(self.model_path, str | os.PathLike):
+            raise InvalidInputError(f"model_path must be a path, got {self.model_path!r}")
+
+    def prepare(self, pool: np.ndarray) -> Any:
+        from simattr.attribution.learned import BUILTIN_SIGNALS, LearnedAttribution
+
+        if self.model_path is None:
+            raise InvalidInputError(
+                "method 'learned' needs model_path=FILE (a model written by "
+                "LearnedAttribution.save); pass LearnedScorer(model_path=...)"
+            )
+        model = LearnedAttribution.load(self.model_path)
+        given = [s for s in model.signals if s not in BUILTIN_SIGNALS]
+        if given:
+            raise InvalidInputError(
+                f"{self.model_path} fuses the given score(s) {given}, which features alone "
+                "cannot supply; use LearnedAttribution.scores(..., signals=...)"
+            )
+        return model, pool
+
+    def score(self, prepared: Any, targets: np.ndarray) -> np.ndarray:
+        raise InvalidInputError("method 'learned' needs labels: use it through an Attributor")
+
+    def score_labelled(
+        self, prepared: Any, targets: np.ndarray, target_labels: np.ndarray, labels: np.ndarray
+    ) -> np.ndarray:
+        model, pool = prepared
+        return model.scores(pool, labels, targets, target_labels)
+
+    @classmethod
+    def contract_example(cls) -> Scorer:
+        """A model fitted on seeded synthetic retraining data, in a temporary file."""
+        import tempfile
+        from pathlib import Path
+
+        from simattr.attribution.learned import LearnedAttribution
+
+        rng = np.random.default_rng(0)
+        pool, tg = rng.normal(size=(48, 8)), rng.normal(size=(12, 8))
+        masks = rng.random((24, 48)) < 0.5
+        margins = rng.normal(size=(24, 12))
+        model = LearnedAttribution(form="bilinear", dim=4, signals=("cosine",)).fit(
+            pool, np.arange(48) % 3, masks, margins, tg, np.arange(12) % 3
+        )
+        folder = Path(tempfile.mkdtemp(prefix="simattr-learned-"))
+        return cls(model_path=str(model.save(folder / "contract.safetensors")))
+
+
 SCORERS: dict[str, type[Scorer]] = {
     "esvm": ExemplarSVMScorer,
     "l2": L2Scorer,
@@ -380,6 +466,7 @@ SCORERS: dict[str, type[Scorer]] = {
     "cosine": CosineScorer,
     "lda": WhitenedExemplarScorer,
     "class-prior": ClassPriorScorer,
+    "learned": LearnedScorer,
 }
 """Registered methods: ``Attributor(method=name)`` builds ``SCORERS[name]``."""
 

@@ -9,7 +9,7 @@ errors must answer before any of that, so the names are spelled here once more a
 from __future__ import annotations
 
 #: :data:`simattr.attribution.scorers.SCORERS`
-METHODS = ("esvm", "l2", "l2-raw", "cosine", "lda", "class-prior")
+METHODS = ("esvm", "l2", "l2-raw", "cosine", "lda", "class-prior", "learned")
 #: :attr:`simattr.attribution.scorers.ExemplarSVMScorer.solvers`
 SOLVERS = ("batched", "newton", "reference")
 #: :data:`simattr.attribution.retrieval.RETRIEVALS`
