@@ -118,7 +118,7 @@ def support_scenario(inputs: Path, data: str) -> Scenario:
         return [
             "support", "--data", data, "--ranking", f"pixels={inputs / 'pixels.npz'}",
             "--out", folder / "results.jsonl", "--recipe", "tiny", "--models", "2",
-            "--budget", "2", "--k", "24", "--ensemble", "2",
+            "--budget", "2", "--max-m", "24", "--ensemble", "2",
             "--ensemble-dir", inputs / "ensemble", "--threads", "1",
         ]  # fmt: skip
 

@@ -302,7 +302,7 @@ def _file_row(path: str) -> int:
 
 def test_cli_writes_tables_and_page(folder, planted, tmp_path):
     out = tmp_path / "audit"
-    r = _audit(folder, out, "--test-features", folder.parent / "test.npy", "--html", "--csv")
+    r = _audit(folder, out, "--test-features", folder.parent / "test.npy", "--page", "--tables")
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in out.iterdir()) == [
         "audit.html",
@@ -431,7 +431,7 @@ def test_page_renders_in_chromium(folder, tmp_path):
             pytest.fail("chromium is not installed (.ci/run installs it)")
         pytest.skip("chromium is not installed")
     out = tmp_path / "audit"
-    assert _audit(folder, out, "--html").exit_code == 0
+    assert _audit(folder, out, "--page").exit_code == 0
     shot = tmp_path / "page.png"
     subprocess.run(
         [

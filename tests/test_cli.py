@@ -203,7 +203,7 @@ def test_attribute_refusals_leave_nothing_behind(digits_features, tmp_path):
             "--targets",
             "0",
         ),
-        "no training image has that label",
+        "no image of the training set has",
         out,
         paper,
     )
@@ -237,13 +237,13 @@ def test_features_refusals(tmp_path):
 
 
 def test_demo_runs_end_to_end(tmp_path):
-    result = invoke("demo", "--out", tmp_path / "demo", "--targets", "3")
+    result = invoke("demo", "--out", tmp_path / "demo", "--n-targets", "3")
     assert result.exit_code == 0, result.output
     pictures = sorted((tmp_path / "demo").glob("target_*.png"))
     assert len(pictures) == 3
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pictures)
     ranking = load_ranking(tmp_path / "demo" / "ranking.npz")
-    assert ranking.indices.shape == (3, 8)
+    assert ranking.indices.shape == (3, 10)  # --topk: 10 by default, as everywhere
     for target in ranking.targets:
         assert f"{target}" in result.output
     assert "backbone:" in result.output

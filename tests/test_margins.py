@@ -222,7 +222,8 @@ def test_a_real_tiny_run_records_paired_models_and_resumes(
     assert "5 model(s) for 3 target(s)" in cli.output
     report = CliRunner().invoke(
         app,
-        ["margins-report", str(out), "--out", str(tmp_path / "rep"), "--pair", "pixels:random"],
+        ["margins-report", str(out), "--out", str(tmp_path / "rep"), "--pair", "pixels:random",
+         "--reference", "random"],
     )
     assert report.exit_code == 0, report.output
     table = (tmp_path / "rep" / "margins_table.md").read_text()

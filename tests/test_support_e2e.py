@@ -165,7 +165,7 @@ def test_kill_9_then_resume_loses_only_models_in_flight(
     cmd = [
         sys.executable, "-m", "simattr", "support",
         "--data", data, "--ranking", f"pixels={ranking_path}", "--out", str(out),
-        "--recipe", "tiny", "--models", str(MODELS), "--budget", str(BUDGET), "--k", str(K),
+        "--recipe", "tiny", "--models", str(MODELS), "--budget", str(BUDGET), "--max-m", str(K),
         "--ensemble", str(ENSEMBLE), "--ensemble-dir", str(ensemble_dir), "--threads", "1",
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ)
@@ -235,7 +235,7 @@ def test_cli_support_and_report(local_run, workdir, data, ranking_path, ensemble
     res = runner.invoke(
         app,
         ["support", "--data", data, "--ranking", f"pixels={ranking_path}", "--out", str(out),
-         "--recipe", "tiny", "--models", str(MODELS), "--budget", str(BUDGET), "--k", str(K),
+         "--recipe", "tiny", "--models", str(MODELS), "--budget", str(BUDGET), "--max-m", str(K),
          "--ensemble", str(ENSEMBLE), "--ensemble-dir", str(ensemble_dir), "--threads", "1"],
     )  # fmt: skip
     assert res.exit_code == 0, res.output

@@ -179,7 +179,7 @@ def test_recipes_command_lists_every_registered_recipe(monkeypatch):
 def test_bench_command_refuses_an_unknown_profile_in_one_line():
     from simattr.cli import app
 
-    result = runner.invoke(app, ["bench", "--profile", "huge"])
+    result = runner.invoke(app, ["bench", "--data", "digits", "--profile", "huge"])
     assert result.exit_code == 1
     assert "unknown profile 'huge'" in result.output
     assert "Traceback" not in result.output

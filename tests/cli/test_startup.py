@@ -75,7 +75,7 @@ def test_usage_errors_and_missing_files_import_nothing_heavy(tmp_path: Path) -> 
         ["features", "--data", str(tmp_path / "no-root"), "--out", "f.npy"],
         ["features", "--data", "digits", "--out", "f.txt"],  # a wrong suffix
         ["support-report", missing, "--out", "report"],
-        ["margins-report", missing, "--out", "report"],
+        ["margins-report", missing, "--out", "report", "--reference", "random"],
     ]
     for args, code, heavy in _probe(cases, tmp_path):
         assert code in (1, 2), args  # 2: usage error (click), 1: refused by simattr

@@ -456,7 +456,7 @@ def test_train_ssl_refusals(case, pattern, work, ssl_run):
     elif case == "resume-sidecar-json":
         (run / "resume.pt.json").write_text("nope")
     elif case == "resume-not-asked":
-        args = [*SSL, "--out", run]
+        args = [*SSL, "--out", run, "--no-resume"]
     else:
         args = [*SSL[:-6], "--batch-size", "32", *SSL[-4:], "--out", run, "--resume"]
     refuse(work, args, pattern)

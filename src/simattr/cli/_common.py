@@ -198,18 +198,118 @@ ExecutorKind = choice_enum("ExecutorKind", _choices.EXECUTORS)
 SSLMethodName = choice_enum("SSLMethodName", _choices.SSL_METHODS)
 Detector = choice_enum("Detector", _choices.LABEL_DETECTORS)
 
-# Options every retraining command takes, declared once so their names and help stay alike.
-DataOption = Annotated[str, typer.Option(help="Dataset: a path or 'cifar10'.")]
+# -- The option vocabulary ----------------------------------------------------------------------
+# Every option that two or more commands take is declared here, once: one name, one type, one
+# help text, one meaning. Its default is written in each signature (typer wants it there) and
+# tests/cli/test_options.py holds them equal; an option whose default is None may instead be
+# required by a command that cannot run without it. What an option does in one command alone
+# (what --out holds, what happens without --targets) is said in that command's description.
+
+DataOption = Annotated[str, typer.Option(help="Dataset: a folder path, 'digits' or 'cifar10'.")]
+#: ``--data`` where a command can run without it (its description says what it adds).
+OptionalDataOption = Annotated[
+    str | None, typer.Option(help="Dataset: a folder path, 'digits' or 'cifar10'.")
+]
+_OUT_HELP = "Where the outputs go: the file or folder named in the command's description."
+OutOption = Annotated[Path, typer.Option(help=_OUT_HELP)]
+OptionalOutOption = Annotated[Path | None, typer.Option(help=_OUT_HELP)]
+_TRAIN_FEATURES_HELP = "Features .npy of the training split (`simattr features --split train`)."
+TrainFeaturesOption = Annotated[Path, typer.Option(help=_TRAIN_FEATURES_HELP)]
+_TEST_FEATURES_HELP = "Features .npy of the test split (`simattr features --split test`)."
+TestFeaturesOption = Annotated[Path, typer.Option(help=_TEST_FEATURES_HELP)]
+OptionalTestFeaturesOption = Annotated[Path | None, typer.Option(help=_TEST_FEATURES_HELP)]
+SplitOption = Annotated[Split, typer.Option(help="The split of the dataset the features are of.")]
+BackboneOption = Annotated[
+    str | None,
+    typer.Option(
+        help="'default' (shipped CIFAR-10 MoCo backbone), 'shipped:NAME', "
+        "'random[:ARCH][:SEED]' (ARCH: resnet18, resnet18-w32, resnet18-w16, "
+        "resnet18-imagenet, resnet50-imagenet), or a weights file (ours, torchvision, MoCo "
+        "v1/v2/v3, DINO, lightly, solo-learn; never unpickled; architecture inferred); "
+        "append @SIZE for another input size of an ImageNet-stem backbone. Not given: the "
+        "backbone the training features were made with where there are some, else 'default'."
+    ),
+]
+BatchSizeOption = Annotated[int, typer.Option(help="Images per batch.")]
+ImageSizeOption = Annotated[
+    int | None, typer.Option(help="Resize the images of folder datasets to this size.")
+]
+DeviceOption = Annotated[str, typer.Option(help="Torch device: cpu or cuda.")]
+SeedOption = Annotated[
+    int, typer.Option(help="Seed of the command's random choices (targets, subsets, models).")
+]
+ThreadsOption = Annotated[
+    int | None,
+    typer.Option(help="Torch threads per process or model (default: all cores; fix it to repeat)."),
+]
+ResumeOption = Annotated[
+    bool,
+    typer.Option(
+        "--resume/--no-resume",
+        help="Continue the interrupted run found at --out (its settings must match).",
+    ),
+]
+# ranking
+MethodOption = Annotated[Method, typer.Option(help="Scoring method.")]
+COption = Annotated[float, typer.Option("--C", help="ESVM regularisation.")]
+NormalizeOption = Annotated[
+    bool,
+    typer.Option(
+        "--normalize/--no-normalize",
+        help="L2-normalise features before scoring (the paper code's scripts do not).",
+    ),
+]
+TopkOption = Annotated[int, typer.Option(help="Training images kept per target image.")]
+_PREDICTIONS_HELP = (
+    "Explain a model's predicted classes, not the true labels: a .csv of file,class rows (files "
+    "as the data name them) or a .npy of one class per test image. The ranking never looks at "
+    "the model; the class only chooses the pool ranked."
+)
+PredictionsOption = Annotated[Path | None, typer.Option(help=_PREDICTIONS_HELP)]
+RequiredPredictionsOption = Annotated[Path, typer.Option(help=_PREDICTIONS_HELP)]
+CsvOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--csv",
+        help="Also write the ranking as a table, one row per ranked training image (target, "
+        "its file and label, rank, training row, file and label, score); Parquet if it ends "
+        "in .parquet.",
+    ),
+]
+HtmlOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--html",
+        help="Also write DIR/index.html: each target and its top images (thumbnails, files, "
+        "labels, scores), one self-contained page.",
+    ),
+]
+# targets
+TargetsOption = Annotated[str | None, typer.Option(help="Comma-separated test rows, e.g. 3,17,42.")]
+NTargetsOption = Annotated[
+    int | None, typer.Option(help="Draw this many test images as targets, seeded by --seed.")
+]
+# retraining
+RankingOption = Annotated[
+    list[str],
+    typer.Option(help="Ranking .npz, as PATH or NAME=PATH; repeat to compare rankings."),
+]
+_REFERENCE_HELP = "Pair every ranking with this one (its NAME), target by target."
+ReferenceOption = Annotated[str | None, typer.Option(help=_REFERENCE_HELP)]
+RequiredReferenceOption = Annotated[str, typer.Option(help=_REFERENCE_HELP)]
 RecipeOption = Annotated[str, typer.Option(help="Training recipe (see `simattr recipes`).")]
+EnsembleOption = Annotated[
+    int,
+    typer.Option(help="Models of the full-data ensemble (it tells which targets are right)."),
+]
+EnsembleDirOption = Annotated[
+    Path | None, typer.Option(help="Cache of the ensemble (default: next to --out).")
+]
 ExecutorOption = Annotated[ExecutorKind, typer.Option(help="Where models train.")]
 WorkersOption = Annotated[int | None, typer.Option(help="Models trained at once.")]
 AddressOption = Annotated[
     str | None, typer.Option(help="Ray cluster address (default: a local Ray).")
 ]
-ThreadsOption = Annotated[
-    int | None, typer.Option(help="Torch threads per model (fix it for reproducibility).")
-]
-DeviceOption = Annotated[str, typer.Option(help="cpu or cuda.")]
 
 
 def _version(value: bool) -> None:

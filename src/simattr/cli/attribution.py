@@ -1,7 +1,7 @@
 """CLI commands of the attribution: ``features``, ``attribute``, ``explain`` and ``demo``.
 
 They parse options and call the Python API (:mod:`simattr.features`, :mod:`simattr.attribution`,
-:mod:`simattr.demo`), then print a short summary.
+:mod:`simattr.report.outputs`, :mod:`simattr.demo`), then print a short summary.
 """
 
 from __future__ import annotations
@@ -14,13 +14,35 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from simattr._io import check_not_input, check_writable, read_npy
+from simattr._io import check_not_input, check_writable
 from simattr.cli._common import (
+    BackboneOption,
+    BatchSizeOption,
+    COption,
+    CsvOption,
+    DataOption,
+    DeviceOption,
+    HtmlOption,
+    ImageSizeOption,
     IndexKind,
     Method,
+    MethodOption,
+    NormalizeOption,
+    NTargetsOption,
+    OptionalDataOption,
+    OptionalOutOption,
+    OutOption,
+    PredictionsOption,
+    ResumeOption,
     Retrieval,
+    SeedOption,
     Solver,
     Split,
+    SplitOption,
+    TargetsOption,
+    TestFeaturesOption,
+    TopkOption,
+    TrainFeaturesOption,
     app,
     console,
     err_console,
@@ -32,33 +54,30 @@ from simattr.cli._common import (
 from simattr.errors import InvalidInputError
 from simattr.validation import check_device, check_positive_int
 
+#: What ``demo`` does without --out and --n-targets.
+DEMO_OUT, DEMO_TARGETS = Path("simattr-demo"), 4
+
 
 @app.command()
 @friendly_errors
 def features(
-    data: Annotated[str, typer.Option(help="Dataset: a path, 'digits' or 'cifar10'.")],
-    out: Annotated[Path, typer.Option(help="Output .npy file (a .npy.json sidecar is added).")],
-    split: Annotated[Split, typer.Option(help="Which split to embed.")] = Split.train,
-    backbone: Annotated[
-        str,
-        typer.Option(
-            help="'default' (shipped CIFAR-10 MoCo backbone), 'shipped:NAME', "
-            "'random[:ARCH][:SEED]' (ARCH: resnet18, resnet18-w32, resnet18-w16, "
-            "resnet18-imagenet, resnet50-imagenet), or a weights file (ours, torchvision, MoCo "
-            "v1/v2/v3, DINO, lightly, solo-learn; never unpickled; architecture inferred); "
-            "append @SIZE for another input size of an ImageNet-stem backbone."
-        ),
-    ] = "default",
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
-    image_size: Annotated[
-        int | None, typer.Option(help="Resize images of folder datasets to this size.")
-    ] = None,
+    data: DataOption,
+    out: OutOption,
+    split: SplitOption = Split.train,
+    backbone: BackboneOption = None,
+    device: DeviceOption = "cpu",
+    batch_size: BatchSizeOption = 256,
+    image_size: ImageSizeOption = None,
 ) -> None:
-    """Embed every image of a split with a backbone and save the features."""
+    """Embed every image of a split with a backbone and save the features.
+
+    --out: the features .npy (a .npy.json sidecar is added beside it). Without --backbone, the
+    shipped CIFAR-10 MoCo backbone ('default').
+    """
     if out.suffix != ".npy":
         raise InvalidInputError(f"--out must end with .npy, got {out}")
     check_writable(out)  # before the expensive part, not after a whole split is embedded
+    backbone = backbone or "default"
     backbone_file = Path(backbone) if Path(backbone).suffix else None
     check_not_input({"--out": out}, {"--backbone": backbone_file})
     check_positive_int(batch_size, "--batch-size")
@@ -88,43 +107,30 @@ def features(
     "predictions",
 )
 def attribute(
-    train_features: Annotated[Path, typer.Option(help="Training features .npy (n_train x D).")],
-    test_features: Annotated[Path, typer.Option(help="Test features .npy (n_test x D).")],
-    out: Annotated[Path, typer.Option(help="Output ranking .npz (targets, indices, scores).")],
-    data: Annotated[
-        str | None, typer.Option(help="Dataset to take the labels from (path, digits, cifar10).")
-    ] = None,
+    train_features: TrainFeaturesOption,
+    test_features: TestFeaturesOption,
+    out: OutOption,
+    data: OptionalDataOption = None,
     train_labels: Annotated[Path | None, typer.Option(help="Training labels .npy.")] = None,
     test_labels: Annotated[Path | None, typer.Option(help="Test labels .npy.")] = None,
-    method: Annotated[Method, typer.Option(help="Scoring method.")] = Method.esvm,
+    method: MethodOption = Method.esvm,
     all_classes: Annotated[
         bool, typer.Option("--all-classes", help="Rank the whole training set, not the class.")
     ] = False,
-    targets: Annotated[
-        str | None, typer.Option(help="Comma-separated test rows, e.g. 3,17,42 (default: all).")
-    ] = None,
+    targets: TargetsOption = None,
     targets_file: Annotated[Path | None, typer.Option(help="A .npy of test rows.")] = None,
-    topk: Annotated[int, typer.Option(help="Training images kept per target.")] = 100,
-    C: Annotated[float, typer.Option("--C", help="ESVM regularisation.")] = 0.1,
+    topk: TopkOption = 10,
+    C: COption = 0.1,
     solver: Annotated[Solver, typer.Option(help="ESVM solver.")] = Solver.batched,
-    device: Annotated[str, typer.Option(help="cpu or cuda (ESVM solver).")] = "cpu",
-    normalize: Annotated[
-        bool,
-        typer.Option(
-            "--normalize/--no-normalize",
-            help="L2-normalise features before scoring (the paper code's scripts do not).",
-        ),
-    ] = True,
+    device: DeviceOption = "cpu",
+    normalize: NormalizeOption = True,
     export_paper_npy: Annotated[
         Path | None, typer.Option(help="Also write the paper's (n_test, k) index matrix here.")
     ] = None,
     block_size: Annotated[
         int, typer.Option(help="Targets per saved block (OUT.npz.parts/); a crash loses one.")
     ] = 1024,
-    resume: Annotated[
-        bool,
-        typer.Option("--resume/--no-resume", help="Reuse finished blocks of an interrupted run."),
-    ] = True,
+    resume: ResumeOption = True,
     retrieval: Annotated[
         Retrieval,
         typer.Option(
@@ -147,33 +153,18 @@ def attribute(
     train_indices: Annotated[
         Path | None, typer.Option(help="Rank only these training rows (a .npy of ints).")
     ] = None,
-    predictions: Annotated[
-        Path | None,
-        typer.Option(
-            help="Explain a model's predicted classes, not the true labels: a .npy of one class "
-            "per test image, or a .csv of file,class rows (files as the data name them). The "
-            "ranking never looks at the model; the class only chooses the pool ranked.",
-        ),
-    ] = None,
-    csv: Annotated[
-        Path | None,
-        typer.Option(
-            "--csv",
-            help="Also write the ranking as a table (target, target_path, target_label, rank, "
-            "train_row, train_path, train_label, score); Parquet if it ends in .parquet.",
-        ),
-    ] = None,
-    html: Annotated[
-        Path | None,
-        typer.Option(
-            "--html",
-            help="Also write DIR/index.html: each target and its top images (thumbnails, files, "
-            "labels, scores), one self-contained page; needs --data.",
-        ),
-    ] = None,
+    predictions: PredictionsOption = None,
+    csv: CsvOption = None,
+    html: HtmlOption = None,
 ) -> None:
-    """Rank the training images responsible for each target test image (resumable)."""
-    from simattr.report.table import check_table_path, write_ranking_table
+    """Rank the training images responsible for each target test image (resumable).
+
+    --out: the ranking .npz (targets, indices, scores), its finished blocks kept in
+    OUT.npz.parts/ until the end. The labels come from --data, or from --train-labels and
+    --test-labels; --data also gives the table its file paths and is needed by --html. Without
+    --targets or --targets-file, every test row is a target.
+    """
+    from simattr.report.outputs import check_ranking_outputs, write_ranking_outputs
 
     inputs = {
         "--targets-file": targets_file,
@@ -184,23 +175,43 @@ def attribute(
         "--train-indices": train_indices,
         "--predictions": predictions,
     }
-    outputs = {"--out": out, "--export-paper-npy": export_paper_npy, "--csv": csv, "--html": html}
-    check_not_input(outputs, inputs, folders=("--html",))  # --html equal to --out: refused now
-    if csv is not None:
-        check_table_path(csv)
-    if html is not None:
-        from simattr.report.attribution_page import check_page_dir
-
-        if data is None:
-            raise InvalidInputError("--html shows the images: it needs --data ROOT")
-        check_page_dir(html, {**inputs, "--out": out, "--csv": csv})
+    check_ranking_outputs(out, inputs, csv=csv, html=html, data=data, export_paper=export_paper_npy)
     check_positive_int(topk, "--topk")
     check_device(device)
-    n_test = _n_rows(test_features)
-    from simattr.attribution import Attributor  # torch, scikit-learn: after the cheap checks
-    from simattr.attribution.workflow import attribute as run_attribute
+    chosen = _chosen_targets(targets, targets_file, test_features)
+    from simattr.attribution.workflow import attribute as run_attribute  # torch: after checks
 
-    attributor = Attributor(
+    attributor = _attributor(method, all_classes, C, solver, normalize, device, retrieval,
+                             candidates, index, nprobe)  # fmt: skip
+    run = run_attribute(
+        train_features, test_features, out, attributor=attributor, data=data,
+        train_labels=train_labels, test_labels=test_labels, targets=chosen, k=topk, pool=pool,
+        train_indices=train_indices, export_paper=export_paper_npy, block_size=block_size,
+        resume=resume, progress=True, predictions=predictions,
+    )  # fmt: skip
+    # every output is written before anything is printed: a reader that closes the pipe
+    # (`simattr attribute ... | head`) cannot stop the run short of its outputs
+    written = write_ranking_outputs(run.ranking, inputs, out=out, csv=csv, html=html, data=data,
+                                    train_labels=train_labels, test_labels=test_labels)  # fmt: skip
+    _print_attribution(run, out, written, topk=topk, data=data, predictions=predictions)
+
+
+def _attributor(
+    method: Method,
+    all_classes: bool,
+    C: float,
+    solver: Solver,
+    normalize: bool,
+    device: str,
+    retrieval: Retrieval,
+    candidates: int | None,
+    index: IndexKind,
+    nprobe: int,
+):
+    """The estimator ``attribute``'s options describe."""
+    from simattr.attribution import Attributor  # torch, scikit-learn
+
+    return Attributor(
         method.value,
         class_conditional=not all_classes,
         C=C,
@@ -212,26 +223,21 @@ def attribute(
         index=index.value,
         nprobe=nprobe,
     )
-    run = run_attribute(
-        train_features,
-        test_features,
-        out,
-        attributor=attributor,
-        data=data,
-        train_labels=train_labels,
-        test_labels=test_labels,
-        targets=None
-        if n_test is None or (targets is None and targets_file is None)
-        else parse_targets(targets, targets_file, n_test),
-        k=topk,
-        pool=pool,
-        train_indices=train_indices,
-        export_paper=export_paper_npy,
-        block_size=block_size,
-        resume=resume,
-        progress=True,  # a bar on a terminal, plain lines in a log
-        predictions=predictions,
-    )
+
+
+def _chosen_targets(
+    targets: str | None, targets_file: Path | None, test_features: Path
+) -> np.ndarray | None:
+    """The test rows --targets or --targets-file name (``None``: every row, or let the API name
+    an unreadable features file)."""
+    n_test = _n_rows(test_features)
+    if n_test is None or (targets is None and targets_file is None):
+        return None
+    return parse_targets(targets, targets_file, n_test)
+
+
+def _print_attribution(run, out: Path, written, *, topk: int, data, predictions) -> None:
+    """The summary of ``attribute``: what was ranked and which files were written."""
     stats = run.attributor.retrieval_stats_
     if run.attributor.retrieval_ == "faiss" and stats.uncertified:
         err_console.print(
@@ -239,32 +245,17 @@ def attribute(
             "candidate rounds; raise --candidates",
             highlight=False,
         )
-    # every output is written before anything is printed: a reader that closes the pipe
-    # (`simattr attribute ... | head`) cannot stop the run short of its outputs
-    if csv is not None:
-        write_ranking_table(
-            csv,
-            run.ranking,
-            data,
-            train_labels=None if train_labels is None else read_npy(train_labels, "--train-labels"),
-            test_labels=None if test_labels is None else read_npy(test_labels, "--test-labels"),
-            inputs=inputs,
-        )
-    page = None
-    if html is not None and data is not None:
-        from simattr.report.attribution_page import ranking_page
-
-        page = ranking_page(html, run.ranking, data, inputs={**inputs, "--out": out, "--csv": csv})
     explained = ", predicted classes" if predictions is not None else ""
+    pools = "class-conditional" if run.attributor.class_conditional else "all classes"
     console.print(
-        f"wrote {out}: top-{topk} of {len(run.ranking.targets)} target(s) by {method.value}"
-        f" ({'all classes' if all_classes else 'class-conditional'}{explained})"
+        f"wrote {out}: top-{topk} of {len(run.ranking.targets)} target(s) by "
+        f"{run.attributor.method} ({pools}{explained})"
     )
-    if csv is not None:
+    if written.table is not None:
         paths = ", with file paths" if data is not None else " (no --data: no file paths)"
-        console.print(f"wrote {csv}: one row per ranked training image{paths}")
-    if page is not None:
-        console.print(f"wrote {page}: open it in a browser")
+        console.print(f"wrote {written.table}: one row per ranked training image{paths}")
+    if written.page is not None:
+        console.print(f"wrote {written.page}: open it in a browser")
 
 
 @app.command()
@@ -272,82 +263,62 @@ def attribute(
 @requires_files("train_features", "predictions", images="{path}: no such image file")
 def explain(
     images: Annotated[list[Path], typer.Argument(help="Image files to explain (any size).")],
-    data: Annotated[str, typer.Option(help="The dataset the training features were made from.")],
-    train_features: Annotated[
-        Path, typer.Option(help="Training features .npy (`simattr features --split train`).")
-    ],
-    backbone: Annotated[
-        str | None,
-        typer.Option(help="Backbone to embed the images (default: the features' sidecar's)."),
-    ] = None,
+    data: DataOption,
+    train_features: TrainFeaturesOption,
+    backbone: BackboneOption = None,
     label: Annotated[
         str | None, typer.Option(help="Class to explain every image with (name or index).")
     ] = None,
-    predictions: Annotated[
-        Path | None,
-        typer.Option(help="Or a model's predictions: a .csv of file,class rows, one per image."),
-    ] = None,
-    topk: Annotated[int, typer.Option(help="Training images kept per image.")] = 10,
-    method: Annotated[Method, typer.Option(help="Scoring method.")] = Method.esvm,
-    C: Annotated[float, typer.Option("--C", help="ESVM regularisation.")] = 0.1,
-    normalize: Annotated[
-        bool,
-        typer.Option("--normalize/--no-normalize", help="L2-normalise features before scoring."),
-    ] = True,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    csv: Annotated[
-        Path | None,
-        typer.Option(
-            "--csv", help="Also write the table (CSV, or Parquet if it ends in .parquet)."
-        ),
-    ] = None,
-    html: Annotated[
-        Path | None,
-        typer.Option("--html", help="Also write DIR/index.html: the images and their top images."),
-    ] = None,
+    predictions: PredictionsOption = None,
+    topk: TopkOption = 10,
+    method: MethodOption = Method.esvm,
+    C: COption = 0.1,
+    normalize: NormalizeOption = True,
+    device: DeviceOption = "cpu",
+    csv: CsvOption = None,
+    html: HtmlOption = None,
 ) -> None:
-    """Explain new image files: the training images of their class that explain each one."""
-    from simattr.report.attribution_page import check_page_dir, explanation_page
-    from simattr.report.table import check_table_path, write_explanation_table
+    """Explain new image files: the training images of their class that explain each one.
 
+    --data is the dataset the training features were made from. The class comes from --label
+    (one for every image) or --predictions (a .csv of file,class rows, one per image).
+    """
+    from simattr.report.outputs import check_explanation_outputs, write_explanation_outputs
+
+    backbone_file = Path(backbone) if backbone is not None and Path(backbone).suffix else None
     inputs: dict[str, Path | None] = {
         "--train-features": train_features,
         "--predictions": predictions,
+        "--backbone": backbone_file,
         **{f"image {p}": p for p in images},
     }
-    backbone_file = Path(backbone) if backbone is not None and Path(backbone).suffix else None
-    inputs["--backbone"] = backbone_file
-    check_not_input({"--csv": csv, "--html": html}, inputs, folders=("--html",))
-    if csv is not None:
-        check_table_path(csv)
-    if html is not None:
-        check_page_dir(html, {**inputs, "--csv": csv})
+    check_explanation_outputs(inputs, csv=csv, html=html)
     check_device(device)
     check_positive_int(topk, "--topk")
     from simattr.attribution import Attributor  # torch, scikit-learn: after the cheap checks
     from simattr.attribution import explain as run_explain
 
-    result = run_explain(
-        images,
-        train_features,
-        data=data,
-        backbone=backbone,
-        label=label,
-        predictions=predictions,
-        attributor=Attributor(method.value, C=C, normalize=normalize, device=device),
-        k=topk,
-        device=device,
-    )
+    attributor = Attributor(method.value, C=C, normalize=normalize, device=device)
+    result = run_explain(images, train_features, data=data, backbone=backbone, label=label,
+                         predictions=predictions, attributor=attributor, k=topk,
+                         device=device)  # fmt: skip
     # outputs first, then the tables: a closed pipe cannot stop the run short of its files
-    if csv is not None:
-        write_explanation_table(csv, result, inputs=inputs)
-    page = None if html is None else explanation_page(html, result, inputs={**inputs, "--csv": csv})
+    written = write_explanation_outputs(result, inputs, csv=csv, html=html)
+    _print_explanation(result, topk=topk, method=method.value)
+    if written.table is not None:
+        console.print(f"wrote {written.table}: one row per ranked training image")
+    if written.page is not None:
+        console.print(f"wrote {written.page}: open it in a browser")
+
+
+def _print_explanation(result, *, topk: int, method: str) -> None:
+    """One table per explained image: its top training images, their scores, labels, files."""
     names = result.class_names
     for t, image in enumerate(result.images):
         # file and class names are the user's: printed as text, never read as rich markup
         console.print(
             f"[bold]{escape(image)}[/]: explained as {escape(names[int(result.labels[t])])} "
-            f"(top-{topk} by {method.value})",
+            f"(top-{topk} by {method})",
             highlight=False,
         )
         table = Table()
@@ -371,10 +342,6 @@ def explain(
             highlight=False,
         )
     console.print(f"backbone: {result.backbone.get('name')}; labels from {result.label_source}")
-    if csv is not None:
-        console.print(f"wrote {csv}: one row per ranked training image")
-    if page is not None:
-        console.print(f"wrote {page}: open it in a browser")
 
 
 def _n_rows(features: Path) -> int | None:
@@ -388,17 +355,21 @@ def _n_rows(features: Path) -> int | None:
 @app.command()
 @friendly_errors
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for features, ranking and pictures.")] = Path(
-        "simattr-demo"
-    ),
-    targets: Annotated[int, typer.Option(help="Number of random test images to explain.")] = 4,
-    topk: Annotated[int, typer.Option(help="Training images shown per target.")] = 8,
-    seed: Annotated[int, typer.Option(help="Seed of the target draw.")] = 0,
+    out: OptionalOutOption = None,
+    n_targets: NTargetsOption = None,
+    topk: TopkOption = 10,
+    seed: SeedOption = 0,
 ) -> None:
-    """Run the whole pipeline on scikit-learn's digits: nothing to download."""
+    """Run the whole pipeline on scikit-learn's digits: nothing to download.
+
+    --out: the folder for features, ranking and pictures (default ./simattr-demo). It explains
+    --n-targets random test images (default 4).
+    """
     from simattr.demo import run_demo
 
-    result = run_demo(out, n_targets=targets, k=topk, seed=seed, progress=True)
+    out = DEMO_OUT if out is None else out
+    n_targets = DEMO_TARGETS if n_targets is None else n_targets
+    result = run_demo(out, n_targets=n_targets, k=topk, seed=seed, progress=True)
     names = result.class_names
     table = Table(title=f"top-{topk} training images per target (exemplar SVM, digits)")
     table.add_column("target", justify="right")

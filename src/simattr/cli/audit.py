@@ -10,7 +10,11 @@ import typer
 from simattr.cli._common import (
     DataOption,
     Detector,
+    OptionalTestFeaturesOption,
+    OutOption,
     Split,
+    SplitOption,
+    ThreadsOption,
     app,
     console,
     friendly_errors,
@@ -24,38 +28,36 @@ from simattr.cli._common import (
 def audit(
     data: DataOption,
     features: Annotated[Path, typer.Option(help="Features .npy of the audited split (n x D).")],
-    out: Annotated[
-        Path, typer.Option(help="Folder for label_issues.csv, duplicates.csv, audit.html.")
-    ],
-    split: Annotated[Split, typer.Option(help="The split the features are of.")] = Split.train,
-    test_features: Annotated[
-        Path | None,
-        typer.Option(help="Features .npy of the test split: look for leaks into --split train."),
-    ] = None,
-    html: Annotated[bool, typer.Option("--html", help="Write the page audit.html.")] = False,
-    csv: Annotated[
+    out: OutOption,
+    split: SplitOption = Split.train,
+    test_features: OptionalTestFeaturesOption = None,
+    page: Annotated[bool, typer.Option("--page", help="Write the page audit.html.")] = False,
+    tables: Annotated[
         bool,
         typer.Option(
-            "--csv", help="Write label_issues.csv and duplicates.csv (the default without --html)."
+            "--tables",
+            help="Write label_issues.csv and duplicates.csv (the default without --page).",
         ),
     ] = False,
     detector: Annotated[
         Detector, typer.Option(help="Label-error score that orders label_issues.csv.")
     ] = Detector.simattr,
-    k: Annotated[int, typer.Option("--k", help="Neighbours in the label vote.")] = 50,
+    neighbours: Annotated[int, typer.Option(help="Neighbours in the label vote.")] = 50,
     duplicate_threshold: Annotated[
         float, typer.Option(help="Smallest similarity (cosine and pixels) of a reported pair.")
     ] = 0.9,
-    threads: Annotated[
-        int | None,
-        typer.Option(help="Torch and FAISS threads (default: all cores; 1 on a busy machine)."),
-    ] = None,
+    threads: ThreadsOption = None,
 ) -> None:
-    """Find near-duplicates, train/test leaks and likely label errors from features."""
+    """Find near-duplicates, train/test leaks and likely label errors from features.
+
+    --out: the folder for label_issues.csv, duplicates.csv and audit.html. With
+    --test-features, also the leaks of the test split into --split train. --threads sets the
+    torch and FAISS threads (1 on a busy machine).
+    """
     from simattr.audit.workflow import run_audit
     from simattr.validation import check_positive_int, check_threads
 
-    check_positive_int(k, "--k")
+    check_positive_int(neighbours, "--neighbours")
     if check_threads(threads, "--threads") is not None:
         import faiss
         import torch
@@ -68,18 +70,23 @@ def audit(
         out,
         split=split.value,
         test_features=test_features,
-        csv=csv or not html,
-        html=html,
+        csv=tables or not page,
+        html=page,
         progress=True,
-        k=k,
+        k=neighbours,
         detector=detector.value,
         duplicate_threshold=duplicate_threshold,
     )
+    _print_audit(run, split.value)
+
+
+def _print_audit(run, split: str) -> None:
+    """What the audit found, and the files it wrote."""
     r = run.result
     d = r.duplicates
     n_leaks = int(d.leaks.sum())
     console.print(
-        f"audited {r.n_train} images of {split.value}"
+        f"audited {r.n_train} images of {split}"
         + (f" against {r.n_test} test images" if r.n_test else "")
         + f": {len(d) - n_leaks} near-duplicate pairs, {n_leaks} leaks; label errors ranked by "
         f"{r.label_issues.detector}"

@@ -20,10 +20,21 @@ from simattr.cli._common import (
     AddressOption,
     DataOption,
     DeviceOption,
+    EnsembleDirOption,
+    EnsembleOption,
     ExecutorKind,
     ExecutorOption,
     Mode,
+    NTargetsOption,
+    OptionalDataOption,
+    OptionalOutOption,
+    OutOption,
+    RankingOption,
     RecipeOption,
+    ReferenceOption,
+    RequiredReferenceOption,
+    SeedOption,
+    TargetsOption,
     ThreadsOption,
     WorkersOption,
     app,
@@ -60,76 +71,63 @@ def _ranking_arg(spec: str) -> tuple[str, Path]:
 @friendly_errors
 def support(
     data: DataOption,
-    ranking: Annotated[
-        list[str],
-        typer.Option(help="Ranking .npz, as PATH or NAME=PATH; repeat to compare rankings."),
-    ],
-    out: Annotated[Path, typer.Option(help="Results JSON Lines file (appended; resumable).")],
+    ranking: RankingOption,
+    out: OutOption,
     mode: Annotated[Mode, typer.Option(help="Remove the top-m images, or relabel them.")] = (
         Mode.remove
     ),
     recipe: RecipeOption = ("cpu-mini"),
     models: Annotated[int, typer.Option(help="M: models per tested m (flip = half of them).")] = 5,
     budget: Annotated[int, typer.Option(help="B: bisection steps after m = k.")] = 7,
-    k: Annotated[int, typer.Option("--k", help="Largest m tested (not found beyond it).")] = 1280,
-    targets: Annotated[
-        str | None, typer.Option(help="Comma-separated test rows (default: the rankings' targets).")
-    ] = None,
-    n_targets: Annotated[
-        int | None,
-        typer.Option(help="Draw this many targets the ensemble classifies correctly (seeded)."),
-    ] = None,
-    ensemble: Annotated[int, typer.Option(help="Models of the full-data ensemble.")] = 10,
-    ensemble_dir: Annotated[
-        Path | None, typer.Option(help="Cache of the ensemble (default: next to --out).")
-    ] = None,
+    max_m: Annotated[int, typer.Option(help="Largest m tested (not found beyond it).")] = 1280,
+    targets: TargetsOption = None,
+    n_targets: NTargetsOption = None,
+    ensemble: EnsembleOption = 10,
+    ensemble_dir: EnsembleDirOption = None,
     executor: ExecutorOption = ExecutorKind.local,
     workers: WorkersOption = None,
     address: AddressOption = None,
     threads: ThreadsOption = None,
-    seed: Annotated[int, typer.Option(help="First seed of the models at each m.")] = 0,
+    seed: SeedOption = 0,
     device: DeviceOption = "cpu",
 ) -> None:
-    """Removal or mislabel support of targets along rankings, by retraining (resumable)."""
-    from simattr.evaluation import SupportSettings, run_support
-    from simattr.training.jobs import load_split
+    """Removal or mislabel support of targets along rankings, by retraining (resumable).
 
-    if out.suffix != ".jsonl":
-        raise InvalidInputError(f"--out must end with .jsonl, got {out}")
-    rankings = _load_rankings(ranking)
-    chosen = None
-    if targets is not None:
-        chosen = parse_targets(targets, None, len(load_split(data, "test")))
-    settings = SupportSettings(
-        data=data,
-        recipe=recipe,
-        mode=mode.value,
-        models=models,
-        budget=budget,
-        k=k,
-        seed=seed,
-        device=device,
-        threads=threads,
-    )
+    --out: the results JSON Lines file (appended; a rerun resumes). The targets: --targets, or
+    --n-targets drawn among those the full-data ensemble classifies correctly, or every target
+    all the rankings rank. --seed is the first seed of the models at each m.
+    """
+    from simattr.evaluation import SupportSettings, run_support
+
+    settings = SupportSettings(data=data, recipe=recipe, mode=mode.value, models=models,
+                               budget=budget, k=max_m, seed=seed, device=device,
+                               threads=threads)  # fmt: skip
     records = run_support(
-        settings,
-        rankings,
-        out,
-        targets=chosen,
-        n_targets=n_targets,
-        ensemble_models=ensemble,
-        ensemble_dir=ensemble_dir,
-        executor=executor.value,
-        workers=workers,
-        address=address,
-        progress=sys.stderr.isatty(),
-        log=None if sys.stderr.isatty() else lambda line: err_console.print(line, highlight=False),
-    )
+        settings, _load_rankings(ranking), out, targets=_rows(targets, data),
+        n_targets=n_targets, ensemble_models=ensemble, ensemble_dir=ensemble_dir,
+        executor=executor.value, workers=workers, address=address, **_progress(),
+    )  # fmt: skip
     found = sum(1 for r in records if r["support"] is not None)
     console.print(
-        f"{len(records)} new search(es), {found} with support <= {k}; "
+        f"{len(records)} new search(es), {found} with support <= {max_m}; "
         f"{sum(r['models_trained'] for r in records)} models trained; results in {out}"
     )
+
+
+def _rows(targets: str | None, data: str):
+    """The test rows of --targets (``None`` when not given)."""
+    from simattr.training.jobs import load_split
+
+    return None if targets is None else parse_targets(targets, None, len(load_split(data, "test")))
+
+
+def _progress() -> dict:
+    """A progress bar on a terminal, plain lines in a log."""
+    tty = sys.stderr.isatty()
+    return {
+        "progress": tty,
+        "log": None if tty else lambda line: err_console.print(line, highlight=False),
+    }
 
 
 @app.command("support-report")
@@ -137,13 +135,14 @@ def support(
 @requires_files(results="results file: no such file {path}")
 def support_report_command(
     results: Annotated[list[Path], typer.Argument(help="Results .jsonl files of `support`.")],
-    out: Annotated[Path, typer.Option(help="Folder for support_curve.png and support_table.md.")],
-    reference: Annotated[
-        str | None,
-        typer.Option(help="Pair every ranking with this one, target by target (sign test)."),
-    ] = None,
+    out: OutOption,
+    reference: ReferenceOption = None,
 ) -> None:
-    """Curve of the fraction of targets with support <= m, and a Markdown table."""
+    """Curve of the fraction of targets with support <= m, and a Markdown table.
+
+    --out: the folder for support_curve.png and support_table.md. With --reference, every
+    other ranking is also paired with it target by target (wins, ties, a sign test).
+    """
     from simattr.report.support import support_report
 
     png, md = support_report(results, out, reference=reference)
@@ -164,87 +163,51 @@ def _floats(spec: str, option: str) -> tuple[float, ...]:
 @friendly_errors
 def margins(
     data: DataOption,
-    ranking: Annotated[
-        list[str],
-        typer.Option(help="Ranking .npz, as PATH or NAME=PATH; include a random one."),
-    ],
-    out: Annotated[Path, typer.Option(help="Results JSON Lines file (appended; resumable).")],
+    ranking: RankingOption,
+    out: OutOption,
     recipe: RecipeOption = ("cpu-mini"),
     fractions: Annotated[
         str, typer.Option(help="Removal sizes as fractions of the smallest class pool.")
     ] = "0.05,0.1,0.2",
-    models: Annotated[int, typer.Option(help="Seeds per removal (and for the baseline).")] = 1,
+    seeds: Annotated[int, typer.Option(help="Seeds per removal (and for the baseline).")] = 1,
     single_target: Annotated[
         bool,
         typer.Option("--single-target", help="One target per model (the control of multiplexing)."),
     ] = False,
-    targets: Annotated[
-        str | None, typer.Option(help="Comma-separated test rows (default: the rankings' targets).")
-    ] = None,
-    n_targets: Annotated[
-        int | None,
-        typer.Option(help="Draw this many correctly classified targets, balanced over classes."),
-    ] = None,
-    ensemble: Annotated[int, typer.Option(help="Models of the full-data ensemble.")] = 5,
-    ensemble_dir: Annotated[
-        Path | None, typer.Option(help="Cache of the ensemble (default: next to --out).")
-    ] = None,
+    targets: TargetsOption = None,
+    n_targets: NTargetsOption = None,
+    ensemble: EnsembleOption = 10,
+    ensemble_dir: EnsembleDirOption = None,
     executor: ExecutorOption = ExecutorKind.local,
     workers: WorkersOption = None,
     address: AddressOption = None,
     threads: ThreadsOption = None,
-    seed: Annotated[int, typer.Option(help="First seed of the models.")] = 0,
+    seed: SeedOption = 0,
     device: DeviceOption = "cpu",
 ) -> None:
-    """Margin change of each target after removing each ranking's top m (resumable)."""
+    """Margin change of each target after removing each ranking's top m (resumable).
 
-    from simattr.evaluation.ensemble import train_ensemble
-    from simattr.evaluation.margins import MarginSettings, choose_balanced_targets, run_margins
-    from simattr.evaluation.support import common_targets
-    from simattr.training.jobs import load_split
+    --out: the results JSON Lines file (appended; a rerun resumes). Give a random ranking among
+    --ranking: the control. The targets: --targets, or --n-targets drawn balanced over classes
+    among those the full-data ensemble classifies correctly, or every target all the rankings
+    rank. --seed is the first seed of the models.
+    """
+    from simattr.evaluation.margins import MarginSettings, run_margins
+    from simattr.evaluation.targets import margin_targets
 
     if out.suffix != ".jsonl":
         raise InvalidInputError(f"--out must end with .jsonl, got {out}")
-    if targets is not None and n_targets is not None:
-        raise InvalidInputError("give either --targets or --n-targets, not both")
     rankings = _load_rankings(ranking)
-    settings = MarginSettings(
-        data=data,
-        recipe=recipe,
-        fractions=_floats(fractions, "--fractions"),
-        models=models,
-        seed=seed,
-        multiplex=not single_target,
-        device=device,
-        threads=threads,
-    )
-    test = load_split(data, "test")
-    if targets is not None:
-        chosen = parse_targets(targets, None, len(test))
-    else:
-        chosen = common_targets(rankings)
-        if n_targets is not None:
-            ens = train_ensemble(
-                data,
-                recipe,
-                n_models=ensemble,
-                cache_dir=ensemble_dir or out.parent / f"ensemble-{recipe}",
-                device=device,
-                threads=threads,
-            )
-            eligible = chosen[ens.correct[chosen]]
-            chosen = choose_balanced_targets(eligible, test.labels, n_targets, seed=seed)
-    records = run_margins(
-        settings,
-        rankings,
-        chosen,
-        out,
-        executor=executor.value,
-        workers=workers,
-        address=address,
-        progress=sys.stderr.isatty(),
-        log=None if sys.stderr.isatty() else lambda line: err_console.print(line, highlight=False),
-    )
+    settings = MarginSettings(data=data, recipe=recipe, fractions=_floats(fractions, "--fractions"),
+                              models=seeds, seed=seed, multiplex=not single_target, device=device,
+                              threads=threads)  # fmt: skip
+    chosen = margin_targets(
+        data, recipe, rankings, targets=_rows(targets, data), n_targets=n_targets,
+        ensemble_models=ensemble, ensemble_dir=ensemble_dir or out.parent / f"ensemble-{recipe}",
+        seed=seed, device=device, threads=threads,
+    )  # fmt: skip
+    records = run_margins(settings, rankings, chosen, out, executor=executor.value,
+                          workers=workers, address=address, **_progress())  # fmt: skip
     console.print(
         f"{len(records)} model(s) for {len(chosen)} target(s) and {len(rankings)} ranking(s); "
         f"results in {out}"
@@ -256,10 +219,8 @@ def margins(
 @requires_files("control", results="results file: no such file {path}")
 def margins_report_command(
     results: Annotated[list[Path], typer.Argument(help="Results .jsonl files of `margins`.")],
-    out: Annotated[Path, typer.Option(help="Folder for the curve, the table and the JSON.")],
-    reference: Annotated[
-        str, typer.Option(help="The control every ranking is paired with, target by target.")
-    ] = "random",
+    out: OutOption,
+    reference: RequiredReferenceOption,
     pair: Annotated[
         list[str] | None, typer.Option(help="Also compare A:B target by target; repeatable.")
     ] = None,
@@ -267,7 +228,11 @@ def margins_report_command(
         Path | None, typer.Option(help="Results of `margins --single-target` on the same seeds.")
     ] = None,
 ) -> None:
-    """Brittleness curve and table of margin effects, each ranking paired with the control."""
+    """Brittleness curve and table of margin effects, each ranking paired with the control.
+
+    --out: the folder for the curve, the table and the JSON. --reference names the control
+    ranking (the random one of `margins`) every ranking is paired with, target by target.
+    """
     from simattr.report.margins import margin_report
 
     pairs = []
@@ -285,13 +250,11 @@ def margins_report_command(
 @friendly_errors
 def lds(
     data: DataOption,
-    out: Annotated[Path, typer.Option(help="LDS folder (masks, margins; resumable).")],
+    out: OutOption,
     subsets: Annotated[int, typer.Option(help="S: subset models (half the pool each).")] = 50,
     recipe: RecipeOption = ("cpu-mini"),
-    targets: Annotated[
-        str | None, typer.Option(help="Comma-separated test rows (default: the whole test split).")
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the subsets and models.")] = 0,
+    targets: TargetsOption = None,
+    seed: SeedOption = 0,
     executor: ExecutorOption = ExecutorKind.local,
     workers: WorkersOption = None,
     address: AddressOption = None,
@@ -302,33 +265,21 @@ def lds(
         typer.Option(help="Second-seed models on the first N subsets: the noise ceiling (>= 20)."),
     ] = 0,
 ) -> None:
-    """Train the LDS subset models of a recipe and store their target margins (resumable)."""
+    """Train the LDS subset models of a recipe and store their target margins (resumable).
+
+    --out: the LDS folder (masks, margins; a rerun resumes). Without --targets, every test row.
+    """
     from simattr.evaluation.lds import run_lds
-    from simattr.training.jobs import load_split
     from simattr.validation import check_positive_int, check_threads
 
     # options checked before anything is created: a refused run leaves no started folder
     if workers is not None:
         check_positive_int(workers, "--workers")
     check_threads(threads, "--threads")
-    chosen = None
-    if targets is not None:
-        chosen = parse_targets(targets, None, len(load_split(data, "test")))
-    result = run_lds(
-        data,
-        recipe,
-        out,
-        subsets=subsets,
-        targets=chosen,
-        seed=seed,
-        executor=executor.value,
-        workers=workers,
-        address=address,
-        device=device,
-        threads=threads,
-        progress=sys.stderr.isatty(),
-        replicates=replicates,
-    )
+    result = run_lds(data, recipe, out, subsets=subsets, targets=_rows(targets, data), seed=seed,
+                     executor=executor.value, workers=workers, address=address, device=device,
+                     threads=threads, progress=sys.stderr.isatty(),
+                     replicates=replicates)  # fmt: skip
     console.print(
         f"{int(result.trained.sum())}/{subsets} subset models trained"
         f" ({int(result.replicated.sum())} with a second seed); margins of "
@@ -341,17 +292,13 @@ def lds(
 def lds_score_command(
     lds_dir: Annotated[Path, typer.Argument(help="LDS folder written by `simattr lds`.")],
     rankings: Annotated[list[Path], typer.Argument(help="Ranking .npz files to score.")],
-    out: Annotated[
-        Path | None, typer.Option(help="Also write per-target LDS of every ranking as JSON.")
-    ] = None,
-    data: Annotated[
-        str | None,
-        typer.Option(help="The LDS run's dataset: adds LDS beyond the class prior (its labels)."),
-    ] = None,
+    out: OptionalOutOption = None,
+    data: OptionalDataOption = None,
 ) -> None:
-    """Per-target and mean LDS of rankings, with the noise ceiling and, with --data, LDS beyond
-    the class-count prior (a training image without a score counts 0); errors resample subset
-    models. With --out, also lds_per_target.csv beside it."""
+    """Per-target and mean LDS of rankings, with the noise ceiling and, with --data (the LDS
+    run's dataset, for its labels), LDS beyond the class-count prior (a training image without
+    a score counts 0); errors resample subset models. With --out, also the per-target LDS of
+    every ranking as JSON there, and lds_per_target.csv beside it."""
     from simattr._io import provenance, write_json
     from simattr.evaluation.lds import lds_score_report
 
@@ -370,11 +317,9 @@ def lds_score_command(
 @app.command()
 @friendly_errors
 def bench(
+    data: DataOption,
     profile: Annotated[str, typer.Option(help="cpu, gpu or tiny (sizes of the run).")] = "cpu",
-    data: DataOption = "cifar10",
-    out: Annotated[
-        Path | None, typer.Option(help="Output folder (default benchmarks/results/bench-PROFILE).")
-    ] = None,
+    out: OptionalOutOption = None,
     methods: Annotated[
         str | None, typer.Option(help="Comma-separated subset of the methods (default: all).")
     ] = None,
@@ -384,12 +329,15 @@ def bench(
     executor: ExecutorOption = ExecutorKind.local,
     workers: WorkersOption = None,
     threads: ThreadsOption = None,
-    seed: Annotated[int, typer.Option(help="Seed of targets, subsets and models.")] = 0,
+    seed: SeedOption = 0,
     allow_dirty: Annotated[
         bool, typer.Option(help="Run from a checkout with uncommitted changes (recorded).")
     ] = False,
 ) -> None:
-    """Every method on the same targets: support curves, LDS and cost (resumable)."""
+    """Every method on the same targets: support curves, LDS and cost (resumable).
+
+    --out: the results folder (default benchmarks/results/bench-PROFILE).
+    """
     from simattr.bench import run_bench
     from simattr.bench.record import cli_command
 

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from simattr.cli._common import DataOption, app, console, friendly_errors, requires_files
+from simattr.cli._common import (
+    BackboneOption,
+    DataOption,
+    DeviceOption,
+    ImageSizeOption,
+    OutOption,
+    RequiredPredictionsOption,
+    TopkOption,
+    app,
+    console,
+    friendly_errors,
+    requires_files,
+)
 
 
 @app.command()
@@ -15,22 +26,24 @@ from simattr.cli._common import DataOption, app, console, friendly_errors, requi
 @requires_files("predictions")
 def report(
     data: DataOption,
-    predictions: Annotated[
-        Path, typer.Option(help="The model's predictions: file,class rows (.csv) or a .npy.")
-    ],
-    out: Annotated[Path, typer.Option(help="Folder for index.html, why_wrong.csv/.parquet.")],
-    backbone: Annotated[str, typer.Option(help="Backbone of the features (cached).")] = "default",
-    image_size: Annotated[int | None, typer.Option(help="Resize folder images to this.")] = None,
-    topk: Annotated[int, typer.Option(help="Training images per class side.")] = 10,
+    predictions: RequiredPredictionsOption,
+    out: OutOption,
+    backbone: BackboneOption = None,
+    image_size: ImageSizeOption = None,
+    topk: TopkOption = 10,
     per_page: Annotated[int, typer.Option(help="Wrong predictions per page.")] = 100,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: DeviceOption = "cpu",
 ) -> None:
-    """Explain every wrong prediction: the training images behind it, badged by the audit."""
+    """Explain every wrong prediction: the training images behind it, badged by the audit.
+
+    --out: the folder for index.html and why_wrong.csv/.parquet. --topk training images are
+    shown on each class side. The features are computed once with --backbone and cached.
+    """
     from simattr.audit.why_wrong import report as run
 
     found, written = run(
-        data, predictions, out, per_page=per_page, backbone=backbone, image_size=image_size,
-        k=topk, device=device, progress=True,
+        data, predictions, out, per_page=per_page, backbone=backbone or "default",
+        image_size=image_size, k=topk, device=device, progress=True,
     )  # fmt: skip
     console.print(repr(found))
     for path in written:

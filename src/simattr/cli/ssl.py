@@ -9,6 +9,12 @@ from typing import Annotated
 import typer
 
 from simattr.cli._common import (
+    BatchSizeOption,
+    DataOption,
+    DeviceOption,
+    OutOption,
+    ResumeOption,
+    SeedOption,
     SSLMethodName,
     app,
     console,
@@ -22,9 +28,9 @@ from simattr.errors import SimattrError
 @app.command("train-ssl")
 @friendly_errors
 def train_ssl_command(
-    data: Annotated[str, typer.Option(help="Dataset: a path, 'digits' or 'cifar10'.")],
-    out: Annotated[Path, typer.Option(help="Run folder: checkpoints, backbone, history.")],
-    method: Annotated[SSLMethodName, typer.Option(help="Self-supervised method.")] = (
+    data: DataOption,
+    out: OutOption,
+    ssl_method: Annotated[SSLMethodName, typer.Option(help="Self-supervised method.")] = (
         SSLMethodName.moco
     ),
     arch: Annotated[
@@ -33,13 +39,13 @@ def train_ssl_command(
     epochs: Annotated[
         int, typer.Option(help="Epochs in all (a resumed run counts earlier ones).")
     ] = 200,
-    batch_size: Annotated[int, typer.Option(help="Images per step (two views each).")] = 256,
+    batch_size: BatchSizeOption = 256,
     lr: Annotated[
         float | None, typer.Option(help="Peak learning rate (default 0.06 x B/256).")
     ] = None,
     temperature: Annotated[float | None, typer.Option(help="InfoNCE temperature.")] = None,
     queue_size: Annotated[int, typer.Option(help="MoCo queue of negatives.")] = 4096,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: DeviceOption = "cpu",
     precision: Annotated[
         str,
         typer.Option(
@@ -47,8 +53,8 @@ def train_ssl_command(
             "AVX-512 BF16 instructions bf16 trains about 1.7x faster; without them it is slower."
         ),
     ] = "auto",
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
-    seed: Annotated[int, typer.Option(help="Seed of initialisation, order and augmentation.")] = 0,
+    resume: ResumeOption = True,
+    seed: SeedOption = 0,
     checkpoint_every: Annotated[int, typer.Option(help="Epochs between checkpoints.")] = 5,
     knn_every: Annotated[
         int | None, typer.Option(help="Epochs between kNN monitor runs (default: checkpoints).")
@@ -67,20 +73,20 @@ def train_ssl_command(
         ),
     ] = None,
 ) -> None:
-    """Train a self-supervised backbone (MoCo v2, SimCLR or BYOL); resumable."""
+    """Train a self-supervised backbone (MoCo v2, SimCLR or BYOL); resumable.
+
+    --out: the run folder (checkpoints, backbone, history); a rerun continues the run found
+    there unless --no-resume. --batch-size images per step, two views each. --seed seeds the
+    initialisation, the order and the augmentation.
+    """
     import logging
 
     from simattr.ssl import SSLConfig, train_ssl
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    train = load_split(data, "train")
-    try:
-        test = load_split(data, "test")
-    except SimattrError:
-        test = None
-        err_console.print("[yellow]note:[/] no test split: the kNN monitor is off")
+    train, test = _splits(data)
     config = SSLConfig(
-        method=method.value,
+        method=ssl_method.value,
         arch=arch,
         epochs=epochs,
         batch_size=batch_size,
@@ -96,17 +102,25 @@ def train_ssl_command(
         max_steps=max_steps,
         init_from=init_from,
     )
-    result = train_ssl(
-        train,
-        config,
-        out_dir=out,
-        resume=resume,
-        knn_dataset=test,
-        progress=sys.stderr.isatty(),
-    )
+    result = train_ssl(train, config, out_dir=out, resume=resume, knn_dataset=test,
+                       progress=sys.stderr.isatty())  # fmt: skip
+    _print_run(result)
+
+
+def _print_run(result) -> None:
     knn = f", kNN accuracy {result.knn_history[-1][1]:.4f}" if result.knn_history else ""
-    state = "finished" if result.finished else "stopped early (resume with --resume)"
+    state = "finished" if result.finished else "stopped early (rerun to resume)"
     console.print(
         f"{state} after {result.epochs_done} epoch(s), {result.seconds:.0f} s of training{knn}; "
         f"backbone: {result.backbone_path}"
     )
+
+
+def _splits(data: str):
+    """The training split, and the test split of the kNN monitor (``None`` without one)."""
+    train = load_split(data, "train")
+    try:
+        return train, load_split(data, "test")
+    except SimattrError:
+        err_console.print("[yellow]note:[/] no test split: the kNN monitor is off")
+        return train, None

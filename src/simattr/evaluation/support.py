@@ -300,7 +300,7 @@ def _check_ranking(name: str, ranking: Ranking, pool: np.ndarray, recipe: str, k
     if ranking.k < k:
         raise InvalidInputError(
             f"ranking {name!r} keeps the top {ranking.k} images per target but the search needs "
-            f"k = {k}; rank with --topk {k} or lower --k"
+            f"k = {k}; rank with --topk {k} or lower --max-m"
         )
     top = np.unique(ranking.indices[:, :k])
     if top.size and top[0] < 0:
