@@ -182,6 +182,7 @@ def main() -> None:
     source_of = {n + i: int(s) for i, s in enumerate(sources)}
     found = np.zeros(len(sources), bool)
     involved = correct = 0
+    wrong = []
     for ra, sb, rb in zip(d.row_a.tolist(), d.split_b, d.row_b.tolist(), strict=True):
         if sb == "test" and ra >= n:  # a planted copy and a test image
             involved += 1
@@ -190,11 +191,22 @@ def main() -> None:
                 found[ra - n] = True
             elif (ra, rb) in genuine:
                 correct += 1
+            else:
+                wrong.append((ra, ("test", rb)))
         elif sb == "train" and max(ra, rb) >= n:  # a planted copy and a training image
             involved += 1
             copy, other = max(ra, rb), min(ra, rb)
             # a copy of a test image that CIFAR-10 itself has in train: a genuine copy too
-            correct += (other, source_of.get(copy, -1)) in genuine or other >= n
+            ok = (other, source_of.get(copy, -1)) in genuine or other >= n
+            correct += ok
+            if not ok:
+                wrong.append((copy, ("train", other)))
+    contact_sheet(
+        [(c, o) for c, o in wrong[:48]],
+        lambda r: images[r],
+        lambda o: (test.pixels if o[0] == "test" else images)[o[1]],
+        out_dir / "duplicates_planted_unexpected.png",
+    )
     recall = {k: float(found[kinds == k].mean()) for k in KINDS}
     print("recall per kind", recall, "pairs with a planted copy", involved, "correct", correct)
     missed = [(n + i, int(s)) for i, s in enumerate(sources) if not found[i]][:24]

@@ -10,7 +10,8 @@ compares the two images under all of those at once:
    band-pass filtered (:func:`band_pass`: a light blur removes JPEG blocking and resampling
    noise, minus a wide blur that removes brightness, gradients and colour casts).
 2. One image, scaled to each side from ``MIN_CROP * SIDE`` to ``SIDE`` (so that it may be any
-   crop of the other, down to 70 %), mirrored or not, is slid over the other at every position,
+   crop of the other, down to 70 %; height and width may differ by up to ``ASPECT``, for a
+   stretched copy), mirrored or not, is slid over the other at every position,
    and its normalised correlation with the window under it is taken (per-window mean and
    norm: brightness and contrast drop out). A same-scale centre patch (``SIDE - 2 *
    MAX_SHIFT``) slides too, for copies shifted by up to ``MAX_SHIFT`` pixels with their edges
@@ -42,6 +43,9 @@ SIDE = 32
 #: Smallest scale of one image against the other (a crop down to 70 % of the side, with a
 #: pixel to spare: 22 of 32 pixels).
 MIN_CROP = 0.68
+#: Largest difference of height and width scales searched, as a fraction of the side (a copy
+#: stretched by up to 10 %).
+ASPECT = 0.1
 #: Band-pass sigmas (fine, coarse) of the comparison, in pixels of the ``SIDE`` picture.
 SIGMAS = (0.6, 3.0)
 #: Largest same-scale shift searched, in pixels of the ``SIDE`` picture.
@@ -123,29 +127,29 @@ def band_pass(x, fine: float = 0.6, coarse: float = 3.0):
     return _gauss(x, fine) - _gauss(x, coarse)
 
 
-def _window_norms(big, s: int):
-    """Centred norm of every ``s x s`` window of ``big`` (``N x 1 x S x S``): ``N x P x P``,
-    from integral images (a box sum per window costs four look-ups)."""
+def _window_norms(big, sh: int, sw: int):
+    """Centred norm of every ``sh x sw`` window of ``big`` (``N x 1 x S x S``), from integral
+    images (a box sum per window costs four look-ups)."""
     import torch.nn.functional as F
 
     def box(x):
         c = F.pad(x[:, 0].cumsum(1).cumsum(2), (1, 0, 1, 0))
-        return c[:, s:, s:] - c[:, :-s, s:] - c[:, s:, :-s] + c[:, :-s, :-s]
+        return c[:, sh:, sw:] - c[:, :-sh, sw:] - c[:, sh:, :-sw] + c[:, :-sh, :-sw]
 
     total, energy = box(big), box(big * big)
-    return (energy - total * total / (s * s)).clamp_min(1e-6).sqrt()
+    return (energy - total * total / (sh * sw)).clamp_min(1e-6).sqrt()
 
 
 def _ncc(big, small, norms):
-    """Best normalised correlation of ``small`` (``N x 1 x s x s``) with every ``s x s`` window
-    of ``big`` (``N x 1 x S x S``, window norms ``norms``), pair by pair: ``N`` values."""
+    """Best normalised correlation of ``small`` (``N x 1 x sh x sw``) with every window of its
+    size in ``big`` (``N x 1 x S x S``, window norms ``norms``), pair by pair: ``N`` values."""
     import torch.nn.functional as F
 
-    n, s = len(big), small.shape[-1]
+    n, sh, sw = len(big), small.shape[-2], small.shape[-1]
     t = small.flatten(1)
     t = t - t.mean(1, keepdim=True)
     t = t / (t.norm(dim=1, keepdim=True) + 1e-6)
-    num = F.conv2d(big.view(1, n, *big.shape[-2:]), t.view(n, 1, s, s), groups=n)[0]
+    num = F.conv2d(big.view(1, n, *big.shape[-2:]), t.view(n, 1, sh, sw), groups=n)[0]
     return (num / norms).flatten(1).amax(1)
 
 
@@ -153,9 +157,17 @@ def _sides(side: int) -> list[int]:
     return list(range(int(np.ceil(MIN_CROP * side)), side + 1))
 
 
+def _shapes(full: int) -> list[tuple[int, int]]:
+    """Template shapes searched: every side from ``MIN_CROP * full`` to ``full``, and heights
+    and widths that differ by up to ``ASPECT`` of ``full`` (a stretched copy)."""
+    sides = _sides(full)
+    step = round(ASPECT * full)
+    return [(h, w) for h in sides for w in sides if abs(h - w) <= step]
+
+
 def _one_way(a, b, sigmas: tuple[float, float]):
-    """Best correlation of ``b`` (scaled to each side, mirrored or not, or its same-scale centre
-    patch) slid over ``a``; both grey ``N x 1 x S x S``. Each scaled copy of ``b`` is
+    """Best correlation of ``b`` (scaled to each shape, mirrored or not, or its same-scale
+    centre patch) slid over ``a``; both grey ``N x 1 x S x S``. Each scaled copy of ``b`` is
     band-passed at its own scale, so that both sides keep the same band of detail."""
     import torch
     import torch.nn.functional as F
@@ -164,14 +176,14 @@ def _one_way(a, b, sigmas: tuple[float, float]):
     m = MAX_SHIFT * full // SIDE
     a = band_pass(a, *sigmas)
     best = torch.full((len(a),), -1.0)
-    shift_norms = _window_norms(a, full - 2 * m)
-    for side in _sides(full):
-        small = b if side == full else F.interpolate(b, size=(side, side), **_bilinear())
+    shift_norms = _window_norms(a, full - 2 * m, full - 2 * m)
+    for h, w in _shapes(full):
+        small = b if h == w == full else F.interpolate(b, size=(h, w), **_bilinear())
         small = band_pass(small, *sigmas)
-        norms = _window_norms(a, side)
+        norms = _window_norms(a, h, w)
         for t in (small, small.flip(-1)):
             best = torch.maximum(best, _ncc(a, t, norms))
-            if side == full:
+            if h == w == full:
                 best = torch.maximum(best, _ncc(a, t[..., m : full - m, m : full - m], shift_norms))
     return best
 
