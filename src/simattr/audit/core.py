@@ -3,11 +3,12 @@
 One neighbour search over the L2-normalised features serves everything:
 
 * **Near-duplicates** are candidate pairs among each image's nearest neighbours (cosine at least
-  ``candidate_threshold``). With the images at hand, each pair is then checked on the pixels
-  (:mod:`simattr.audit.pixels`: same photograph up to a light crop or colour change), and its
-  ``similarity`` is the smaller of the feature cosine and the aligned pixel correlation, so that
-  both must agree. Pairs at or above ``duplicate_threshold`` are reported, grouped into connected
-  groups. Test images are searched against the training set the same way: those pairs are leaks.
+  ``candidate_threshold``), and with the images also among their grey thumbnails. Each pair is
+  then checked on the pixels (:mod:`simattr.audit.duplicates`: one photograph up to shifts,
+  resampling, JPEG, mirroring, colour changes and crops to 70 %); its ``similarity`` is the
+  pixel score, and pairs at or above ``duplicate_threshold`` are reported, grouped into
+  connected groups; feature-close pairs the pixels do not confirm are listed as ``possible``.
+  Test images are searched against the training set the same way: those pairs are leaks.
 * **Label errors** are ranked by simattr's score: one minus the out-of-sample probability of the
   given label, from the average of two estimates that fail differently: a similarity-weighted vote
   of the ``k`` nearest neighbours (the image itself excluded) and a cross-validated logistic
