@@ -179,12 +179,13 @@ def lds_scenario(data: str) -> Scenario:
     return Scenario("lds", "lds", args, compare)
 
 
-def train_ssl_scenario() -> Scenario:
-    """MoCo on digits: three epochs, a checkpoint after each (``--resume`` from the start)."""
+def train_ssl_scenario(epochs: int = 3) -> Scenario:
+    """MoCo on digits: three epochs, a checkpoint after each (``--resume`` from the start).
+    The test suite takes two (a kill in the second resumes from the first's checkpoint)."""
 
     def args(folder: Path) -> list[str]:
         return [
-            "train-ssl", "--data", "digits", "--arch", "resnet18-w16", "--epochs", "3",
+            "train-ssl", "--data", "digits", "--arch", "resnet18-w16", "--epochs", str(epochs),
             "--batch-size", "64", "--queue-size", "128", "--checkpoint-every", "1",
             "--knn-every", "100", "--resume", "--out", folder / "run",
         ]  # fmt: skip
@@ -236,12 +237,12 @@ def prepare_inputs(folder: Path, data: str, commands: list[str]) -> None:
         save_ranking(folder / "pixels.npz", ranking)
 
 
-def scenarios(inputs: Path, data: str) -> dict[str, Scenario]:
+def scenarios(inputs: Path, data: str, ssl_epochs: int = 3) -> dict[str, Scenario]:
     return {
         "attribute": attribute_scenario(inputs),
         "support": support_scenario(inputs, data),
         "lds": lds_scenario(data),
-        "train-ssl": train_ssl_scenario(),
+        "train-ssl": train_ssl_scenario(ssl_epochs),
     }
 
 

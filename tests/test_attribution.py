@@ -47,6 +47,7 @@ def _linear_svc_scores(target: np.ndarray, pool: np.ndarray) -> np.ndarray:
     return svm.decision_function(pool)
 
 
+@pytest.mark.slow
 def test_esvm_agrees_with_linear_svc_on_real_cifar_features(real_pool):
     pool, targets, _ = real_pool
     # Train labels: the pool's class, plus a decoy class that must never be ranked.

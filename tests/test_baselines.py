@@ -159,6 +159,7 @@ def test_trak_scores_favour_the_target_class(trak_dense):
     assert np.mean(np.array(per_target) > 0) >= 0.8
 
 
+@pytest.mark.slow
 def test_trak_is_deterministic_and_a_training_image_supports_itself(data, ckpts, pool, tmp_path):
     first = trak_ranking(
         data, "tiny", TARGETS, 20, checkpoints=ckpts, work_dir=tmp_path, proj_dim=PROJ_DIM

@@ -72,6 +72,7 @@ def test_attribute_pool_ranks_only_the_recipe_pool(cifar_features, data_root, ci
     assert not (tmp_path / "dup.npz").exists() and not (tmp_path / "both.npz").exists()
 
 
+@pytest.mark.slow
 def test_bench_tiny_profile_runs_and_resumes(data_root, tmp_path, cifar_train, monkeypatch):
     from simattr.bench import run_bench
 

@@ -249,6 +249,7 @@ def test_demo_runs_end_to_end(tmp_path):
     assert "backbone:" in result.output
 
 
+@pytest.mark.slow
 def test_cifar10_slice_through_the_cli(cifar_train, cifar_test, tmp_path):
     """The real CIFAR-10 copy: features of a slice, class-conditional ESVM, label files."""
     from simattr.features import extract_features, save_features

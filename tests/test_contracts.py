@@ -390,6 +390,7 @@ def test_executor_jobs_are_distinct_models(reference_results):
 
 
 @pytest.mark.parametrize("kind", EXECUTORS)
+@pytest.mark.slow
 def test_every_executor_gives_the_same_results_and_delivers_errors(kind, reference_results):
     if kind == "ray":
         pytest.importorskip("ray")

@@ -150,6 +150,7 @@ def _pixel_ranking(train, test, pool, targets, k):
     return Ranking(targets=targets, indices=pool[idx], scores=val)
 
 
+@pytest.mark.slow
 def test_a_real_tiny_run_records_paired_models_and_resumes(
     data_root, cifar_train, cifar_test, tmp_path, monkeypatch
 ):
@@ -222,8 +223,16 @@ def test_a_real_tiny_run_records_paired_models_and_resumes(
     assert "5 model(s) for 3 target(s)" in cli.output
     report = CliRunner().invoke(
         app,
-        ["margins-report", str(out), "--out", str(tmp_path / "rep"), "--pair", "pixels:random",
-         "--reference", "random"],
+        [
+            "margins-report",
+            str(out),
+            "--out",
+            str(tmp_path / "rep"),
+            "--pair",
+            "pixels:random",
+            "--reference",
+            "random",
+        ],
     )
     assert report.exit_code == 0, report.output
     table = (tmp_path / "rep" / "margins_table.md").read_text()

@@ -264,6 +264,7 @@ def test_topk_above_the_training_set_and_in_the_api(photo_features):
 
 
 # -- progress in a log ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_progress_is_plain_lines_when_stderr_is_a_pipe(photos, tmp_path):
     out = tmp_path / "f.npy"
     env = {**os.environ, "SIMATTR_PROGRESS_INTERVAL": "0", "COLUMNS": "200"}

@@ -108,6 +108,7 @@ def test_newton_reaches_the_independent_optimum_at_large_c_on_unscaled_data(C, s
 
 @pytest.mark.parametrize("C", [1.0, 10.0])
 @pytest.mark.parametrize(("dtype", "rtol"), [(torch.float64, 3e-4), (torch.float32, 2e-3)])
+@pytest.mark.slow
 def test_batched_reaches_the_independent_optimum_at_large_c_on_unscaled_data(C, dtype, rtol):
     target, pool = _unscaled_problem(5)
     # the other targets: near other pool points, so every target needs its own active set

@@ -22,6 +22,7 @@ def test_default_backbone_ships_as_small_fp16_file():
     assert net.extra["knn_accuracy"] > 0.6
 
 
+@pytest.mark.slow
 def test_default_backbone_features_beat_a_random_network(cifar_train, cifar_test):
     """kNN on a CIFAR-10 slice: trained features must be far better than untrained ones."""
     train = cifar_train.subset(np.arange(3000))

@@ -23,6 +23,9 @@ from simattr.evaluation import SupportSettings, recipe_pool, run_support
 from simattr.evaluation.ensemble import train_ensemble
 from simattr.evaluation.support import journal_path
 
+#: Real support searches that train models end to end (a process pool, Ray, kill -9).
+pytestmark = pytest.mark.slow
+
 K, MODELS, BUDGET, ENSEMBLE = 24, 2, 2, 2
 
 

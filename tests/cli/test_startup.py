@@ -83,6 +83,7 @@ def test_usage_errors_and_missing_files_import_nothing_heavy(tmp_path: Path) -> 
     assert not any(tmp_path.glob("*.np*")), "a refused command left an output behind"
 
 
+@pytest.mark.slow
 def test_import_simattr_is_lazy_and_public_names_still_resolve() -> None:
     code = (
         "import sys, simattr; "

@@ -17,6 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+#: Each trial runs its command twice or three times as a subprocess (4.5 minutes in all here).
+pytestmark = pytest.mark.slow
+
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
@@ -38,7 +41,7 @@ def setup(tmp_path_factory, data_root):
     work = tmp_path_factory.mktemp("kill-resume")
     data = str(data_root / "cifar10")
     kr.prepare_inputs(work / "inputs", data, ["attribute", "support"])
-    return work, kr.scenarios(work / "inputs", data)
+    return work, kr.scenarios(work / "inputs", data, ssl_epochs=2)  # the benchmark runs 3
 
 
 @pytest.mark.parametrize("command, seed", [("attribute", 1), ("support", 2), ("lds", 3),

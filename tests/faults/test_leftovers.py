@@ -257,6 +257,7 @@ def test_lds_with_zero_workers_is_refused_before_its_folder_is_made(work):
     assert not (work / "new-lds").exists()
 
 
+@pytest.mark.slow
 def test_a_reader_closing_the_pipe_leaves_the_outputs_written(work):
     """``simattr attribute ... | head``: the reader leaves before the summary is printed; the
     ranking and its table are written all the same, and the run ends quietly (status 141, no
