@@ -103,7 +103,9 @@ def run_audit(
             "audit --split train with it"
         )
     if not (csv or html):
-        raise InvalidInputError("nothing to write: set csv, html or both (the command line: --tables, --page)")
+        raise InvalidInputError(
+            "nothing to write: set csv, html or both (the command line: --tables, --page)"
+        )
     out = Path(out)
     names = ([LABELS_FILE, DUPLICATES_FILE] if csv else []) + ([HTML_FILE] if html else [])
     outputs = {f"--out {out}/{name}": out / name for name in names}
