@@ -11,23 +11,25 @@ from __future__ import annotations
 
 import errno
 import functools
+import importlib
 import json
+import sys
 import warnings
 import zipfile
 from collections.abc import Callable, Iterable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import numpy as np
 import typer
 from rich.console import Console
 
-from simattr._io import read_npy
+if TYPE_CHECKING:
+    import numpy as np
+
 from simattr._version import __version__
 from simattr.cli import _choices
 from simattr.errors import InvalidInputError, MissingFileError, SimattrError
-from simattr.validation import check_indices
 
 app = typer.Typer(
     name="simattr",
@@ -70,7 +72,7 @@ def friendly_errors(func: F) -> F:
             if console.quiet or err_console.quiet:  # rich met the closed pipe (on_broken_pipe)
                 raise typer.Exit(code=141) from None
             raise
-        except (SimattrError, *BOUNDARY_ERRORS) as exc:
+        except (SimattrError, *BOUNDARY_ERRORS, *_linalg_error()) as exc:
             err_console.print(
                 f"[bold red]error:[/] {describe_error(exc)}", highlight=False, soft_wrap=True
             )
@@ -106,14 +108,41 @@ def requires_files(*options: str, **arguments: str) -> Callable[[F], F]:
     return decorate
 
 
-#: Exceptions of the outside world that a command reports as one line (see describe_error).
+#: Exceptions of the outside world that a command reports as one line (see describe_error),
+#: numpy's LinAlgError aside: numpy is not imported until a command body needs it, and an error
+#: of numpy's can only come after (see :func:`_linalg_error`).
 BOUNDARY_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     zipfile.BadZipFile,
     json.JSONDecodeError,
-    np.linalg.LinAlgError,
     MemoryError,
 )
+
+
+def _linalg_error() -> tuple[type[BaseException], ...]:
+    """numpy's LinAlgError if numpy was imported (it cannot have raised otherwise)."""
+    numpy = sys.modules.get("numpy")
+    return (numpy.linalg.LinAlgError,) if numpy is not None else ()
+
+
+def _lazy(module: str, name: str) -> Callable[..., Any]:
+    """``module.name``, imported at its first call: the CLI's modules import nothing heavier than
+    typer when ``--help`` is all that runs (numpy alone is a third of the start-up)."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = f":func:`{module}.{name}`, imported on first call."
+    return call
+
+
+check_writable = _lazy("simattr._io", "check_writable")
+check_not_input = _lazy("simattr._io", "check_not_input")
+read_npy = _lazy("simattr._io", "read_npy")
+check_device = _lazy("simattr.validation", "check_device")
+check_positive_int = _lazy("simattr.validation", "check_positive_int")
+check_indices = _lazy("simattr.validation", "check_indices")
 
 
 #: API parameters whose option is not ``--`` plus the name with dashes (``name=value`` forms too).
@@ -164,7 +193,7 @@ def describe_error(exc: BaseException) -> str:
         return f"a .npz archive is damaged ({exc}); regenerate it"
     if isinstance(exc, json.JSONDecodeError):
         return f"a JSON file is damaged ({exc}); regenerate it"
-    if isinstance(exc, np.linalg.LinAlgError):
+    if isinstance(exc, _linalg_error()):
         return (
             f"the linear algebra failed ({exc}): the features are degenerate (too few images or "
             "identical rows); use more images or another method"
@@ -334,6 +363,8 @@ def load_split(data: str, split: str, image_size: int | None = None):
 
 
 def parse_targets(targets: str | None, targets_file: Path | None, n_test: int) -> np.ndarray:
+    import numpy as np
+
     if targets is not None and targets_file is not None:
         raise InvalidInputError("give either --targets or --targets-file, not both")
     if targets_file is not None:

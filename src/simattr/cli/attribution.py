@@ -7,14 +7,15 @@ They parse options and call the Python API (:mod:`simattr.features`, :mod:`simat
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from simattr._io import check_not_input, check_writable
+if TYPE_CHECKING:
+    import numpy as np
+
 from simattr.cli._common import (
     BackboneOption,
     BatchSizeOption,
@@ -44,6 +45,10 @@ from simattr.cli._common import (
     TopkOption,
     TrainFeaturesOption,
     app,
+    check_device,
+    check_not_input,
+    check_positive_int,
+    check_writable,
     console,
     err_console,
     friendly_errors,
@@ -52,7 +57,6 @@ from simattr.cli._common import (
     requires_files,
 )
 from simattr.errors import InvalidInputError
-from simattr.validation import check_device, check_positive_int
 
 #: What ``demo`` does without --out and --n-targets.
 DEMO_OUT, DEMO_TARGETS = Path("simattr-demo"), 4
@@ -346,6 +350,8 @@ def _print_explanation(result, *, topk: int, method: str) -> None:
 
 def _n_rows(features: Path) -> int | None:
     """Rows of a features file from its header alone (``None``: let the API name the fault)."""
+    import numpy as np
+
     try:
         return int(np.load(features, mmap_mode="r", allow_pickle=False).shape[0])
     except (OSError, ValueError, EOFError, IndexError):

@@ -15,7 +15,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from simattr._io import check_not_input, check_writable
 from simattr.cli._common import (
     AddressOption,
     DataOption,
@@ -38,6 +37,8 @@ from simattr.cli._common import (
     ThreadsOption,
     WorkersOption,
     app,
+    check_not_input,
+    check_writable,
     console,
     err_console,
     friendly_errors,
