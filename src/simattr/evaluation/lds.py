@@ -704,42 +704,112 @@ def lds_table(
     Rankings must cover the chosen targets. Nothing degenerate raises: one subset, one target
     or no positive ceiling gives 'n/a' with the reason.
     """
+    rows_s = _table_subsets(lds, subsets)
+    want, cols = _table_columns(lds, targets)
+    margins = lds.margins[np.ix_(rows_s, cols)]
+    all_counts = None if train_labels is None else class_count_matrix(lds, train_labels)
+    counts = None if all_counts is None else all_counts[rows_s]
+    na: dict[str, str] = {}
+    if train_labels is None:
+        na["beyond_prior"] = "no training labels given (--data)"
+    masks = lds.masks[rows_s].astype(np.float64)
+    predictions = {
+        name: _table_predictions(lds, name, ranking, want, masks, beyond=counts is not None)
+        for name, ranking in rankings.items()
+    }
+    per_target, cells = _table_cells(predictions, margins, counts, na)
+    todo = list(pairs)
+    if reference is not None and reference in predictions:
+        todo += [(n, reference) for n in predictions if n != reference]
+    comparisons = _table_comparisons(predictions, margins, counts, todo)
+    ceiling = _table_ceiling(lds, all_counts, cols, na)
+    return LdsTable(
+        targets=want.copy(),
+        subsets=len(rows_s),
+        per_target=per_target,
+        cells=cells,
+        ceiling=ceiling,
+        comparisons=comparisons,
+        na=na,
+    )
+
+
+def _table_subsets(lds: LdsData, subsets: np.ndarray | None) -> np.ndarray:
+    """Rows of the subset models the table scores: trained ones, within ``subsets`` if given.
+
+    An untrained model has NaN margins, so it is always left out; ``subsets`` (boolean mask or
+    indices) narrows further, e.g. to a held-out split of the subset models.
+    """
     trained = lds.trained.copy()
     if subsets is not None:
         chosen = np.zeros(len(lds.masks), dtype=bool)
         chosen[np.asarray(subsets)] = True
         trained &= chosen
-    rows_s = np.flatnonzero(trained)
+    return np.flatnonzero(trained)
+
+
+def _table_columns(lds: LdsData, targets: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(test rows, their columns in lds.margins)``; refuses a target the run has no margin of.
+
+    The table reports targets in the caller's order, so the columns are looked up per target
+    rather than assumed to follow ``lds.targets``.
+    """
     column = {int(t): i for i, t in enumerate(lds.targets)}
     want = lds.targets if targets is None else np.asarray(targets, dtype=np.int64)
     missing = [int(t) for t in want if int(t) not in column]
     if missing:
         raise InvalidInputError(f"targets {missing[:5]} are not in the LDS run")
-    cols = np.array([column[int(t)] for t in want], dtype=np.int64)
-    margins = lds.margins[np.ix_(rows_s, cols)]
-    masks = lds.masks[rows_s].astype(np.float64)
-    counts = None if train_labels is None else class_count_matrix(lds, train_labels)[rows_s]
-    na: dict[str, str] = {}
-    if train_labels is None:
-        na["beyond_prior"] = "no training labels given (--data)"
-    predictions: dict[str, dict[str, np.ndarray]] = {}
-    for name, ranking in rankings.items():
-        ranking.check(
-            pool=np.sort(lds.pool),
-            fingerprints={
-                "train": lds.manifest.get("train_fingerprint"),
-                "test": lds.manifest.get("test_fingerprint"),
-            },
-        )
-        where = {int(t): i for i, t in enumerate(ranking.targets)}
-        absent = [int(t) for t in want if int(t) not in where]
-        if absent:
-            raise InvalidInputError(f"ranking {name!r} does not score targets {absent[:5]}")
-        order = [where[int(t)] for t in want]
-        sub = Ranking(ranking.targets[order], ranking.indices[order], ranking.scores[order], {})
-        predictions[name] = {"raw": masks @ dense_scores(sub, lds).T}
-        if counts is not None:
-            predictions[name]["beyond_prior"] = masks @ dense_scores(sub, lds, centre=True).T
+    return want, np.array([column[int(t)] for t in want], dtype=np.int64)
+
+
+def _table_predictions(
+    lds: LdsData,
+    name: str,
+    ranking: Ranking,
+    want: np.ndarray,
+    masks: np.ndarray,
+    *,
+    beyond: bool,
+) -> dict[str, np.ndarray]:
+    """``{"raw": (S, T)}`` summed scores per subset and target, plus ``"beyond_prior"``.
+
+    The ranking is checked against the run's pool and data first (a ranking of other data must
+    not be scored), then its rows are put in the table's target order. The beyond-prior
+    prediction centres each target's scores, as the bench does, so a shared score offset does
+    not turn into a count of ranked images in the subset.
+    """
+    ranking.check(
+        pool=np.sort(lds.pool),
+        fingerprints={
+            "train": lds.manifest.get("train_fingerprint"),
+            "test": lds.manifest.get("test_fingerprint"),
+        },
+    )
+    where = {int(t): i for i, t in enumerate(ranking.targets)}
+    absent = [int(t) for t in want if int(t) not in where]
+    if absent:
+        raise InvalidInputError(f"ranking {name!r} does not score targets {absent[:5]}")
+    order = [where[int(t)] for t in want]
+    sub = Ranking(ranking.targets[order], ranking.indices[order], ranking.scores[order], {})
+    out = {"raw": masks @ dense_scores(sub, lds).T}
+    if beyond:
+        out["beyond_prior"] = masks @ dense_scores(sub, lds, centre=True).T
+    return out
+
+
+def _table_cells(
+    predictions: dict[str, dict[str, np.ndarray]],
+    margins: np.ndarray,
+    counts: np.ndarray | None,
+    na: dict[str, str],
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, dict[str, float | None]]]]:
+    """Per-target LDS and the table's cell (mean with jackknife errors) per method and metric.
+
+    When the jackknife cannot run (too few subset models or targets) the cell keeps a plain
+    mean where one still means something (3 or more models), with ``se`` None, and the reason
+    goes into ``na`` so that the report can say 'n/a (reason)' instead of raising.
+    """
+    n_subsets, n_targets = margins.shape
     per_target: dict[str, dict[str, np.ndarray]] = {}
     cells: dict[str, dict[str, dict[str, float | None]]] = {}
     for name, preds in predictions.items():
@@ -750,14 +820,25 @@ def lds_table(
             j = jackknife_mean(p, margins, cov)
             if j["mean"] is None:
                 na[f"{name} {metric}"] = j["reason"]
-                enough = len(rows_s) >= 3 and len(cols) >= 1
+                enough = n_subsets >= 3 and n_targets >= 1
                 j = {"mean": float(per_target[name][metric].mean()) if enough else None}
                 j["se"] = None
             cells[name][metric] = {k: v for k, v in j.items() if k != "per_target"}
+    return per_target, cells
+
+
+def _table_comparisons(
+    predictions: dict[str, dict[str, np.ndarray]],
+    margins: np.ndarray,
+    counts: np.ndarray | None,
+    todo: Sequence[tuple[str, str]],
+) -> dict[str, dict[str, Any]]:
+    """``{"a - b": {metric: difference}}``: paired by target on the same subset models.
+
+    Pairing removes the subset noise both methods share, so a difference can be significant
+    when the two errors overlap; degenerate inputs give ``mean: None`` with a reason.
+    """
     comparisons: dict[str, dict[str, Any]] = {}
-    todo = list(pairs)
-    if reference is not None and reference in predictions:
-        todo += [(n, reference) for n in predictions if n != reference]
     for a, b in todo:
         comp = {}
         for metric in predictions[a]:
@@ -765,24 +846,26 @@ def lds_table(
             d = jackknife_mean(predictions[a][metric], margins, cov, predictions[b][metric])
             comp[metric] = {k: v for k, v in d.items() if k != "per_target"}
         comparisons[f"{a} - {b}"] = comp
-    col_idx = cols
-    raw_ceiling, why = sqrt_ceiling(lds, None, col_idx)
-    beyond_ceiling = None
-    if counts is not None:
-        full_counts = class_count_matrix(lds, train_labels)  # type: ignore[arg-type]
-        beyond_ceiling, why_b = sqrt_ceiling(lds, full_counts, col_idx)
+    return comparisons
+
+
+def _table_ceiling(
+    lds: LdsData, all_counts: np.ndarray | None, cols: np.ndarray, na: dict[str, str]
+) -> dict[str, float | None]:
+    """The sqrt noise ceiling, raw and (with class counts) beyond the prior, on ``cols``.
+
+    The ceiling reads every replicated subset of the run, not only the chosen ones: it bounds
+    what any ranking can reach on these targets, whichever models it is scored on. Why a
+    ceiling is missing (the raw reason first) goes into ``na["ceiling"]``.
+    """
+    raw, why = sqrt_ceiling(lds, None, cols)
+    beyond = None
+    if all_counts is not None:
+        beyond, why_b = sqrt_ceiling(lds, all_counts, cols)
         why = why or why_b
     if why:
         na["ceiling"] = why
-    return LdsTable(
-        targets=want.copy(),
-        subsets=len(rows_s),
-        per_target=per_target,
-        cells=cells,
-        ceiling={"raw": raw_ceiling, "beyond_prior": beyond_ceiling},
-        comparisons=comparisons,
-        na=na,
-    )
+    return {"raw": raw, "beyond_prior": beyond}
 
 
 def lds_score_report(
