@@ -74,60 +74,64 @@ STATUS = {
 #: mutant against every selected test that reached the mutated function, so a mutant deep in the
 #: solver would also pay for the end-to-end training tests that merely pass through it; scoping
 #: each module to its own tests is what lets a full run fit in a session on a 2-core machine.
-#: ``test_mutation_kills.py`` (tests written against survivors) is in every scope.
+#: Paths are relative to tests/; tests written against survivors sit in their module's file.
 MODULE_TESTS: dict[str, tuple[str, ...]] = {
     "simattr._io": (
         "test_io.py",
-        "test_mechanisms.py",
-        "test_support_search.py",
-        "test_resume_attribute.py",
+        "faults/test_mechanisms.py",
+        "evaluation/test_support.py",
+        "attribution/test_resumable.py",
     ),
     "simattr.validation": (
         "test_validation.py",
-        "test_mechanisms.py",
-        "test_attribution.py",
-        "test_attributor_estimator.py",
-        "test_contracts.py",
+        "faults/test_mechanisms.py",
+        "attribution/test_esvm.py",
+        "attribution/test_attributor.py",
+        "contracts/test_contracts.py",
     ),
-    "simattr.data.dataset": ("test_dataset_views.py", "test_attribution.py"),
+    "simattr.data.dataset": ("data/test_dataset.py", "attribution/test_esvm.py"),
     "simattr.attribution.scorers": (
-        "test_attribution.py",
-        "test_attributor_estimator.py",
-        "test_contracts.py",
-        "test_references.py",
-        "test_retrieval.py",
+        "attribution/test_scorers.py",
+        "attribution/test_esvm.py",
+        "attribution/test_attributor.py",
+        "contracts/test_contracts.py",
+        "contracts/test_references.py",
+        "attribution/test_retrieval.py",
     ),
     "simattr.attribution.esvm": (
-        "test_attribution.py",
-        "test_references.py",
-        "test_esvm_batched.py",
+        "attribution/test_esvm.py",
+        "contracts/test_references.py",
+        "attribution/test_esvm_batched.py",
     ),
     "simattr.attribution.esvm_batched": (
-        "test_esvm_batched.py",
-        "test_references.py",
-        "test_contracts.py",
+        "attribution/test_esvm_batched.py",
+        "contracts/test_references.py",
+        "contracts/test_contracts.py",
     ),
     "simattr.attribution.attributor": (
-        "test_attributor_estimator.py",
-        "test_attribution.py",
-        "test_contracts.py",
-        "test_references.py",
-        "test_retrieval.py",
+        "attribution/test_attributor.py",
+        "attribution/test_esvm.py",
+        "contracts/test_contracts.py",
+        "contracts/test_references.py",
+        "attribution/test_retrieval.py",
     ),
-    "simattr.attribution.retrieval": ("test_retrieval.py",),
-    "simattr.attribution.explain": ("test_explain.py",),
-    "simattr.attribution.workflow": ("test_explain.py", "test_resume_attribute.py"),
-    "simattr.attribution.resumable": ("test_resume_attribute.py",),
-    "simattr.evaluation.margins": ("test_margins.py",),
-    "simattr.evaluation.lds": ("test_lds.py",),
+    "simattr.attribution.retrieval": ("attribution/test_retrieval.py",),
+    "simattr.attribution.explain": ("attribution/test_explain.py",),
+    "simattr.attribution.workflow": (
+        "attribution/test_workflow.py",
+        "attribution/test_explain.py",
+        "attribution/test_resumable.py",
+    ),
+    "simattr.attribution.resumable": ("attribution/test_resumable.py",),
+    "simattr.evaluation.margins": ("evaluation/test_margins.py",),
+    "simattr.evaluation.lds": ("evaluation/test_lds.py",),
     "simattr.evaluation.support": (
-        "test_support_search.py",
-        "test_support_e2e.py",
-        "test_contracts.py",
+        "evaluation/test_support.py",
+        "e2e/test_support_e2e.py",
+        "contracts/test_contracts.py",
     ),
-    "simattr.evaluation.ensemble": ("test_support_e2e.py", "test_support_search.py"),
+    "simattr.evaluation.ensemble": ("e2e/test_support_e2e.py", "evaluation/test_support.py"),
 }
-EVERY_SCOPE = ("test_mutation_kills.py",)
 
 #: The order of a full run: modules whose tests are unit tests first, then the modules whose
 #: tests build real fixtures (a folder embedded by a backbone, models trained for the support
@@ -237,7 +241,7 @@ def scope_of(function: str) -> tuple[str, ...]:
     module = ".".join(p for p in function.split(".") if not p.startswith("x"))
     for name in sorted(MODULE_TESTS, key=len, reverse=True):
         if module == name or module.startswith(name + "."):
-            return MODULE_TESTS[name] + EVERY_SCOPE
+            return MODULE_TESTS[name]
     raise KeyError(f"no test scope for {function}: add its module to MODULE_TESTS")
 
 
@@ -261,7 +265,7 @@ def scope_stats(workdir: Path) -> tuple[int, int]:
         tests = set(stats["tests_by_mangled_function_name"].get(function, ()))
         tests |= {t for t in dropped.get(function, ()) if t in known}  # still collected
         files = scope_of(function)
-        keep = sorted(t for t in tests if t.split("::")[0].rsplit("/", 1)[-1] in files)
+        keep = sorted(t for t in tests if t.split("::")[0].removeprefix("tests/") in files)
         before, after = before + len(tests), after + len(keep)
         scoped[function] = keep
         out[function] = sorted(tests - set(keep))

@@ -68,24 +68,27 @@ CIFAR_FIXTURES = frozenset({"data_root", "cifar_train", "cifar_test"})
 
 
 #: Test files whose results depend on floating-point kernels: `make test-other-cpu` runs them a
-#: second time with the libraries held to AVX2 (scripts/avx2.sh). Marked ``numeric`` here.
+#: second time with the libraries held to AVX2 (scripts/avx2.sh). Marked ``numeric`` here. Paths
+#: are relative to tests/ (basenames repeat across folders).
 NUMERIC_FILES = frozenset(
     {
-        "test_contracts.py",
-        "test_references.py",
-        "test_esvm_batched.py",
-        "test_retrieval.py",
-        "test_attribution.py",
-        "test_attributor_estimator.py",
-        "test_baselines.py",
-        "test_lds.py",
-        "test_margins.py",
-        "test_support_search.py",
+        "contracts/test_contracts.py",
+        "contracts/test_references.py",
+        "attribution/test_esvm_batched.py",
+        "attribution/test_retrieval.py",
+        "attribution/test_esvm.py",
+        "attribution/test_attributor.py",
+        "attribution/test_scorers.py",
+        "attribution/test_workflow.py",
+        "baselines/test_trak.py",
+        "evaluation/test_lds.py",
+        "evaluation/test_margins.py",
+        "evaluation/test_support.py",
         "test_validation.py",
-        "test_mutation_kills.py",
-        "test_cpu_kernels.py",
+        "project/test_cpu_kernels.py",
     }
 )
+TESTS = Path(__file__).resolve().parent
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -107,7 +110,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if CIFAR_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.cifar)
-        if item.path.name in NUMERIC_FILES:
+        if item.path.resolve().relative_to(TESTS).as_posix() in NUMERIC_FILES:
             item.add_marker(pytest.mark.numeric)
 
     import torch
@@ -132,3 +135,41 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# -- scikit-learn's bundled digits: real images and real tiny training without the shared data --
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """Digits' training and test splits (bundled with scikit-learn, nothing to download)."""
+    from simattr.data import load_dataset
+
+    return load_dataset("digits", "train"), load_dataset("digits", "test")
+
+
+@pytest.fixture(scope="module")
+def digits_pool(digits):
+    """The training pool of :func:`digitskit.digits_recipe` (30 images per class)."""
+    from digitskit import digits_recipe
+
+    from simattr.training.recipes import recipe_pool
+
+    train, _ = digits
+    return train.subset(recipe_pool(digits_recipe(), train))
+
+
+@pytest.fixture(scope="module")
+def digits_model(digits_pool):
+    """One model of :func:`digitskit.digits_recipe`, trained on one torch thread, seed 0."""
+    import torch
+    from digitskit import digits_recipe
+
+    from simattr.training.trainer import train_classifier
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train_classifier(digits_recipe(), digits_pool, seed=0)
+    finally:
+        torch.set_num_threads(saved)

@@ -24,6 +24,8 @@ from simattr.attribution import (
 )
 from simattr.errors import InvalidInputError
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture(scope="module")
 def clusters():
@@ -305,3 +307,198 @@ def test_class_names_rank_exactly_as_their_integer_codes(method):
     assert all(np.all(names[row] == names[t]) for t, row in enumerate(idx_n))
     with pytest.raises(InvalidInputError, match="target row 1 has label 'wasp'"):
         by_name.topk(X[:2], np.array(["ant", "wasp"]), 5)
+
+
+# -- devices, rank(), FAISS path, labels, progress ------------------------------------------------
+# (tests written against mutants that survived: benchmarks/results/mutation_survivors.md)
+
+
+def _clusters(n: int, dim: int, n_clusters: int, seed: int, spread: float = 0.5):
+    rng = np.random.default_rng(seed)
+    centres = 4 * rng.normal(size=(n_clusters, dim))
+    labels = rng.integers(0, n_clusters, size=n)
+    return centres[labels] + spread * rng.normal(size=(n, dim)), labels
+
+
+_DEVICE_CASES = [
+    ("esvm", {}),
+    ("esvm", {"solver": "newton"}),
+    ("esvm", {"class_conditional": False}),
+    ("esvm", {"class_conditional": False, "retrieval": "faiss"}),
+    ("l2", {"class_conditional": False, "retrieval": "faiss"}),
+    ("cosine", {"class_conditional": False, "retrieval": "faiss"}),
+    ("l2", {}),
+    ("l2-raw", {}),
+    ("cosine", {}),
+    ("lda", {}),
+    ("class-prior", {}),
+]
+
+
+@pytest.mark.parametrize(("method", "kwargs"), _DEVICE_CASES, ids=lambda c: str(c))
+def test_results_do_not_depend_on_torchs_default_device(method, kwargs):
+    """A user who set ``torch.set_default_device`` (to a GPU, say) and asks for a CPU attributor
+    gets the same rankings: every tensor we create names its device. Checked on this CPU by
+    making the shape-only ``meta`` device the default: a tensor created without a device would
+    be a meta tensor and could not be read back, so any forgotten ``device=`` fails here."""
+    import torch
+
+    from simattr import Attributor
+
+    X, labels = _clusters(240, 8, 4, seed=11, spread=1.5)
+    targets, target_labels = X[:5] + 0.1, labels[:5]
+    ref = Attributor(method, device="cpu", **kwargs).fit(X, labels)
+    ref_idx, ref_val = ref.topk(targets, target_labels, 12)
+    ref_dense = ref.score(targets, target_labels)
+    with torch.device("meta"):
+        att = Attributor(method, device="cpu", **kwargs).fit(X, labels)
+        idx, val = att.topk(targets, target_labels, 12)
+        dense = att.score(targets, target_labels)
+    # exact indices: the same CPU computation on the same inputs, only the default device differs
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_allclose(val, ref_val, rtol=1e-12)
+    np.testing.assert_allclose(dense, ref_dense, rtol=1e-12, equal_nan=True)
+
+
+def test_rank_ranks_the_chosen_rows_with_their_own_labels():
+    """``rank`` picks the target rows of the test features and their labels (not the first
+    rows, not the unpicked labels) and records which rows it ranked."""
+    from simattr import Attributor, InvalidInputError
+    from simattr.attribution import rank
+
+    X, labels = _clusters(200, 6, 4, seed=12, spread=1.0)
+    test, test_labels = X[::7] + 0.05, labels[::7]
+    att = Attributor("esvm").fit(X, labels)
+    targets = np.array([5, 2, 9])
+    r = rank(att, test, test_labels, targets, 8)
+    idx, val = att.topk(test[targets], test_labels[targets], 8)
+    np.testing.assert_array_equal(r.targets, targets)
+    np.testing.assert_array_equal(r.indices, idx)
+    np.testing.assert_allclose(r.scores, val, rtol=1e-12)
+    assert (labels[r.indices] == test_labels[targets][:, None]).all()
+    unlabeled = rank(Attributor("cosine", class_conditional=False).fit(X), test, None, targets, 4)
+    brute = test[targets] / np.linalg.norm(test[targets], axis=1, keepdims=True)
+    pool = X / np.linalg.norm(X, axis=1, keepdims=True)
+    sims = brute @ pool.T
+    expected = np.argsort(-sims, axis=1, kind="stable")[:, :4]
+    expected_scores = np.take_along_axis(sims, expected, axis=1)
+    assert_rankings_agree(unlabeled.indices, unlabeled.scores, expected, expected_scores)
+    with pytest.raises(InvalidInputError, match=r"targets contains 99"):
+        rank(att, test, test_labels, np.array([1, 99]), 3)
+
+
+def test_faiss_path_reports_progress_block_by_block_and_accepts_k_equal_to_candidates(
+    capsys, monkeypatch
+):
+    """With ``block_size=16`` and 40 targets the FAISS path ranks three blocks and says so in
+    plain progress lines (label, running count, total); ``k`` may equal ``n_candidates``, and
+    the result is the exact all-class ranking."""
+    import re
+
+    from simattr import Attributor
+
+    monkeypatch.setenv("SIMATTR_PROGRESS_INTERVAL", "0")  # a line per block
+    X, _ = _clusters(300, 8, 4, seed=13, spread=1.5)
+    T = X[:40] + 0.05
+    exact = Attributor("esvm", class_conditional=False, retrieval="exact").fit(X)
+    fast = Attributor(
+        "esvm",
+        class_conditional=False,
+        retrieval="faiss",
+        n_candidates=20,
+        block_size=16,
+        progress=True,
+    ).fit(X)
+    capsys.readouterr()
+    idx, val = fast.topk(T, k=20)
+    ref_idx, ref_val = exact.topk(T, k=20)
+    np.testing.assert_allclose(val, ref_val, atol=1e-6)
+    assert (idx == ref_idx).mean() > 0.99
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("attribution")]
+    counts = [re.match(r"attribution \(esvm, faiss\): (\d+)/40 ", x) for x in lines]
+    assert all(counts), lines
+    assert [int(c.group(1)) for c in counts] == [16, 32, 40, 40]  # three blocks, then "done"
+    assert lines[-1].split(", ")[-1].startswith("done in")
+    fast.set_params(progress=False).topk(T, k=20)
+    assert "attribution" not in capsys.readouterr().err  # progress=False keeps quiet
+
+
+def test_describe_records_the_index_settings_as_given():
+    """What a manifest records about the FAISS index is what the user asked for."""
+    from simattr import Attributor
+
+    X, _ = _clusters(300, 8, 4, seed=15)
+    att = Attributor(
+        "cosine", class_conditional=False, retrieval="faiss", index="ivf", nlist=7, nprobe=3
+    )
+    d = att.fit(X).describe()
+    assert (d["retrieval"], d["index"], d["nlist"], d["nprobe"]) == ("faiss", "ivf", 7, 3)
+
+
+def test_class_name_labels_refuse_a_wrong_shape_and_an_unknown_name_after_every_class():
+    """Target class names must be one per target; a name sorting after every training class
+    is an unknown label named by its row, not an index error."""
+    from simattr import Attributor
+    from simattr.errors import InvalidInputError
+
+    X, labels = _clusters(60, 4, 3, seed=14)
+    names = np.array(["bird", "cat", "dog"])[labels]
+    att = Attributor("cosine").fit(X, names)
+    with pytest.raises(InvalidInputError, match=r"one label per target feature \(3\)"):
+        att.topk(X[:3], names[:3].reshape(3, 1), 2)
+    with pytest.raises(InvalidInputError, match=r"target row 1 has label 'zebra'"):
+        att.topk(X[:3], np.array(["cat", "zebra", "dog"]), 2)
+    with pytest.raises(InvalidInputError, match=r"target row 0 has label 'ant'"):
+        att.topk(X[:1], np.array(["ant"]), 2)
+
+
+@pytest.mark.parametrize("retrieval", ["exact", "faiss"])
+def test_cosine_scores_of_short_vectors_are_cosines(retrieval):
+    """Unnormalised features shorter than 1 (here of norm about 0.003) still score their
+    cosine, not a cosine scaled by the target's length."""
+    from scipy.spatial.distance import cdist
+
+    from simattr import Attributor
+
+    X, labels = _clusters(120, 6, 3, seed=16)
+    X, T = 1e-3 * X, 1e-3 * (X[:4] + 0.3)
+    att = Attributor("cosine", normalize=False, class_conditional=False, retrieval=retrieval)
+    idx, scores = att.fit(X, labels).topk(T, None, k=15)
+    sim = 1.0 - cdist(T, X, metric="cosine")
+    expected = np.argsort(-sim, axis=1, kind="stable")[:, :15]
+    expected_scores = np.take_along_axis(sim, expected, axis=1)
+    assert_rankings_agree(idx, scores, expected, expected_scores, atol=1e-12)
+    dense = att.score(T, None)
+    np.testing.assert_allclose(dense, sim, atol=1e-12)
+
+
+def test_exact_path_reports_progress_and_refusals_name_the_parameter(capsys, monkeypatch):
+    """The exact path says what it ranks as it goes (label and running count); a bad
+    ``block_size`` or ``train_labels`` is refused by the name the user wrote."""
+    from simattr import Attributor
+    from simattr.errors import InvalidInputError
+
+    monkeypatch.setenv("SIMATTR_PROGRESS_INTERVAL", "0")
+    X, labels = _clusters(90, 4, 3, seed=19)
+    att = Attributor("l2", block_size=4, progress=True).fit(X, labels)
+    capsys.readouterr()
+    att.topk(X[:6], labels[:6], 3)
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("attribution (l2)")]
+    assert lines and lines[-1].startswith("attribution (l2): 6/6 (100%), done in")
+    with pytest.raises(InvalidInputError, match=r"^block_size must be a positive integer, got 0"):
+        Attributor("l2", block_size=0).fit(X, labels)
+    with pytest.raises(InvalidInputError, match=r"^train_labels"):
+        Attributor("l2").fit(X, labels[:-1])
+
+
+def test_auto_retrieval_switches_to_faiss_at_its_threshold():
+    """``retrieval="auto"`` ranks exactly below AUTO_THRESHOLD training images and through
+    FAISS from it on (all-class methods; class-conditional ranking is always exact)."""
+    from simattr import Attributor
+    from simattr.attribution.retrieval import AUTO_THRESHOLD
+
+    X = np.random.default_rng(20).normal(size=(AUTO_THRESHOLD, 2)).astype(np.float32)
+    at = Attributor("cosine", class_conditional=False, retrieval="auto").fit(X)
+    below = Attributor("cosine", class_conditional=False, retrieval="auto").fit(X[:-1])
+    assert (at.retrieval_, below.retrieval_) == ("faiss", "exact")
+    assert at.describe()["retrieval"] == "faiss"

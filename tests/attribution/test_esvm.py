@@ -11,7 +11,9 @@ from sklearn.svm import LinearSVC
 
 from simattr import Attributor, InvalidInputError
 from simattr.attribution import SCORERS, SmallPoolWarning
-from simattr.attribution.esvm import PoolSystem, balanced_weights, fit_newton
+from simattr.attribution.esvm import PoolSystem, balanced_weights, fit_newton, fit_reference
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CLASS = 3  # cat: the class whose 5,000 training images form the pool
 
@@ -368,3 +370,116 @@ def test_check_scorer_refuses_a_broken_scorer():
     for cls, pattern in cases:
         with pytest.raises(InvalidInputError, match=pattern):
             check_scorer(cls)
+
+
+# -- the reference fit and the pool system --------------------------------------------------------
+# (tests written against mutants that survived: benchmarks/results/mutation_survivors.md)
+
+
+def _unscaled(seed: int, n: int = 150, d: int = 12):
+    rng = np.random.default_rng(seed)
+    scale = np.geomspace(0.1, 10.0, d)
+    pool = rng.normal(size=(n, d)) * scale + rng.normal(size=d) * 2
+    return pool[3] + rng.normal(size=d) * scale * 0.1, pool
+
+
+def test_reference_fit_reports_its_active_set_and_iterations():
+    """n_active counts the pool points inside the margin (decision above -1) of the returned
+    SVM, as the Newton solver (an independent code path) counts them at its optimum."""
+    target, pool = _unscaled(1)
+    fit = fit_reference(target, pool, C=3.0)
+    decision = pool @ fit.coef + fit.intercept
+    assert fit.intercept < -1  # the sign of the intercept matters for the count below
+    # counts of decision values above -1, computed along other paths: they may differ only by
+    # values within the solvers' agreement (1e-6) of the margin
+    undecided = int((np.abs(decision + 1) < 1e-6).sum())
+    assert abs(fit.n_active - int((decision > -1).sum())) <= undecided
+    assert 0 < fit.n_active < len(pool)
+    newton = fit_newton(target, PoolSystem.build(pool), 3.0).n_active
+    assert abs(fit.n_active - newton) <= undecided
+    assert isinstance(fit.iterations, int) and fit.iterations >= 1
+
+
+def test_reference_fit_default_c_is_the_documented_one():
+    target, pool = _unscaled(1)
+    default, explicit = fit_reference(target, pool), fit_reference(target, pool, C=0.1)
+    np.testing.assert_array_equal(default.coef, explicit.coef)
+    other = fit_reference(target, pool, C=1.1)
+    assert np.abs(other.coef - default.coef).max() > 1e-3
+
+
+def test_reference_fit_reaches_the_optimum_tightly():
+    """LinearSVC with its default tolerance (1e-4) stops early on unscaled data (decision values
+    off by 3e-4 of their range here); the reference must agree with the exact optimum (Newton,
+    itself checked against scipy in test_references) to 1e-6."""
+    target, pool = _unscaled(0)
+    ref, newton = (
+        fit_reference(target, pool, C=3.0),
+        fit_newton(target, PoolSystem.build(pool), 3.0),
+    )
+    d_ref = pool @ ref.coef + ref.intercept
+    d_newton = pool @ newton.coef + newton.intercept
+    np.testing.assert_allclose(d_ref, d_newton, rtol=0, atol=1e-6 * np.abs(d_newton).max())
+
+
+def test_pool_system_lives_on_the_requested_device():
+    """Every tensor of the prepared pool is built on the requested device (the shape-only
+    ``meta`` device stands in for a GPU), the column of ones included."""
+    from simattr.attribution.esvm import PoolSystem
+
+    pool = np.random.default_rng(8).normal(size=(6, 3))
+    meta = PoolSystem.build(pool, device="meta")
+    assert {meta.X.device.type, meta.gram.device.type, meta.column_sum.device.type} == {"meta"}
+    cpu = PoolSystem.build(pool)
+    np.testing.assert_array_equal(cpu.X.numpy(), np.c_[pool, np.ones(6)])
+    np.testing.assert_allclose(cpu.gram.numpy(), cpu.X.numpy().T @ cpu.X.numpy(), rtol=1e-12)
+
+
+def test_newton_max_iter_counts_newton_steps():
+    """``max_iter=1`` is exactly one Newton step from w = 0 with an exact line search: the
+    minimiser of the active set's quadratic, then scipy's 1-D minimum of the objective along
+    it; ``iterations`` reports the steps taken."""
+    from scipy import optimize
+
+    from simattr.attribution.esvm import balanced_weights
+
+    target, pool = _unscaled(4, n=120, d=6)
+    C = 2.0
+    c_pos, c_neg = balanced_weights(len(pool), C)
+    X, xt = np.c_[pool, np.ones(len(pool))], np.r_[target, 1.0]
+
+    def objective(w):
+        return (
+            0.5 * w @ w
+            + c_pos * max(0.0, 1 - xt @ w) ** 2
+            + c_neg * (np.maximum(0.0, 1 + X @ w) ** 2).sum()
+        )
+
+    system = np.eye(len(xt)) + 2 * c_neg * X.T @ X + 2 * c_pos * np.outer(xt, xt)
+    w_star = np.linalg.solve(system, -2 * c_neg * X.sum(0) + 2 * c_pos * xt)
+    line = optimize.minimize_scalar(
+        lambda t: objective(t * w_star), bounds=(0, 10), method="bounded", options={"xatol": 1e-12}
+    )
+    with pytest.warns(RuntimeWarning, match="did not converge in 1 Newton"):
+        one = fit_newton(target, PoolSystem.build(pool), C, max_iter=1)
+    assert one.iterations == 1
+    np.testing.assert_allclose(np.r_[one.coef, one.intercept], line.x * w_star, rtol=1e-6)
+    full = fit_newton(target, PoolSystem.build(pool), C)
+    assert 2 <= full.iterations < 100
+    exact = fit_newton(target, PoolSystem.build(pool), C, max_iter=full.iterations)
+    np.testing.assert_array_equal(exact.coef, full.coef)
+
+
+def test_pool_system_computes_in_float64_from_a_float32_pool():
+    """The solver's pool system is float64 whatever the features' dtype, so a float32 pool
+    reaches the same optimum as its float64 copy, to float64 rounding."""
+    import torch
+
+    pool32 = np.random.default_rng(18).normal(size=(80, 6)).astype(np.float32)
+    system = PoolSystem.build(pool32)
+    assert system.X.dtype == system.gram.dtype == torch.float64
+    target = pool32[3] + 0.2
+    a = fit_newton(target, PoolSystem.build(pool32), C=2.0)
+    b = fit_newton(target, PoolSystem.build(pool32.astype(np.float64)), C=2.0)
+    np.testing.assert_allclose(a.coef, b.coef, rtol=1e-12, atol=1e-12)
+    assert a.intercept == pytest.approx(b.intercept, rel=1e-12, abs=1e-12)

@@ -109,7 +109,7 @@ def test_a_format_1_file_still_loads():
     from pathlib import Path
 
     path = (
-        Path(__file__).resolve().parents[1] / "benchmarks/results/learned-cpu/learned.safetensors"
+        Path(__file__).resolve().parents[2] / "benchmarks/results/learned-cpu/learned.safetensors"
     )
     model = LearnedAttribution.load(path)
     assert model.signals == () and model.form == "bilinear"
