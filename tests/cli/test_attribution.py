@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from simattr.attribution import load_ranking
 from simattr.cli import app
+from simattr.data import load_dataset
 
 runner = CliRunner()
 
@@ -53,7 +54,6 @@ def test_features_command_writes_array_and_sidecar(digits_features):
 
 
 def test_attribute_with_dataset_labels_and_paper_export(digits_features, tmp_path):
-    from simattr.data import load_dataset
 
     train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
     out, paper = tmp_path / "r.npz", tmp_path / "paper.npy"
@@ -87,7 +87,6 @@ def test_attribute_with_dataset_labels_and_paper_export(digits_features, tmp_pat
 
 
 def test_attribute_label_files_all_classes_and_targets_file(digits_features, tmp_path):
-    from simattr.data import load_dataset
 
     ytr, yte = load_dataset("digits", "train").labels, load_dataset("digits", "test").labels
     np.save(tmp_path / "ytr.npy", ytr)
@@ -178,7 +177,7 @@ def test_attribute_refusals_leave_nothing_behind(digits_features, tmp_path):
         "512 dimensions",
         out,
     )
-    # --topk above a class pool is no refusal: tests/test_practitioner.py
+    # --topk above a class pool is no refusal: tests/e2e/test_practitioner.py
     _refused(invoke(*base, "--data", "digits", "--targets", "3,99999"), "99999", out, paper)
     _refused(invoke(*base, "--data", "digits", "--targets", "3,x"), "comma-separated", out, paper)
     np.save(tmp_path / "short.npy", np.zeros(5, dtype=np.int64))
@@ -292,3 +291,20 @@ def test_train_ssl_precision_option(tmp_path):
     bad = invoke(*args, "--precision", "fp16", "--out", tmp_path / "bad")
     assert bad.exit_code != 0 and "precision" in bad.output
     assert not (tmp_path / "bad").exists()
+
+
+# -- a method that is not registered ---------------------------------------------------------------
+
+
+def test_cli_refuses_a_method_that_is_not_registered(tmp_path):
+    from simattr.cli import app
+
+    np.save(tmp_path / "f.npy", np.zeros((4, 3), dtype=np.float32))
+    result = runner.invoke(
+        app,
+        ["attribute", "--train-features", str(tmp_path / "f.npy"), "--test-features",
+         str(tmp_path / "f.npy"), "--method", "no-such-method", "--out", str(tmp_path / "r.npz")],
+    )  # fmt: skip
+    assert result.exit_code == 2  # a usage error, before anything runs
+    assert "no-such-method" in result.output
+    assert not (tmp_path / "r.npz").exists()
