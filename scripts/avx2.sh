@@ -14,7 +14,7 @@
 #                                           FAISS_OPT_LEVEL does nothing; the level must be
 #                                           upper case (an unknown value kills the process);
 #                                           faiss.SIMDConfig.get_level_name() -> AVX2
-#   SIMATTR_TEST_SIMD=avx2 tells tests/test_cpu_kernels.py to check that all of them held
+#   SIMATTR_TEST_SIMD=avx2 tells tests/project/test_cpu_kernels.py to check that all of them held
 #   OpenBLAS OPENBLAS_CORETYPE=Haswell      only when the machine has not set it: some
 #                                           processors need their own value, which is kept
 set -euo pipefail

@@ -2,7 +2,7 @@
 
 These tests drive the search generator with chosen model outcomes (no training), so that the
 exact sequence of tested m and of trained models can be checked; the end-to-end tests with real
-training are in ``test_support_e2e.py``.
+training are in ``tests/e2e/test_support_e2e.py``.
 """
 
 from __future__ import annotations

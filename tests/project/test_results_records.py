@@ -23,7 +23,7 @@ import pytest
 from simattr.bench.record import UNKNOWN, cli_command, relative_command, source_commit
 from simattr.errors import InvalidInputError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 #: Sidecars of arrays and weights: they describe a file, the result that made it records the run.
 SIDECARS = (".npy.json", ".npz.json", ".safetensors.json", ".pt.json")
