@@ -284,7 +284,7 @@ def test_imagenet_stem_loads_as_imagenet_arch_only(tmp_path):
     import torchvision
 
     torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "imagenet.pth")
-    # inferred from the 7x7 conv1 (tests/test_imagenet_backbones.py checks the features)
+    # inferred from the 7x7 conv1 (tests/models/test_backbones.py checks the features)
     assert load_backbone(str(tmp_path / "imagenet.pth")).arch == "resnet18-imagenet"
     with pytest.raises(CheckpointError, match=r"\(64, 3, 7, 7\).*ImageNet-stem"):
         load_backbone(str(tmp_path / "imagenet.pth"), arch="resnet18")
