@@ -308,6 +308,7 @@ def test_cli_writes_tables_and_page(folder, planted, tmp_path):
         "audit.html",
         "duplicates.csv",
         "label_issues.csv",
+        "possible_duplicates.csv",
     ]
     with open(out / "label_issues.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -337,7 +338,11 @@ def test_cli_writes_the_tables_by_default(folder, tmp_path):
     out = tmp_path / "audit"
     r = _audit(folder, out)
     assert r.exit_code == 0, r.output
-    assert sorted(p.name for p in out.iterdir()) == ["duplicates.csv", "label_issues.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "duplicates.csv",
+        "label_issues.csv",
+        "possible_duplicates.csv",
+    ]
 
 
 def _refused(result, pattern: str) -> None:
@@ -452,3 +457,63 @@ def test_page_renders_in_chromium(folder, tmp_path):
     pixels = np.asarray(Image.open(shot).convert("RGB"))
     # thumbnails were drawn: many distinct colours, not a blank or an error page
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 500
+
+
+def test_possible_pairs_and_the_note_reach_every_output_on_8x8_digits(tmp_path):
+    """On 8x8 digits the pixel check cannot tell a copy from a look-alike: the tables, the
+    page, the repr and ``to_pandas`` all say so, and the feature-close pairs are listed apart
+    in ``possible_duplicates.csv`` (named by file and class), none in ``duplicates.csv``."""
+    from simattr.audit import run_audit
+
+    for split in ("train", "test"):
+        r = runner.invoke(
+            app,
+            ["features", "--data", "digits", "--split", split, "--out", f"{tmp_path / split}.npy"],
+        )
+        assert r.exit_code == 0, r.output
+    out = tmp_path / "audit"
+    run = run_audit(
+        "digits",
+        tmp_path / "train.npy",
+        out,
+        test_features=tmp_path / "test.npy",
+        html=True,
+        folds=2,
+        evidence=0,
+    )
+    result = run.result
+    possible = result.duplicates.possible
+    assert possible is not None and len(possible) > 0
+    with open(out / "possible_duplicates.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == list(result.to_pandas("possible").columns)
+    assert len(rows) == len(possible)
+    by_id = dict(zip(result.ids, result.label_issues.given, strict=True))
+    for row in rows[:50]:
+        assert row["label_a"] == result.class_names[by_id[row["path_a"]]]
+        assert float(row["cosine"]) >= 0.97 and row["pixel"] == ""  # not checked at 8x8
+    frame = result.to_pandas("possible")
+    assert frame.attrs["note"].startswith("pixel check not used below 16x16")
+    assert "pixel check not used below 16x16" in repr(result) and len(repr(result)) < 300
+    page = (out / "audit.html").read_text(encoding="utf-8")
+    assert "pixel check not used below 16x16 (these images are 8x8)" in page
+    assert "Possible duplicates, not confirmed" in page
+    assert f"{len(possible)} in all." in page
+
+
+def test_possible_table_names_files_and_classes(folder, tmp_path):
+    """On the CIFAR-10 folder the pixel check is used and says so; the possible table has
+    the columns of the pair tables and one header line at least."""
+    from simattr.audit import run_audit
+
+    run = run_audit(str(folder), folder.parent / "train.npy", tmp_path / "a", evidence=0)
+    assert run.result.duplicates.note.startswith("pixel check used")
+    assert "pixel check used" in repr(run.result)
+    with open(tmp_path / "a" / "possible_duplicates.csv", newline="") as f:
+        header = next(csv.reader(f))
+    assert header == list(run.result.to_pandas("possible").columns)
+    pairs = run.result.to_pandas("duplicates")
+    assert len(pairs) > 0
+    for _, p in pairs.iterrows():  # each class is the folder the file sits in
+        assert p["path_a"].split("/")[1] == p["label_a"]
+        assert p["path_b"].split("/")[1] == p["label_b"]

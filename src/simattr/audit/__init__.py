@@ -21,8 +21,10 @@ from simattr.audit.core import (
 from simattr.audit.tables import (
     DUPLICATE_COLUMNS,
     LABEL_COLUMNS,
+    POSSIBLE_COLUMNS,
     write_duplicates_csv,
     write_label_issues_csv,
+    write_possible_csv,
 )
 from simattr.audit.workflow import AuditRun, run_audit
 
@@ -30,6 +32,7 @@ __all__ = [
     "DUPLICATE_COLUMNS",
     "LABEL_COLUMNS",
     "LABEL_DETECTORS",
+    "POSSIBLE_COLUMNS",
     "AuditResult",
     "AuditRun",
     "DuplicatePairs",
@@ -42,4 +45,5 @@ __all__ = [
     "run_audit",
     "write_duplicates_csv",
     "write_label_issues_csv",
+    "write_possible_csv",
 ]

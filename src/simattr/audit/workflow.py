@@ -2,7 +2,8 @@
 
 :func:`run_audit` loads a split and its features (and a test split with its features, for
 leaks), runs :func:`~simattr.audit.audit` with the images for the pixel check, and writes into
-one folder ``label_issues.csv`` and ``duplicates.csv`` (:mod:`simattr.audit.tables`) and/or
+one folder ``label_issues.csv``, ``duplicates.csv`` and ``possible_duplicates.csv`` (candidates
+the pixels do not confirm; :mod:`simattr.audit.tables`) and/or
 ``audit.html`` (:mod:`simattr.audit.page`). Everything is checked before the work starts (an
 output that would overwrite an input, a folder that cannot be written, features of another
 split or size, a second run on the same folder), and the files appear together at the end: a
@@ -26,6 +27,7 @@ PathLike = str | os.PathLike[str]
 
 #: The files an audit writes into its folder.
 LABELS_FILE, DUPLICATES_FILE, HTML_FILE = "label_issues.csv", "duplicates.csv", "audit.html"
+POSSIBLE_FILE = "possible_duplicates.csv"
 PARTS_DIR = ".audit-parts"
 
 
@@ -93,7 +95,11 @@ def run_audit(
     the page (``html``) into the folder ``out``. ``options`` go to :func:`~simattr.audit.audit`
     (``k``, ``detector``, ``duplicate_threshold``, ...)."""
     from simattr.audit.page import audit_html
-    from simattr.audit.tables import write_duplicates_csv, write_label_issues_csv
+    from simattr.audit.tables import (
+        write_duplicates_csv,
+        write_label_issues_csv,
+        write_possible_csv,
+    )
 
     if split not in ("train", "test"):
         raise InvalidInputError(f"--split must be train or test, got {split!r}")
@@ -107,7 +113,8 @@ def run_audit(
             "nothing to write: set csv, html or both (the command line: --tables, --page)"
         )
     out = Path(out)
-    names = ([LABELS_FILE, DUPLICATES_FILE] if csv else []) + ([HTML_FILE] if html else [])
+    tables = [LABELS_FILE, DUPLICATES_FILE, POSSIBLE_FILE]
+    names = (tables if csv else []) + ([HTML_FILE] if html else [])
     outputs = {f"--out {out}/{name}": out / name for name in names}
     inputs = {"--features": features, "--test-features": test_features}
     check_not_input(outputs, inputs)
@@ -132,6 +139,7 @@ def run_audit(
         )
         result.ids, result.class_names = list(ids), tuple(dataset.class_names)
         result.test_ids = None if test_ids is None else list(test_ids)
+        result.test_labels = None if test is None else test.labels
         page = None
         if html:
             page = audit_html(
@@ -149,6 +157,7 @@ def run_audit(
             if csv:
                 write_label_issues_csv(tmp[LABELS_FILE], result, ids, dataset.class_names)
                 write_duplicates_csv(tmp[DUPLICATES_FILE], result, ids, test_ids)
+                write_possible_csv(tmp[POSSIBLE_FILE], result)
             if page is not None:
                 tmp[HTML_FILE].write_text(page, encoding="utf-8")
         shutil.rmtree(parts, ignore_errors=True)
