@@ -41,7 +41,7 @@ def setup(tmp_path_factory, data_root):
     work = tmp_path_factory.mktemp("kill-resume")
     data = str(data_root / "cifar10")
     kr.prepare_inputs(work / "inputs", data, ["attribute", "support"])
-    return work, kr.scenarios(work / "inputs", data, ssl_epochs=2)  # the benchmark runs 3
+    return work, kr.scenarios(work / "inputs", data)
 
 
 @pytest.mark.parametrize("command, seed", [("attribute", 1), ("support", 2), ("lds", 3),
