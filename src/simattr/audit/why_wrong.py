@@ -7,8 +7,9 @@
    same data embeds nothing, and a report on changed data (a file added, moved between class
    folders, edited) never reads the old features: their key no longer matches.
 2. **The audit** (:func:`~simattr.audit.audit`) of the training split against the test split:
-   suspected label errors (another class more probable than the given one, with the suggested
-   class), near-duplicate pairs and train/test leaks.
+   suspected label errors (the strict cut :attr:`~simattr.audit.LabelIssues.flagged`: another
+   class more probable *and* among the 5 % of its class the detector ranks surest, so that a
+   small folder is not half flagged), near-duplicate pairs and train/test leaks.
 3. **The attribution of every wrong prediction**: the exemplar SVM ranks the training images
    of the *predicted* class (what pulled the model there) and of the *true* class (what should
    have held it), each image badged with what the audit found about it.
@@ -45,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from simattr._io import atomic_path, check_not_input, check_writable, lock
+from simattr.audit.core import FLAG_FRACTION
 from simattr.errors import InvalidInputError
 from simattr.report.html import image_data_uri, wrap_path
 
@@ -271,7 +273,10 @@ class _Badges:
     def __init__(self, result: Any, train_ids: list[str], test_ids: list[str], names) -> None:
         issues = result.label_issues
         self.train_ids = train_ids
-        self.suspected = issues.suspected
+        # the strict cut: "another class more probable" alone flags a third of a small folder
+        self.suspected = issues.flagged
+        self.n_more_probable = int(issues.suspected.sum())
+        self.note = result.duplicates.note
         self.suggested = [names[int(s)] for s in issues.suggested]
         self.given = [names[int(g)] for g in issues.given]
         self.duplicate: dict[int, list[str]] = {}
@@ -390,6 +395,8 @@ def _summarise(
         "chance_with_flagged": _chance(np.asarray(pool_sizes), np.asarray(pool_flagged), top),
         "n_train": len(labels),
         "n_suspected": int(np.asarray(badges.suspected).sum()),
+        "n_more_probable": badges.n_more_probable,
+        "duplicate_note": badges.note,
         "n_duplicate_pairs": badges.n_pairs,
         "n_leaks": badges.n_leaks,
     }
@@ -519,8 +526,10 @@ def _legend() -> str:
         "training images of the predicted class and of the true class that the exemplar SVM "
         "ranks highest for it (#rank, pool z-score, percentile in the class pool; hover for "
         "the raw score and cosine). Badges: "
-        '<b class="mislabel">suspected mislabel</b> the audit finds another class more '
-        'probable (it names it); <b class="duplicate">duplicate</b> a near-copy of another '
+        f'<b class="mislabel">suspected mislabel</b> among the {100 * FLAG_FRACTION:.0f} % of '
+        "its class the audit ranks likeliest mislabelled, with another class more probable "
+        "(it names it); "
+        '<b class="duplicate">duplicate</b> a near-copy of another '
         'training image; <b class="leak">leak</b> also in the test split; '
         f'<b class="copy">likely a copy</b> feature cosine with the target of at least '
         f"{COPY_COSINE}. Reading a score on any pool: the raw score depends on the pool's size "
@@ -543,8 +552,15 @@ def _summary_html(found: WhyWrong) -> str:
         f"the top {s['top']} of their predicted class</b>, against "
         f"{100 * s['chance_with_flagged']:.0f} % by chance (ten random images of the same "
         f"pools). The audit of {s['n_train']} training images: {s['n_suspected']} suspected "
-        f"mislabels, {s['n_duplicate_pairs']} near-duplicate pairs, {s['n_leaks']} leaks.</p>"
+        f"mislabels (the {100 * FLAG_FRACTION:.0f} % of each class the audit ranks likeliest "
+        "wrong, where it finds "
+        f"another class more probable; {s['n_more_probable']} images have another class more "
+        f"probable at all), {s['n_duplicate_pairs']} near-duplicate pairs, {s['n_leaks']} "
+        "leaks.</p>"
     ]
+    note = s.get("duplicate_note", "")
+    if note and not note.startswith("pixel check used"):
+        lines.append(f'<p class="note">Duplicates: {_e(note)}.</p>')
     if found.blamed:
         tiles = []
         for b in found.blamed:
