@@ -44,7 +44,11 @@ def audit(
     ] = Detector.simattr,
     neighbours: Annotated[int, typer.Option(help="Neighbours in the label vote.")] = 50,
     duplicate_threshold: Annotated[
-        float, typer.Option(help="Smallest similarity (cosine and pixels) of a reported pair.")
+        float,
+        typer.Option(
+            help="Smallest pixel score of a confirmed pair (shifts, resampling, JPEG, mirrors, "
+            "colour, crops to 70 % searched); unconfirmed pairs at cosine 0.97+ are possible."
+        ),
     ] = 0.9,
     threads: ThreadsOption = None,
 ) -> None:
