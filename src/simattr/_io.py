@@ -177,7 +177,8 @@ def verify_checksum(
 
     ``meta`` is the sidecar (read here when ``None``); a sidecar without a checksum (a file
     made elsewhere, or by an older simattr) is not checked. ``name`` is how the caller knows
-    the file (``--ranking``), put before its path in the message.
+    the file (`` `ranking` ``, a parameter's name in backticks, which the CLI shows as its
+    option), put before its path in the message.
     """
     path = Path(path)
     if meta is None:
@@ -222,11 +223,12 @@ def check_not_input(
 ) -> None:
     """Refuse an output (or its sidecar) that is one of the inputs, two outputs that are one,
     or an output under another output that is a file: checked before any work, so a run never
-    writes one output and then fails on the next (``--html`` equal to ``--out``).
+    writes one output and then fails on the next (``html`` equal to ``out``).
 
-    ``outputs`` and ``inputs`` map how the user named each path (``--out``, ``--ranking``)
+    ``outputs`` and ``inputs`` map how the user named each path (`` `out` ``, `` `ranking` ``:
+    parameter names in backticks, which the CLI turns into its options)
     to the path; ``None`` entries are skipped. ``folders`` names the outputs that are folders
-    (``--html``): other outputs may lie inside those.
+    (`` `html` ``): other outputs may lie inside those.
     """
     outs = [(n, Path(p)) for n, p in outputs.items() if p is not None]
     ins = [(n, Path(p)) for n, p in inputs.items() if p is not None]
@@ -260,7 +262,7 @@ def _inside(inner: Path, outer: Path) -> bool:
         return False
 
 
-def check_writable(path: str | os.PathLike[str], name: str = "--out", folder: bool = False) -> None:
+def check_writable(path: str | os.PathLike[str], name: str = "`out`", folder: bool = False) -> None:
     """Refuse, before any work, an output that cannot be written: a file path that is a folder
     (or the reverse), or a destination under a file or in a folder without write permission or
     that takes no new file (``/proc``; tried by creating and removing one)."""
@@ -304,7 +306,7 @@ _HELD: dict[str, int] = {}
 
 
 @contextlib.contextmanager
-def lock(target: str | os.PathLike[str], name: str = "--out") -> Iterator[Path]:
+def lock(target: str | os.PathLike[str], name: str = "`out`") -> Iterator[Path]:
     """Hold the lock of output ``target`` (a file or folder) for the block.
 
     A second run on the same output, while this one lives, is refused with one
@@ -410,8 +412,8 @@ def _describe_holder(path: Path) -> str:
 def read_npy(path: str | os.PathLike[str], name: str) -> np.ndarray:
     """A user's ``.npy`` array (labels, rows, targets), never unpickled.
 
-    ``name`` is how the caller knows the file (``--train-labels``, ``train_indices``) so that a
-    missing or damaged file is one line naming both the option and the path.
+    ``name`` is how the caller knows the file (`` `train_labels` ``, `` `train_indices` ``) so
+    that a missing or damaged file is one line naming both the parameter and the path.
     """
     path = Path(path)
     if not path.exists():
@@ -509,7 +511,7 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             if record is None:
                 raise DamagedFileError(
                     f"{path} is damaged: line {number} is not the record that was written "
-                    "(bad JSON or checksum); restore it or use another --out"
+                    "(bad JSON or checksum); restore it or write the results to another file"
                 )
             if _CRC_TAIL.search(line) is None:
                 if legacy is None:

@@ -215,25 +215,25 @@ def test_explain_with_predictions_csv(folder, feats, new_images, tmp_path):
         [new_images["cat"], new_images["bird"]], feats[0], data=str(folder), predictions=preds, k=2
     )
     assert [result.class_names[i] for i in result.labels] == ["cat", "bird"]
-    assert result.label_source == f"--predictions {preds}"
+    assert result.label_source == f"predictions={preds}"
 
 
 def test_predictions_refusals_name_the_predictions_file(
     folder, feats, new_images, tmp_path, monkeypatch
 ):
     """A predictions file of the wrong kind, or a row with an unknown class, is refused naming
-    ``--predictions`` and the file (and the line)."""
+    the parameter (`` `predictions` ``, a flag only in the CLI) and the file (and the line)."""
     from simattr.attribution import explain
     from simattr.errors import InvalidInputError
 
     images = [new_images["cat"]]
     txt = tmp_path / "preds.txt"
     txt.write_text(f"{new_images['cat']},cat\n")
-    with pytest.raises(InvalidInputError, match=rf"^--predictions {txt}: give a \.csv"):
+    with pytest.raises(InvalidInputError, match=rf"^`predictions` {txt}: give a \.csv"):
         explain(images, feats[0], data=str(folder), predictions=txt)
     csv = tmp_path / "preds.csv"
     csv.write_text(f"file,class\n{new_images['cat']},dog\n")
-    with pytest.raises(InvalidInputError, match=rf"--predictions {csv}, line 2"):
+    with pytest.raises(InvalidInputError, match=rf"`predictions` {csv}, line 2"):
         explain(images, feats[0], data=str(folder), predictions=csv)
     monkeypatch.chdir(new_images["cat"].parent.parent)  # a file named relative to here
     csv.write_text(f"new/{new_images['cat'].name},bird\n")
@@ -299,7 +299,7 @@ def test_explain_refusals_are_one_line(folder, feats, new_images, tmp_path):
         ((new_images["cat"], *base, "--label", "dog"), "unknown class 'dog'; the classes are"),
         ((tmp_path / "gone.png", *base, "--label", "cat"), "gone.png: no such image file"),
         ((bad, *base, "--label", "cat"), "broken.png cannot be read as an image"),
-        ((new_images["cat"], *base), "--label CLASS (name or index) or --predictions"),
+        ((new_images["cat"], *base), "--label (a class name or index) or --predictions"),
         (
             (new_images["cat"], "--data", folder, "--train-features", bare, "--label", "cat"),
             "has no backbone record",

@@ -65,14 +65,14 @@ def test_unwritable_outputs_are_refused_before_any_work(tmp_path):
 
 def test_writability_refusals_say_what_the_path_is_and_what_was_wanted(tmp_path, monkeypatch):
     """A file path that is a folder, or a folder path that is a file, is refused saying which
-    (as ``--out`` unless named otherwise); an existing file may be overwritten; permission is
+    (as `` `out` `` unless named otherwise); an existing file may be overwritten; permission is
     asked of the folder written in: the output folder itself, or a file's parent folder."""
     import simattr._io as io_mod
 
     afile = tmp_path / "a.npz"
     afile.write_bytes(b"")
     check_writable(afile)  # an existing file path: overwritten, fine
-    with pytest.raises(InvalidInputError, match=r"^--out .* is a folder; give a file path$"):
+    with pytest.raises(InvalidInputError, match=r"^`out` .* is a folder; give a file path$"):
         check_writable(tmp_path)
     with pytest.raises(InvalidInputError, match=r"^--cache .* is a file; give a folder$"):
         check_writable(afile, "--cache", folder=True)
@@ -87,7 +87,7 @@ def test_writability_refusals_say_what_the_path_is_and_what_was_wanted(tmp_path,
         return real_access(path, mode)
 
     monkeypatch.setattr(io_mod.os, "access", access)
-    with pytest.raises(InvalidInputError, match=r"^cannot write --out .*: no permission"):
+    with pytest.raises(InvalidInputError, match=r"^cannot write `out` .*: no permission"):
         check_writable(denied / "r.npz")
     with pytest.raises(InvalidInputError, match=r"^cannot write --cache .*: no permission"):
         check_writable(denied, "--cache", folder=True)

@@ -48,7 +48,8 @@ class Explanation:
         class_names: the dataset's classes in label order.
         root: the data root (file paths in ``train_ids`` are relative to it).
         backbone: the description of the backbone that embedded the files.
-        label_source: how the classes were chosen (``--label ...`` or ``--predictions ...``).
+        label_source: how the classes were chosen, as the call said it (``label=cat`` or
+            ``predictions=P.csv``).
     """
 
     images: list[str]
@@ -156,34 +157,34 @@ def explain(
     files = _check_images(images)
     if (label is None) == (predictions is None):
         raise InvalidInputError(
-            "say which class to explain each image with: --label CLASS (name or index) or "
-            "--predictions P.csv (file,class rows), one of the two"
+            "say which class to explain each image with: `label` (a class name or index) or "
+            "`predictions` (a .csv of file,class rows), one of the two"
         )
-    xtr = load_features(train_features, "--train-features")
+    xtr = load_features(train_features, "`train_features`")
     meta = load_features_metadata(train_features) or {}
-    check_split_features(data, "train", train_features, "--train-features")
+    check_split_features(data, "train", train_features, "`train_features`")
     root = resolve_root(data)
     recorded = meta.get("dataset") or {}
     train = load_dataset(root, "train", image_size=recorded.get("image_size"))
     if len(train) != len(xtr):
         raise InvalidInputError(
-            f"--train-features {train_features} has {len(xtr)} rows but the train split of "
+            f"`train_features` {train_features} has {len(xtr)} rows but the train split of "
             f"{data} has {len(train)} images; give the features of that split"
         )
     names = tuple(train.class_names)
     if label is not None:
-        label_source = f"--label {label}"
-        labels = np.full(len(files), class_index(label, names, "--label"), dtype=np.int64)
+        label_source = f"label={label}"
+        labels = np.full(len(files), class_index(label, names, "`label`"), dtype=np.int64)
     else:
         assert predictions is not None
-        label_source = f"--predictions {predictions}"
+        label_source = f"predictions={predictions}"
         labels = _read_image_predictions(predictions, files, names)
     net = _backbone(backbone, meta, train_features, device)
     side = recorded.get("image_size") or int(train.pixels.shape[1])
     feats = _embed(net, files, side, batch_size, device)
     if feats.shape[1] != xtr.shape[1]:
         raise InvalidInputError(
-            f"the backbone gives {feats.shape[1]}-d embeddings but --train-features "
+            f"the backbone gives {feats.shape[1]}-d embeddings but `train_features` "
             f"{train_features} holds {xtr.shape[1]}-d features: give the backbone that made them"
         )
     attributor.fit(xtr, train.labels)
@@ -252,11 +253,11 @@ def _read_image_predictions(
     """The predicted class of each file from a ``file,class`` CSV (rows for other files are
     ignored; a file without a row is refused)."""
     path = Path(path)
-    where = f"--predictions {path}"
+    where = f"`predictions` {path}"
     if path.suffix.lower() != ".csv":
         raise InvalidInputError(f"{where}: give a .csv of file,class rows")
     if not path.is_file():
-        raise MissingFileError(f"--predictions: no such file {path}")
+        raise MissingFileError(f"`predictions`: no such file {path}")
     given = {str(f): i for i, f in enumerate(files)}
     absolute = {str(f.absolute()): i for i, f in enumerate(files)}
     by_name: dict[str, list[int]] = {}
@@ -288,15 +289,15 @@ def _backbone(spec: str | None, meta: dict[str, Any], train_features: PathLike, 
         name = recorded.get("name")
         if not name:
             raise InvalidInputError(
-                f"--train-features {train_features} has no backbone record (no sidecar, or "
-                "features made elsewhere): give --backbone, the backbone that made them"
+                f"`train_features` {train_features} has no backbone record (no sidecar, or "
+                "features made elsewhere): give `backbone`, the backbone that made them"
             )
         base = re.sub(r"@\d+$", "", str(name))  # a spec may end in @SIZE, the input side
         fixed = base == "default" or base.startswith("shipped:")
         if not fixed and not base.startswith("random") and not Path(base).exists():
             raise MissingFileError(
-                f"--train-features {train_features} were made with the backbone file {name}, "
-                "which is no longer there; give its new place with --backbone"
+                f"`train_features` {train_features} were made with the backbone file {name}, "
+                "which is no longer there; give its new place with `backbone`"
             )
         arch = None if fixed else recorded.get("arch")
         net = load_backbone(str(name), device=device, arch=arch)
@@ -307,8 +308,8 @@ def _backbone(spec: str | None, meta: dict[str, Any], train_features: PathLike, 
         for key in ("arch", "sha256_16", "seed", "preprocessing"):
             if key in recorded and now.get(key) != recorded[key]:
                 raise InvalidInputError(
-                    f"--backbone {spec or recorded.get('name')} is not the backbone that made "
-                    f"--train-features {train_features} ({key} {now.get(key)!r}, recorded "
+                    f"`backbone` {spec or recorded.get('name')} is not the backbone that made "
+                    f"`train_features` {train_features} ({key} {now.get(key)!r}, recorded "
                     f"{recorded[key]!r}); embed with that backbone, or rebuild the features"
                 )
     return net

@@ -345,7 +345,9 @@ def _print_explanation(result, *, topk: int, method: str) -> None:
             f"(the smallest: {int(ranked.min())}); it is ranked whole",
             highlight=False,
         )
-    console.print(f"backbone: {result.backbone.get('name')}; labels from {result.label_source}")
+    name, _, value = result.label_source.partition("=")  # the API's `label=cat`: --label cat
+    given = f"--{name} {value}"
+    console.print(f"backbone: {result.backbone.get('name')}; labels from {given}")
 
 
 def _n_rows(features: Path) -> int | None:

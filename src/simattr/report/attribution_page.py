@@ -110,13 +110,13 @@ def score_legend(method: str) -> str:
 
 
 def check_page_dir(folder: PathLike, inputs: dict[str, PathLike | None] | None = None) -> Path:
-    """Refuse, before any work, a ``--html`` folder that cannot be written or whose page would
+    """Refuse, before any work, an ``html`` folder that cannot be written or whose page would
     overwrite an input. Returns the page's path."""
     folder = Path(folder)
-    check_writable(folder, "--html", folder=True)
+    check_writable(folder, "`html`", folder=True)
     page = folder / PAGE_NAME
-    check_writable(page, "--html")
-    check_not_input({"--html": page}, dict(inputs or {}))
+    check_writable(page, "`html`")
+    check_not_input({"`html`": page}, dict(inputs or {}))
     return page
 
 
@@ -244,8 +244,8 @@ def ranking_page(
     if shown < len(ranking.targets) or (max_k is not None and ranking.k > max_k):
         note = (
             f"Shown: the first {shown} of {len(ranking.targets)} targets, top "
-            f"{min(ranking.k, max_k or ranking.k)} of {ranking.k} images each; --csv writes "
-            "them all."
+            f"{min(ranking.k, max_k or ranking.k)} of {ranking.k} images each; the CSV table "
+            "lists them all."
         )
     explained = ranking.metadata.get("explained") or (
         "true labels" if ranking.metadata.get("class_conditional", True) else "all classes"

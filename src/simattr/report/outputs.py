@@ -4,8 +4,9 @@
 :func:`check_ranking_outputs` / :func:`check_explanation_outputs` before any work, so that a
 long ranking never fails at its last step on a path it could have refused at the first, and
 write them with :func:`write_ranking_outputs` / :func:`write_explanation_outputs` once the
-ranking exists. ``inputs`` names every input file (as the caller spells it, e.g. ``--data`` or
-``train_features``): no output may overwrite one.
+ranking exists. ``inputs`` names every input file (as the caller spells it, a parameter's name
+in backticks, e.g. `` `train_features` ``, which the CLI shows as its option): no output may
+overwrite one.
 """
 
 from __future__ import annotations
@@ -47,14 +48,14 @@ def check_ranking_outputs(
     from simattr.report.attribution_page import check_page_dir
     from simattr.report.table import check_table_path
 
-    outputs = {"--out": out, "--export-paper-npy": export_paper, "--csv": csv, "--html": html}
-    check_not_input(outputs, inputs, folders=("--html",))
+    outputs = {"`out`": out, "`export_paper`": export_paper, "`csv`": csv, "`html`": html}
+    check_not_input(outputs, inputs, folders=("`html`",))
     if csv is not None:
         check_table_path(csv)
     if html is not None:
         if data is None:
-            raise InvalidInputError("--html shows the images: it needs --data ROOT")
-        check_page_dir(html, {**inputs, "--out": out, "--csv": csv})
+            raise InvalidInputError("`html` shows the images: it needs `data`")
+        check_page_dir(html, {**inputs, "`out`": out, "`csv`": csv})
 
 
 def write_ranking_outputs(
@@ -78,14 +79,14 @@ def write_ranking_outputs(
             csv,
             ranking,
             data,
-            train_labels=None if train_labels is None else read_npy(train_labels, "--train-labels"),
-            test_labels=None if test_labels is None else read_npy(test_labels, "--test-labels"),
+            train_labels=None if train_labels is None else read_npy(train_labels, "`train_labels`"),
+            test_labels=None if test_labels is None else read_npy(test_labels, "`test_labels`"),
             inputs=inputs,
         )
     if html is not None and data is not None:
         from simattr.report.attribution_page import ranking_page
 
-        page = ranking_page(html, ranking, data, inputs={**inputs, "--out": out, "--csv": csv})
+        page = ranking_page(html, ranking, data, inputs={**inputs, "`out`": out, "`csv`": csv})
     return Written(None if table is None else Path(table), page)
 
 
@@ -97,11 +98,11 @@ def check_explanation_outputs(
     from simattr.report.attribution_page import check_page_dir
     from simattr.report.table import check_table_path
 
-    check_not_input({"--csv": csv, "--html": html}, inputs, folders=("--html",))
+    check_not_input({"`csv`": csv, "`html`": html}, inputs, folders=("`html`",))
     if csv is not None:
         check_table_path(csv)
     if html is not None:
-        check_page_dir(html, {**inputs, "--csv": csv})
+        check_page_dir(html, {**inputs, "`csv`": csv})
 
 
 def write_explanation_outputs(
@@ -119,7 +120,7 @@ def write_explanation_outputs(
     page = (
         None
         if html is None
-        else explanation_page(html, explanation, inputs={**inputs, "--csv": csv})
+        else explanation_page(html, explanation, inputs={**inputs, "`csv`": csv})
     )
     return Written(None if table is None else Path(table), page)
 

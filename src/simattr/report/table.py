@@ -46,7 +46,7 @@ TABLE_SUFFIXES = (".csv", ".parquet")
 PathLike = str | os.PathLike[str]
 
 
-def check_table_path(path: PathLike, name: str = "--csv") -> Path:
+def check_table_path(path: PathLike, name: str = "`csv`") -> Path:
     """Refuse, before any work, a table path with another ending or that cannot be written."""
     path = Path(path)
     if path.suffix.lower() not in TABLE_SUFFIXES:
@@ -187,13 +187,13 @@ def write_ranking_table(
 ) -> Path:
     """Write the table of :func:`ranking_rows` to ``path``: CSV, or Parquet when it ends in
     ``.parquet``; atomically (a failure leaves no file), never over one of ``inputs`` (how the
-    caller names each input path, e.g. ``{"--ranking": ...}``) nor over the ranking's file.
+    caller names each input path, e.g. ``{"`ranking`": ...}``) nor over the ranking's file.
     Returns the path."""
     path = check_table_path(path)
     named: dict[str, PathLike | None] = dict(inputs or {})
     if ranking.source:
         named.setdefault("the ranking", ranking.source)
-    check_not_input({"--csv": path}, named)
+    check_not_input({"`csv`": path}, named)
     columns = ranking_columns(
         ranking, data, train_labels=train_labels, test_labels=test_labels, class_names=class_names
     )
@@ -222,7 +222,7 @@ def write_explanation_table(
     """Write :func:`explanation_columns` to ``path`` (CSV, or Parquet for ``.parquet``),
     atomically, never over one of ``inputs``. Returns the path."""
     path = check_table_path(path)
-    check_not_input({"--csv": path}, dict(inputs or {}))
+    check_not_input({"`csv`": path}, dict(inputs or {}))
     return write_columns(path, explanation_columns(explanation))
 
 
