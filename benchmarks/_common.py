@@ -31,7 +31,7 @@ def git_commit(allow_dirty: bool = False) -> str:
     from simattr.errors import SimattrError
 
     try:
-        return source_commit(Path(__file__), allow_dirty=allow_dirty)
+        return source_commit(Path(__file__), allow_dirty=allow_dirty, flag="--allow-dirty")
     except SimattrError as exc:
         raise SystemExit(f"error: {exc}") from None
 

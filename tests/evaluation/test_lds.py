@@ -208,7 +208,7 @@ def test_noise_ceiling_correlates_two_seeds_and_needs_replicates():
     lds.replicate[3:] = np.nan
     assert noise_ceiling(lds).subsets_used == 3
     lds.replicate[2] = np.nan
-    with pytest.raises(InvalidInputError, match="replicates 20"):
+    with pytest.raises(InvalidInputError, match="`replicates=20`"):
         noise_ceiling(lds)
 
 
@@ -498,7 +498,7 @@ def test_run_lds_plans_seeded_subset_jobs_and_resumes_with_fake_models(
         ({"subsets": 1}, "at least 2 subsets"),
         ({"subsets": 2, "replicates": 1.5}, "replicates must be an integer"),
         ({"subsets": 2, "replicates": 3}, "replicates must be an integer"),
-        ({"subsets": 2, "threads": 0}, "--threads"),
+        ({"subsets": 2, "threads": 0}, "`threads`"),
         ({"subsets": 2, "targets": (0, 10_000)}, "targets"),
         ({"subsets": 2, "device": "nonsense"}, "device"),
     ):
@@ -507,7 +507,7 @@ def test_run_lds_plans_seeded_subset_jobs_and_resumes_with_fake_models(
     assert not bad.exists()
     afile = tmp_path / "a-file"
     afile.write_text("")
-    with pytest.raises(InvalidInputError, match=r"--out .* is a file; give a folder"):
+    with pytest.raises(InvalidInputError, match=r"^`out_dir` .* is a file; give a folder"):
         run_lds(data, "tiny", afile, subsets=2)
     with pytest.raises(InvalidInputError, match="fraction"):
         run_lds(data, "tiny", out, subsets=4, targets=targets, seed=3, fraction=0.4)

@@ -349,6 +349,7 @@ def test_resume_refuses_other_settings_rankings_and_data(tmp_path):
 
 def test_support_ranking_check_refuses_unranked_and_foreign_rows():
     """The top k of every target must be real training rows of the recipe's pool."""
+    from simattr.cli._common import as_flags
     from simattr.evaluation.support import _check_ranking
 
     pool = np.array([2, 4, 6, 8, 10])
@@ -356,8 +357,11 @@ def test_support_ranking_check_refuses_unranked_and_foreign_rows():
     _check_ranking("ok", ok, pool, "tiny", 2)  # -1 beyond the top 2 is fine
     with pytest.raises(InvalidInputError, match=r"'ok' has unranked \(-1\) entries"):
         _check_ranking("ok", ok, pool, "tiny", 3)
-    with pytest.raises(InvalidInputError, match="top 3 images per target but the search needs"):
+    with pytest.raises(InvalidInputError, match="top 3 images per target but the search") as short:
         _check_ranking("ok", ok, pool, "tiny", 4)
+    # the parameters to change, in Python; the CLI says them as its options
+    assert "`SupportSettings.k=4`; rank with `k=4`" in str(short.value)
+    assert "--max-m 4; rank with --topk 4 or lower --max-m" in as_flags(str(short.value))
     foreign = Ranking([0], [[2, 5, 11]], [[3.0, 2, 1]])
     with pytest.raises(InvalidInputError, match=r"training row 5 \(and 1 more\)"):
         _check_ranking("foreign", foreign, pool, "tiny", 3)
@@ -584,5 +588,5 @@ def test_run_support_draws_its_targets_with_the_settings_seed(
             assert rec["support"] is None and rec["models_trained"] == 1
             assert rec["ensemble_prob_label"] == 0.5 and rec["status"] == "searched"
     bad = SupportSettings(data=data, recipe="tiny", models=1, budget=1, k=4, threads=0)
-    with pytest.raises(InvalidInputError, match="--threads"):  # named as the option
+    with pytest.raises(InvalidInputError, match="`threads`"):  # named as the parameter
         support.run_support(bad, {"pixels": ranking}, tmp_path / "bad.jsonl", n_targets=3)

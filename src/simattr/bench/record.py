@@ -40,7 +40,7 @@ def source_commit(
     source: str | os.PathLike[str] | None = None,
     *,
     allow_dirty: bool = False,
-    flag: str = "--allow-dirty",
+    flag: str = "`allow_dirty=True`",
 ) -> str:
     """The commit of the git checkout that holds ``source`` (default: this package's code).
 

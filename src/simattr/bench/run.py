@@ -124,8 +124,8 @@ def run_bench(
     if bad:
         raise InvalidInputError(f"unknown stage(s) {bad}; choose from {list(STAGES)}")
     out = Path(out_dir)
-    check_writable(out, "--out", folder=True)
-    check_threads(threads, "--threads")
+    check_writable(out, "`out_dir`", folder=True)
+    check_threads(threads, "`threads`")
     if command is None:
         call = (
             f"from simattr.bench import run_bench; run_bench({data!r}, {prof.name!r}, "
@@ -133,7 +133,7 @@ def run_bench(
         )
         command = shlex.join(["python", "-c", call])
     record = {"commit": source_commit(allow_dirty=allow_dirty), "command": command}
-    with lock(out), executor_for(executor, workers=workers) as (pool_exec, slots):
+    with lock(out, "`out_dir`"), executor_for(executor, workers=workers) as (pool_exec, slots):
         ensemble = train_ensemble(
             data,
             prof.recipe,

@@ -146,9 +146,15 @@ check_indices = _lazy("simattr.validation", "check_indices")
 
 
 #: API parameters whose option is not ``--`` plus the name with dashes (``name=value`` forms too).
+#: A mapping holds for every command (``k`` is a ranking's top-k wherever a function takes it);
+#: a field that means another option is written qualified (``SupportSettings.k``, the largest m
+#: a support search tests) and turned into a flag only when named here.
 FLAGS: dict[str, str] = {
     "export_paper": "--export-paper-npy",
     "class_conditional=False": "--all-classes",
+    "k": "--topk",
+    "out_dir": "--out",
+    "SupportSettings.k": "--max-m",
 }
 
 
@@ -162,6 +168,8 @@ def as_flags(message: str) -> str:
         whole = name if value is None else f"{name}={value}"
         if whole in FLAGS:
             return FLAGS[whole]
+        if "." in name and name not in FLAGS:
+            return match.group(0)  # a qualified name no option stands for: left as written
         option = FLAGS.get(name, "--" + name.replace("_", "-"))
         if value in (None, "True"):
             return option
@@ -169,7 +177,7 @@ def as_flags(message: str) -> str:
             return "--no-" + option[2:]
         return f"{option} {value}"
 
-    return re.sub(r"`([a-z][a-z0-9_]*)(?:=([^`\s]+))?`", flag, message)
+    return re.sub(r"`((?:[A-Z][A-Za-z]*\.)?[a-z][a-z0-9_]*)(?:=([^`\s]+))?`", flag, message)
 
 
 def describe_error(exc: BaseException) -> str:

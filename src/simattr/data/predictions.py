@@ -37,7 +37,7 @@ def read_predictions(
     class_names: Sequence[str] | None = None,
     test_ids: Sequence[str] | None = None,
     root: str | os.PathLike[str] | None = None,
-    name: str = "--predictions",
+    name: str = "`predictions`",
 ) -> tuple[np.ndarray, np.ndarray]:
     """The test rows that have a prediction and the class predicted for each (int64 arrays).
 
@@ -71,7 +71,7 @@ def read_predictions(
         return np.arange(n_test, dtype=np.int64), np.asarray(labels, dtype=np.int64)
     if test_ids is None:
         raise InvalidInputError(
-            f"{name} {path}: a CSV names test files, so it needs --data (the dataset whose "
+            f"{name} {path}: a CSV names test files, so it needs `data` (the dataset whose "
             "test split holds them)"
         )
     rows, labels = _read_csv(path, classes, _FileLookup(test_ids, root), name)
@@ -102,7 +102,7 @@ class _ClassLookup:
         if self.names is None:
             raise InvalidInputError(
                 f"{where}: class {text!r} is not a class index (a whole number >= 0); "
-                "give --data to name classes"
+                "give `data` to name classes"
             )
         shown = ", ".join(self.names[:20]) + (", ..." if len(self.names) > 20 else "")
         raise InvalidInputError(

@@ -147,9 +147,9 @@ def run_lds(
         )
     recipe = get_recipe(recipe)
     check_device(device)
-    check_threads(threads, "--threads")
+    check_threads(threads, "`threads`")
     out = Path(out_dir)
-    check_writable(out, "--out", folder=True)
+    check_writable(out, "`out_dir`", folder=True)
     test = load_split(data, "test")
     tgt = (
         np.arange(len(test), dtype=np.int64)
@@ -157,7 +157,7 @@ def run_lds(
         else check_indices(targets, len(test), "targets")
     )
     check_trainable(recipe, load_split(data, "train"))  # before anything is written
-    with lock(out):
+    with lock(out, "`out_dir`"):
         return _run_lds(
             data=data,
             recipe=recipe,
@@ -339,7 +339,7 @@ def noise_ceiling(lds: LdsData, control: np.ndarray | None = None) -> LdsResult:
     if both.sum() < 3 or lds.replicate is None:
         raise InvalidInputError(
             f"only {int(both.sum())} subsets have a second-seed model; the noise ceiling needs "
-            "at least 3 (`simattr lds --replicates 20`)"
+            "at least 3 (train them with `replicates=20`)"
         )
     a, b = lds.margins[both], lds.replicate[both]
     values = np.array(
@@ -711,7 +711,7 @@ def lds_table(
     counts = None if all_counts is None else all_counts[rows_s]
     na: dict[str, str] = {}
     if train_labels is None:
-        na["beyond_prior"] = "no training labels given (--data)"
+        na["beyond_prior"] = "no training labels given"
     masks = lds.masks[rows_s].astype(np.float64)
     predictions = {
         name: _table_predictions(lds, name, ranking, want, masks, beyond=counts is not None)

@@ -187,7 +187,7 @@ class _Journal:
             if data_fingerprint is not None and fp is not None and fp != data_fingerprint:
                 raise InvalidInputError(
                     f"{path} journals models trained on another dataset (training fingerprint "
-                    f"{fp}, now {data_fingerprint}); use another --out"
+                    f"{fp}, now {data_fingerprint}); use another `out`"
                 )
             self.results[rec["key"]] = JobResult(
                 logits=np.asarray(rec["logits"], dtype=np.float32),
@@ -299,8 +299,9 @@ def _run_searches(
 def _check_ranking(name: str, ranking: Ranking, pool: np.ndarray, recipe: str, k: int) -> None:
     if ranking.k < k:
         raise InvalidInputError(
-            f"ranking {name!r} keeps the top {ranking.k} images per target but the search needs "
-            f"k = {k}; rank with --topk {k} or lower --max-m"
+            f"ranking {name!r} keeps the top {ranking.k} images per target but the search "
+            f"tests m up to `SupportSettings.k={k}`; rank with `k={k}` or lower "
+            "`SupportSettings.k`"
         )
     top = np.unique(ranking.indices[:, :k])
     if top.size and top[0] < 0:
@@ -311,7 +312,7 @@ def _check_ranking(name: str, ranking: Ranking, pool: np.ndarray, recipe: str, k
         raise InvalidInputError(
             f"ranking {name!r} ranks training row {int(outside[0])} (and {outside.size - 1} "
             f"more), outside the {len(pool)}-image pool of recipe {recipe!r}; make a matching "
-            f"ranking with `simattr attribute ... --pool {recipe}`"
+            f"ranking with `pool={recipe}`"
         )
 
 
@@ -330,7 +331,7 @@ def _existing(
             summary,
             where=out,
             holds="holds results of other settings",
-            remedy="use another --out, or the same settings to resume",
+            remedy="use another `out`, or the same settings to resume",
         )
         name = str(rec.get("ranking"))
         recorded = rec.get("ranking_digest")
@@ -340,14 +341,14 @@ def _existing(
                 raise InvalidInputError(
                     f"{out} holds results of another ranking named {name!r} (ranking digest "
                     f"{recorded}, now {ranking.digest}: {ranking.source or 'given in memory'}); "
-                    "resuming would keep those results for this ranking. Use another --out, "
+                    "resuming would keep those results for this ranking. Use another `out`, "
                     "or the ranking file those results were made with"
                 )
         fp = rec.get("data_fingerprint")
         if data_fingerprint is not None and fp is not None and fp != data_fingerprint:
             raise InvalidInputError(
                 f"{out} holds results of another dataset (training fingerprint {fp}, now "
-                f"{data_fingerprint}); use another --out"
+                f"{data_fingerprint}); use another `out`"
             )
         done.add((int(rec["target"]), name, str(rec["mode"])))
     return done
@@ -430,13 +431,13 @@ def run_support(
         raise InvalidInputError("give at least one ranking")
     out = Path(out)
     if out.suffix != ".jsonl":
-        raise InvalidInputError(f"--out must end with .jsonl, got {out}")
+        raise InvalidInputError(f"`out` must end with .jsonl, got {out}")
     check_device(settings.device)
-    check_threads(settings.threads, "--threads")
+    check_threads(settings.threads, "`threads`")
     check_writable(out)
     check_not_input(
-        {"--out": out, "--ensemble-dir": ensemble_dir},
-        {f"--ranking {name}": r.source for name, r in rankings.items()},
+        {"`out`": out, "`ensemble_dir`": ensemble_dir},
+        {f"ranking {name!r}": r.source for name, r in rankings.items()},
     )
     recipe = get_recipe(settings.recipe)
     train = load_split(settings.data, "train")

@@ -304,12 +304,12 @@ def train_ssl(
         raise InvalidInputError(f"max_steps must be >= 0, got {max_steps}")
     device = check_device(device)
     out = Path(out_dir)
-    check_writable(out, "--out", folder=True)
+    check_writable(out, "`out_dir`", folder=True)
     if init_from is not None:
-        check_not_input({"--out": out}, {"--init-from": init_from})
+        check_not_input({"`out_dir`": out}, {"`init_from`": init_from})
         if Path(init_from).is_file():
-            check_not_input({"--out": out / RESUME_FILE}, {"--init-from": init_from})
-    with lock(out):  # a second run on the same folder is refused while this one lives
+            check_not_input({"`out_dir`": out / RESUME_FILE}, {"`init_from`": init_from})
+    with lock(out, "`out_dir`"):  # a second run on the same folder is refused while this one lives
         resume_path = out / RESUME_FILE
         if resume_path.exists() and not resume:
             raise InvalidInputError(
