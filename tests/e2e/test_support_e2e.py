@@ -212,7 +212,7 @@ def test_rankings_outside_the_pool_or_too_short_are_refused(
     outside = np.setdiff1d(np.arange(len(cifar_train)), pool)[: good.k]
     bad = Ranking(good.targets, np.tile(outside, (len(good.targets), 1)), good.scores)
     out = workdir / "refused" / "results.jsonl"
-    with pytest.raises(InvalidInputError, match="--pool tiny"):
+    with pytest.raises(InvalidInputError, match="`pool=tiny`"):
         run_support(_settings(data), {"bad": bad}, out, ensemble_dir=ensemble_dir)
     short = Ranking(good.targets, good.indices[:, :5], good.scores[:, :5])
     with pytest.raises(InvalidInputError, match="top 5"):
