@@ -308,3 +308,49 @@ def test_cli_refuses_a_method_that_is_not_registered(tmp_path):
     assert result.exit_code == 2  # a usage error, before anything runs
     assert "no-such-method" in result.output
     assert not (tmp_path / "r.npz").exists()
+
+
+def _learned_inputs(tmp_path: Path) -> dict[str, Path]:
+    """Features, labels and a learned model fitted on seeded synthetic retraining data."""
+    from simattr.attribution.learned import LearnedAttribution
+
+    rng = np.random.default_rng(0)
+    pool, targets = rng.normal(size=(48, 8)), rng.normal(size=(12, 8))
+    pool_labels, target_labels = np.arange(48) % 3, np.arange(12) % 3
+    masks, margins = rng.random((24, 48)) < 0.5, rng.normal(size=(24, 12))
+    model = LearnedAttribution(form="bilinear", dim=4, signals=("cosine",)).fit(
+        pool, pool_labels, masks, margins, targets, target_labels
+    )
+    files = {
+        "train": tmp_path / "train.npy",
+        "test": tmp_path / "test.npy",
+        "train_labels": tmp_path / "train_labels.npy",
+        "test_labels": tmp_path / "test_labels.npy",
+    }
+    for key, value in zip(files, (pool, targets, pool_labels, target_labels), strict=True):
+        np.save(files[key], value.astype(np.float32) if value.dtype.kind == "f" else value)
+    files["model"] = model.save(tmp_path / "learned.safetensors")
+    return files
+
+
+def test_attribute_applies_a_learned_model_given_by_file(tmp_path: Path) -> None:
+    f = _learned_inputs(tmp_path)
+    common = ["attribute", "--train-features", str(f["train"]), "--test-features", str(f["test"]),
+              "--train-labels", str(f["train_labels"]), "--test-labels", str(f["test_labels"]),
+              "--all-classes", "--topk", "5"]  # fmt: skip
+    done = invoke(*common, "--method", "learned", "--learned-model", str(f["model"]),
+                  "--out", str(tmp_path / "r.npz"))  # fmt: skip
+    assert done.exit_code == 0, done.output
+    ranking = load_ranking(tmp_path / "r.npz")
+    assert ranking.indices.shape == (12, 5)
+    # signed scores in logits: the learned model's own, in descending order
+    assert (np.diff(ranking.scores, axis=1) <= 0).all()
+    # the option belongs to the method, and the method to its model file
+    no_model = invoke(*common, "--method", "learned", "--out", str(tmp_path / "a.npz"))
+    assert no_model.exit_code == 1 and "--method learned needs --learned-model" in no_model.output
+    stray = invoke(*common, "--learned-model", str(f["model"]), "--out", str(tmp_path / "b.npz"))
+    assert stray.exit_code == 1 and "read by --method learned only" in stray.output
+    missing = invoke(*common, "--method", "learned", "--learned-model", str(tmp_path / "gone"),
+                     "--out", str(tmp_path / "c.npz"))  # fmt: skip
+    assert missing.exit_code == 1 and "--learned-model: no such file" in missing.output
+    assert not any((tmp_path / n).exists() for n in ("a.npz", "b.npz", "c.npz"))

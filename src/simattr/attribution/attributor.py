@@ -306,6 +306,13 @@ class Attributor(BaseEstimator):
         if not hasattr(self, "train_features_"):
             raise InvalidInputError("this Attributor is not fitted yet: call fit() first")
 
+    @property
+    def needs_target_labels_(self) -> bool:
+        """Whether :meth:`topk` needs the targets' labels: class-conditional pools, or a scorer
+        that scores with labels (``learned``) even across all classes."""
+        self._check_fitted()
+        return self.class_conditional or self._scorer.uses_labels
+
     def _check_targets(
         self, target_features: object, target_labels: object
     ) -> tuple[np.ndarray, np.ndarray | None]:

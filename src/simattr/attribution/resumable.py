@@ -119,10 +119,12 @@ def rank_resumable(
     if len(targets) == 0:
         raise InvalidInputError("no targets given: pass at least one test row to rank")
     labels = None
-    if attributor.class_conditional:
+    if attributor.needs_target_labels_:
         if test_labels is None:
             raise InvalidInputError(
                 "class-conditional attribution needs test labels (the label to explain)"
+                if attributor.class_conditional
+                else "this method scores with labels: it needs test labels (the label to explain)"
             )
         labels = np.asarray(test_labels)[targets]
     plan = block_plan(targets, labels, block_size)

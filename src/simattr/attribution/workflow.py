@@ -204,6 +204,16 @@ def _explain_predictions(
     return explained, chosen
 
 
+def _scores_with_labels(attributor: Attributor) -> bool:
+    """Whether the run needs the labels: class-conditional pools, or a scorer that scores with
+    them (``learned``: its weights differ for same-class and other-class images) in any mode."""
+    from simattr.attribution.scorers import SCORERS
+
+    method = attributor.method
+    scorer = SCORERS.get(method) if isinstance(method, str) else method
+    return bool(attributor.class_conditional or getattr(scorer, "uses_labels", False))
+
+
 def attribute(
     train_features: PathLike,
     test_features: PathLike,
@@ -252,6 +262,7 @@ def attribute(
     attributor = Attributor() if attributor is None else attributor
     out = Path(out)
     class_conditional = bool(attributor.class_conditional)
+    labelled = _scores_with_labels(attributor)
     _check_outputs(
         out,
         export_paper,
@@ -273,7 +284,7 @@ def attribute(
     if data is not None:
         check_features_match_data(data, train_features, test_features)
     labels = resolve_labels(
-        data, train_labels, test_labels, predictions, class_conditional, len(xtr), len(xte)
+        data, train_labels, test_labels, predictions, labelled, len(xtr), len(xte)
     )
     chosen = _choose_targets(labels, predictions, targets, data, len(xte))
     rows = candidate_rows(pool, train_indices, data, len(xtr))
@@ -281,8 +292,8 @@ def attribute(
     if rows is not None:
         xtr = xtr[rows]
         ytr = None if ytr is None else ytr[rows]
-    attributor.fit(xtr, ytr if class_conditional else None)
-    yte = labels.test if class_conditional else None
+    attributor.fit(xtr, ytr if labelled else None)
+    yte = labels.test if labelled else None
     if yte is not None:  # named by test row here; the Attributor only sees its block's rows
         absent = ~np.isin(np.asarray(yte)[chosen], attributor.classes_)
         if absent.any():
@@ -295,7 +306,7 @@ def attribute(
                 "targets, or rank a pool that holds that class"
             )
     inputs = _input_fingerprints(
-        train_features, test_features, ytr if class_conditional else None, yte, predictions
+        train_features, test_features, ytr if labelled else None, yte, predictions
     )
     metadata = _ranking_metadata(
         attributor,

@@ -303,6 +303,30 @@ _PREDICTIONS_HELP = (
     "the model; the class only chooses the pool ranked."
 )
 PredictionsOption = Annotated[Path | None, typer.Option(help=_PREDICTIONS_HELP)]
+LearnedModelOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="The model of --method learned: a file written by LearnedAttribution.save "
+        "(signed scores in logits; a model that fuses TRAK scores cannot be applied from "
+        "features alone).",
+    ),
+]
+
+
+def method_for(method: str, learned_model: Path | None) -> Any:
+    """The ``method`` argument of :class:`~simattr.attribution.Attributor` for a command's
+    ``--method`` and ``--learned-model``: a name, or the learned scorer reading its file."""
+    if method != "learned":
+        if learned_model is not None:
+            raise InvalidInputError("--learned-model is read by --method learned only")
+        return method
+    if learned_model is None:
+        raise InvalidInputError("--method learned needs --learned-model FILE")
+    from simattr.attribution.scorers import LearnedScorer
+
+    return LearnedScorer(model_path=str(learned_model))
+
+
 RequiredPredictionsOption = Annotated[Path, typer.Option(help=_PREDICTIONS_HELP)]
 CsvOption = Annotated[
     Path | None,

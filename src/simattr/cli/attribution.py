@@ -7,7 +7,7 @@ They parse options and call the Python API (:mod:`simattr.features`, :mod:`simat
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -26,6 +26,7 @@ from simattr.cli._common import (
     HtmlOption,
     ImageSizeOption,
     IndexKind,
+    LearnedModelOption,
     Method,
     MethodOption,
     NormalizeOption,
@@ -53,6 +54,7 @@ from simattr.cli._common import (
     err_console,
     friendly_errors,
     load_split,
+    method_for,
     parse_targets,
     requires_files,
 )
@@ -109,6 +111,7 @@ def features(
     "targets_file",
     "train_indices",
     "predictions",
+    "learned_model",
 )
 def attribute(
     train_features: TrainFeaturesOption,
@@ -158,6 +161,7 @@ def attribute(
         Path | None, typer.Option(help="Rank only these training rows (a .npy of ints).")
     ] = None,
     predictions: PredictionsOption = None,
+    learned_model: LearnedModelOption = None,
     csv: CsvOption = None,
     html: HtmlOption = None,
 ) -> None:
@@ -185,8 +189,8 @@ def attribute(
     chosen = _chosen_targets(targets, targets_file, test_features)
     from simattr.attribution.workflow import attribute as run_attribute  # torch: after checks
 
-    attributor = _attributor(method, all_classes, C, solver, normalize, device, retrieval,
-                             candidates, index, nprobe)  # fmt: skip
+    attributor = _attributor(method_for(method.value, learned_model), all_classes, C, solver,
+                             normalize, device, retrieval, candidates, index, nprobe)  # fmt: skip
     run = run_attribute(
         train_features, test_features, out, attributor=attributor, data=data,
         train_labels=train_labels, test_labels=test_labels, targets=chosen, k=topk, pool=pool,
@@ -201,7 +205,7 @@ def attribute(
 
 
 def _attributor(
-    method: Method,
+    method: Any,
     all_classes: bool,
     C: float,
     solver: Solver,
@@ -216,7 +220,7 @@ def _attributor(
     from simattr.attribution import Attributor  # torch, scikit-learn
 
     return Attributor(
-        method.value,
+        method,
         class_conditional=not all_classes,
         C=C,
         solver=solver.value,
@@ -264,7 +268,9 @@ def _print_attribution(run, out: Path, written, *, topk: int, data, predictions)
 
 @app.command()
 @friendly_errors
-@requires_files("train_features", "predictions", images="{path}: no such image file")
+@requires_files(
+    "train_features", "predictions", "learned_model", images="{path}: no such image file"
+)
 def explain(
     images: Annotated[list[Path], typer.Argument(help="Image files to explain (any size).")],
     data: DataOption,
@@ -274,6 +280,7 @@ def explain(
         str | None, typer.Option(help="Class to explain every image with (name or index).")
     ] = None,
     predictions: PredictionsOption = None,
+    learned_model: LearnedModelOption = None,
     topk: TopkOption = 10,
     method: MethodOption = Method.esvm,
     C: COption = 0.1,
@@ -302,7 +309,8 @@ def explain(
     from simattr.attribution import Attributor  # torch, scikit-learn: after the cheap checks
     from simattr.attribution import explain as run_explain
 
-    attributor = Attributor(method.value, C=C, normalize=normalize, device=device)
+    scorer = method_for(method.value, learned_model)
+    attributor = Attributor(scorer, C=C, normalize=normalize, device=device)
     result = run_explain(images, train_features, data=data, backbone=backbone, label=label,
                          predictions=predictions, attributor=attributor, k=topk,
                          device=device)  # fmt: skip
