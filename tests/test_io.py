@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -102,3 +103,35 @@ def test_json_sidecars_are_indented_in_insertion_order_and_read_as_utf8(tmp_path
         assert read_json(tmp_path / "u.json") == {"class": "caf\u00e9"}
     finally:
         locale.setlocale(locale.LC_CTYPE, old)
+
+
+def test_taking_the_lock_removes_what_a_killed_writer_left(tmp_path):
+    """kill -9 between an atomic write's start and its rename leaves a temporary behind; the
+    next run on the output, once it holds the lock, deletes it (and only it)."""
+    import tempfile
+
+    from simattr._io import lock
+
+    def killed_writer(path):  # what atomic_path leaves when its process dies mid-write
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}",
+                                    dir=path.parent)  # fmt: skip
+        os.close(fd)
+        return Path(name)
+
+    run = tmp_path / "run"
+    (run / "sub").mkdir(parents=True)
+    stale = [killed_writer(run / "resume.pt"), killed_writer(run / "sub" / "margins.npy")]
+    kept = [run / "resume.pt", run / ".hidden", run / "notes.tmp", run / ".a.b.tmp"]
+    for p in kept:
+        p.write_text("x")
+    with lock(run):
+        assert not any(p.exists() for p in stale)
+        assert all(p.exists() for p in kept)
+    # a file output: its own temporaries beside it and in its companion folder, no one else's
+    out = tmp_path / "ranking.npz"
+    (tmp_path / "ranking.npz.parts").mkdir()
+    mine = [killed_writer(out), killed_writer(tmp_path / "ranking.npz.parts" / "block-00000.npz")]
+    other = killed_writer(tmp_path / "other.npz")
+    with lock(out):
+        assert not any(p.exists() for p in mine)
+        assert other.exists()

@@ -295,6 +295,34 @@ def check_writable(path: str | os.PathLike[str], name: str = "`out`", folder: bo
     os.unlink(made)
 
 
+#: The name :func:`atomic_path` gives a temporary: ``.<name>.<8 random characters>.tmp<suffix>``.
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp(\.[^./]*)?$")
+
+
+def remove_stale_temporaries(target: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporaries a killed writer left in output ``target``; return them.
+
+    Called by :func:`lock` once the lock is held: no live simattr writer can be using them then.
+    A folder output is searched whole; a file output, for temporaries of its own name beside it
+    and inside its companion folders (``ranking.npz.parts/``). ``kill -9`` in the middle of an
+    atomic write leaves such a file (the rename never happened); a resumed run must not.
+    """
+    target = Path(target)
+    found: list[Path] = []
+    if target.is_dir():
+        found = [p for p in target.rglob(".*") if _TEMPORARY.match(p.name) and p.is_file()]
+    elif target.parent.is_dir():
+        for p in target.parent.iterdir():
+            match = _TEMPORARY.match(p.name)
+            if match and match["name"] == target.name and p.is_file():
+                found.append(p)
+            elif p.is_dir() and p.name.startswith(target.name + "."):
+                found += [q for q in p.rglob(".*") if _TEMPORARY.match(q.name) and q.is_file()]
+    for p in found:
+        p.unlink(missing_ok=True)
+    return found
+
+
 def lock_path(target: str | os.PathLike[str]) -> Path:
     """The lock file of an output: ``results.jsonl`` -> ``results.jsonl.lock`` beside it."""
     target = Path(target)
@@ -333,6 +361,7 @@ def lock(target: str | os.PathLike[str], name: str = "`out`") -> Iterator[Path]:
     try:
         fd = _acquire(path, target, name, fcntl)
         _HELD[key] = 1
+        remove_stale_temporaries(target)
         try:
             yield path
         finally:
