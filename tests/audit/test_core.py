@@ -498,6 +498,15 @@ def test_possible_pairs_and_the_note_reach_every_output_on_8x8_digits(tmp_path):
     page = (out / "audit.html").read_text(encoding="utf-8")
     assert "pixel check not used below 16x16 (these images are 8x8)" in page
     assert "Possible duplicates, not confirmed" in page
+    # the command line says it too, not only the files it writes
+    features = ["--features", str(tmp_path / "train.npy")]
+    args = ["audit", "--data", "digits", *features, "--test-features", str(tmp_path / "test.npy")]
+    args += ["--out", str(tmp_path / "cli")]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    said = " ".join(r.output.split())
+    assert "duplicates: pixel check not used below 16x16" in said
+    assert "possible duplicate pairs, not confirmed by the pixels" in said
     assert f"{len(possible)} in all." in page
 
 

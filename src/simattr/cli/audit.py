@@ -95,5 +95,9 @@ def _print_audit(run, split: str) -> None:
         + f": {len(d) - n_leaks} near-duplicate pairs, {n_leaks} leaks; label errors ranked by "
         f"{r.label_issues.detector}"
     )
+    if d.possible is not None and len(d.possible):
+        console.print(f"{len(d.possible)} possible duplicate pairs, not confirmed by the pixels")
+    if d.note:
+        console.print(f"duplicates: {d.note}", markup=False)
     for path in run.written:
         console.print(f"wrote {path}")
