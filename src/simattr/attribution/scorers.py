@@ -443,6 +443,8 @@ class LearnedScorer(Scorer):
     @classmethod
     def contract_example(cls) -> Scorer:
         """A model fitted on seeded synthetic retraining data, in a temporary file."""
+        import atexit
+        import shutil
         import tempfile
         from pathlib import Path
 
@@ -456,6 +458,8 @@ class LearnedScorer(Scorer):
             pool, np.arange(48) % 3, masks, margins, tg, np.arange(12) % 3
         )
         folder = Path(tempfile.mkdtemp(prefix="simattr-learned-"))
+        # clones of the scorer read the file too: it goes when the process ends, not before
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
         return cls(model_path=str(model.save(folder / "contract.safetensors")))
 
 
