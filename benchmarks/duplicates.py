@@ -12,8 +12,8 @@ images is CIFAR-10's own and judged in part 2).
 Part 2, unaltered CIFAR-10: how many test images have a confirmed near-copy in the training
 split (ciFAIR reports 3.25 % of the test set), and a contact sheet of a random sample of the
 reported pairs (``duplicates_cifar10_sample.png``: each row the test image, then its training
-copy) plus the pairs just under the threshold (``duplicates_cifar10_borderline.png``), to be
-judged by eye.
+copy) plus the feature-close pairs the pixels do not confirm (``duplicates_cifar10_possible.png``),
+to be judged by eye. The sheets are CIFAR-10 images: written beside the JSON, never committed.
 
     python benchmarks/duplicates.py --train-features F.npy --test-features T.npy [--threads 1]
 """
