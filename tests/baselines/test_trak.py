@@ -10,11 +10,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from numeric import assert_close
 
 from simattr._io import sidecar_path
 from simattr.baselines.controls import random_ranking
 from simattr.baselines.supervised import head_layer, penultimate_features, supervised_ranking
-from simattr.baselines.trak import top_k_ranking, trak_ranking, trak_scores
+from simattr.baselines.trak import top_k_ranking, trak_ranking, trak_scores, trak_scores_by_models
 from simattr.errors import CheckpointError, InvalidInputError
 from simattr.models.classifiers import build_classifier
 from simattr.training.classifier_io import (
@@ -189,6 +190,37 @@ def test_trak_matches_a_fresh_store(data, ckpts, trak_dense, tmp_path):
         data, "tiny", TARGETS, checkpoints=ckpts, work_dir=tmp_path, proj_dim=PROJ_DIM
     )
     np.testing.assert_array_equal(fresh.scores, trak_dense.scores)
+
+
+def test_trak_by_models_gives_each_ensemble_of_the_first_checkpoints(
+    data, ckpts, trak_dense, tmp_path
+):
+    """One store serves a curve over the number of models: the largest ensemble is the plain
+    call's scores, and the one-model ensemble is TRAK on the first checkpoint alone."""
+    curve = trak_scores_by_models(
+        data,
+        "tiny",
+        TARGETS,
+        checkpoints=ckpts,
+        work_dir=tmp_path,
+        proj_dim=PROJ_DIM,
+        sizes=[len(ckpts), 1],
+    )
+    assert sorted(curve) == [1, len(ckpts)]
+    assert curve[1].metadata["n_models"] == 1 and curve[1].metadata["checkpoints"] == [
+        str(ckpts[0])
+    ]
+    assert_close(curve[len(ckpts)].scores, trak_dense.scores)
+    alone = trak_scores(
+        data, "tiny", TARGETS, checkpoints=ckpts[:1], work_dir=tmp_path, proj_dim=PROJ_DIM
+    )
+    assert_close(curve[1].scores, alone.scores)
+    assert not np.allclose(curve[1].scores, curve[len(ckpts)].scores)  # the ensemble matters
+    for bad in ([0], [len(ckpts) + 1], []):
+        with pytest.raises(InvalidInputError, match="sizes"):
+            trak_scores_by_models(
+                data, "tiny", TARGETS, checkpoints=ckpts, work_dir=tmp_path, sizes=bad
+            )
 
 
 # -- supervised features ---------------------------------------------------------------------

@@ -226,7 +226,50 @@ def trak_scores(
     lambda_reg: float = 0.0,
     progress: bool = False,
 ) -> TrakScores:
-    """Dense TRAK scores ``(n_targets, n_pool)`` of ``recipe``'s pool for ``targets``.
+    """Dense TRAK scores ``(n_targets, n_pool)`` of ``recipe``'s pool for ``targets``, over
+    every checkpoint. See :func:`trak_scores_by_models` for the arguments."""
+    by_models = trak_scores_by_models(
+        data,
+        recipe,
+        targets,
+        checkpoints=checkpoints,
+        work_dir=work_dir,
+        proj_dim=proj_dim,
+        device=device,
+        batch_size=batch_size,
+        target_labels=target_labels,
+        target_split=target_split,
+        projector_seed=projector_seed,
+        lambda_reg=lambda_reg,
+        progress=progress,
+    )
+    return by_models[max(by_models)]
+
+
+def trak_scores_by_models(
+    data: str,
+    recipe: str | Recipe,
+    targets: Sequence[int] | np.ndarray,
+    *,
+    checkpoints: Sequence[str | os.PathLike[str]] | int,
+    work_dir: str | os.PathLike[str],
+    sizes: Sequence[int] | None = None,
+    proj_dim: int | None = None,
+    device: str = "cpu",
+    batch_size: int | None = None,
+    target_labels: Sequence[int] | np.ndarray | None = None,
+    target_split: str = "test",
+    projector_seed: int = 0,
+    lambda_reg: float = 0.0,
+    progress: bool = False,
+) -> dict[int, TrakScores]:
+    """Dense TRAK scores of ``recipe``'s pool for ``targets``, for ensembles of the first
+    ``n`` checkpoints, for each ``n`` of ``sizes`` (default: all of them).
+
+    TRAK improves with the number of models it averages, and how fast it does is what a
+    comparison at an equal number of trained models needs: every checkpoint is featurized and
+    scored once, and each ensemble only finalizes its first ``n`` models' scores (traker's
+    ``finalize_scores(model_ids=...)``), so a whole curve costs what its largest point costs.
 
     Args:
         data: dataset root as :func:`simattr.training.jobs.load_split` takes it.
@@ -236,6 +279,7 @@ def trak_scores(
             architecture; any training rows), or a number of models of the recipe to train on
             its pool (seeds ``0..n-1``, cached in ``work_dir/checkpoints-<recipe>``).
         work_dir: where the TRAK store (and trained checkpoints) go; reused across calls.
+        sizes: ensemble sizes to return (the first ``n`` checkpoints each); default all.
         proj_dim: projection dimension (default :func:`default_proj_dim`).
         device: ``"cpu"`` or ``"cuda"``; scores are float32 on either.
         batch_size: images per per-example-gradient batch (default 128 on the CPU, 512 on CUDA).
@@ -262,6 +306,7 @@ def trak_scores(
     pool = recipe_pool(recipe, train)
     fingerprint = pool_rows_fingerprint(train, pool)
     paths = _resolve_checkpoints(data, recipe, checkpoints, work, device, progress)
+    sizes = _check_sizes(sizes, len(paths))
     states = _load_states(paths, recipe, train.num_classes, dev)
 
     model = build_classifier(recipe.arch, train.num_classes).to(dev).eval()
@@ -325,32 +370,49 @@ def trak_scores(
             for inds, batch in _batches(target_images, t_labels, recipe, dev, batch_size):
                 traker.score(batch=batch, inds=inds)
             advance(1)
-    dense = np.asarray(traker.finalize_scores(exp_name, model_ids=model_ids), dtype=np.float32)
-    scores = np.ascontiguousarray(dense.T)  # traker returns (n_pool, n_targets)
-    if not np.all(np.isfinite(scores)):
-        raise InvalidInputError(
-            f"TRAK produced non-finite scores (store {store}); X^T X is probably singular: "
-            "pass lambda_reg > 0 or a smaller proj_dim than the pool size"
+    out = {}
+    for n in sizes:
+        used = model_ids[:n]
+        dense = np.asarray(traker.finalize_scores(exp_name, model_ids=used), dtype=np.float32)
+        scores = np.ascontiguousarray(dense.T)  # traker returns (n_pool, n_targets)
+        if not np.all(np.isfinite(scores)):
+            raise InvalidInputError(
+                f"TRAK produced non-finite scores (store {store}); X^T X is probably singular: "
+                "pass lambda_reg > 0 or a smaller proj_dim than the pool size"
+            )
+        out[n] = TrakScores(
+            targets=targets,
+            target_labels=t_labels,
+            pool=pool,
+            pool_labels=pool_labels,
+            scores=scores,
+            metadata={
+                "method": "trak",
+                "recipe": recipe.name,
+                "proj_dim": proj_dim,
+                "checkpoints": [str(p) for p in paths[:n]],
+                "n_models": n,
+                "projector_seed": projector_seed,
+                "lambda_reg": float(lambda_reg),
+                "pool_rows_fingerprint": fingerprint,
+                "target_split": target_split,
+                "store": str(store),
+            },
         )
-    return TrakScores(
-        targets=targets,
-        target_labels=t_labels,
-        pool=pool,
-        pool_labels=pool_labels,
-        scores=scores,
-        metadata={
-            "method": "trak",
-            "recipe": recipe.name,
-            "proj_dim": proj_dim,
-            "checkpoints": [str(p) for p in paths],
-            "n_models": len(paths),
-            "projector_seed": projector_seed,
-            "lambda_reg": float(lambda_reg),
-            "pool_rows_fingerprint": fingerprint,
-            "target_split": target_split,
-            "store": str(store),
-        },
-    )
+    return out
+
+
+def _check_sizes(sizes: Sequence[int] | None, n_checkpoints: int) -> list[int]:
+    """Ensemble sizes, each from 1 to the number of checkpoints, ascending and distinct."""
+    if sizes is None:
+        return [n_checkpoints]
+    out = sorted({check_positive_int(n, "sizes") for n in sizes})
+    if not out or out[-1] > n_checkpoints:
+        raise InvalidInputError(
+            f"sizes must be ensemble sizes from 1 to the {n_checkpoints} checkpoints, got "
+            f"{list(sizes)!r}"
+        )
+    return out
 
 
 def top_k_ranking(dense: TrakScores, k: int, *, class_conditional: bool = False) -> Ranking:
