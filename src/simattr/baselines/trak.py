@@ -362,8 +362,9 @@ def trak_scores_by_models(
         {"split": target_split, "rows": targets.tolist(), "labels": t_labels.tolist()}
     )
     target_images = split.get_images(targets)
-    with progress_bar("TRAK score", len(model_ids), enabled=progress) as advance:
-        for m in model_ids:
+    # only the models some ensemble uses are scored (all are featurized: one store serves all)
+    with progress_bar("TRAK score", max(sizes), enabled=progress) as advance:
+        for m in model_ids[: max(sizes)]:
             traker.start_scoring_checkpoint(
                 exp_name, states[m], model_id=m, num_targets=len(targets)
             )
