@@ -121,7 +121,8 @@ def stage_ssl(work: Path) -> None:
     the bench's baseline rankings of T_H."""
     import torch
 
-    from simattr.bench import PROFILES, BenchContext, _rankings
+    from simattr.bench import PROFILES, BenchContext
+    from simattr.bench.run import _rankings
 
     torch.set_num_threads(1)
     tg = split_targets()
