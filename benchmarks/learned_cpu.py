@@ -50,7 +50,8 @@ def prepare(work: Path) -> None:
     """Features and bench rankings of the LDS targets (the bench's own makers, pinned backbone)."""
     import torch
 
-    from simattr.bench import PROFILES, BenchContext, _rankings
+    from simattr.bench import PROFILES, BenchContext
+    from simattr.bench.run import _rankings
 
     torch.set_num_threads(1)
     targets = np.load(LDS_DIR / "targets.npy")

@@ -192,14 +192,22 @@ def stage_fit(work: Path) -> None:
     d = _inputs(work)
     lds, tg = d["lds"], d["tg"]
     fl, hl = d["test"].labels[tg["fit"]], d["test"].labels[tg["held"]]
-    trak_fit = np.load(work / "trak-fit.npz")
-    trak_held = np.load(work / "trak-held.npz")
-    assert np.array_equal(trak_fit["rows"], tg["fit"]) and np.array_equal(
-        trak_held["pool"], lds.pool
-    )
+    trak_fit = trak_held = None
+    if (work / "trak-fit.npz").exists():
+        trak_fit = np.load(work / "trak-fit.npz")
+        trak_held = np.load(work / "trak-held.npz")
+        assert np.array_equal(trak_fit["rows"], tg["fit"])
+        assert np.array_equal(trak_held["pool"], lds.pool)
     (work / "fits").mkdir(exist_ok=True)
     summary = {}
     for name, n_fit, n_trak in CANDIDATES:
+        done = work / "fits" / f"{name}.summary.json"
+        if done.exists():  # resumable: a candidate is fitted once
+            summary[name] = json.loads(done.read_text())
+            continue
+        if n_trak and trak_fit is None:
+            print(name, "waits for the TRAK stage", flush=True)
+            continue
         models = FIT_MODELS[:n_fit]
         signals = ("cosine", "trak") if n_trak else ("cosine",)
         given_fit = {"trak": trak_fit[f"n{n_trak}"]} if n_trak else None
@@ -235,6 +243,7 @@ def stage_fit(work: Path) -> None:
                 "refused": True,
                 "per_ridge": {str(k): v for k, v in per_ridge.items()},
             }
+            done.write_text(json.dumps(summary[name], indent=1))
             continue
         best = max(per_ridge, key=lambda r: per_ridge[r]["r2"])
         start = time.process_time()
@@ -251,6 +260,10 @@ def stage_fit(work: Path) -> None:
             "per_ridge": {str(k): v for k, v in per_ridge.items()},
             "score_cpu_s_per_target_given_inputs": score_cpu,
         }
+        done.write_text(json.dumps(summary[name], indent=1))
+    if any(name not in summary for name, _, _ in CANDIDATES):
+        print("fit: run again after the TRAK stage", flush=True)
+        return
     # the claim's `learned` (plan): best out-of-fold R^2 of the two 32-model candidates; within
     # 0.005 of the best, the one with fewer subset models (fusion-32)
     r2 = {
@@ -292,7 +305,7 @@ def m1_targets(work: Path, d: dict) -> np.ndarray:
     return choose_balanced_targets(eligible, test.labels, 20, seed=26)
 
 
-def stage_m1(work: Path, with_random: bool) -> None:
+def stage_m1(work: Path, with_random: bool, workers: int) -> None:
     """Batch M1: single-target models, m = 50 and 100, `learned` and TRAK-32 (then random)."""
     import torch
 
@@ -303,29 +316,30 @@ def stage_m1(work: Path, with_random: bool) -> None:
     d = _inputs(work)
     targets = m1_targets(work, d)
     at = np.searchsorted(d["tg"]["held"], targets)
-    chosen = json.loads((work / "stage-fit.json").read_text())["chosen"]
     pool = d["lds"].pool
-    rankings = {
-        "learned": _top(
-            targets,
-            pool,
-            np.load(work / "fits" / f"{chosen}-held.npy")[at],
-            1000,
-            {"method": "learned", "candidate": chosen},
-        ),
-        "trak": _top(
-            targets,
-            pool,
-            np.load(work / "trak-held.npz")[f"n{TRAK_MODELS}"][at],
-            1000,
-            {"method": "trak", "models": TRAK_MODELS},
-        ),
-    }
-    if with_random:
+    if with_random:  # the control arm needs neither `learned` nor TRAK: it can run first
         rankings = {
             "random": random_ranking(
                 d["train"].labels, d["test"].labels, targets, 1000, candidates=pool, seed=0
             )
+        }
+    else:
+        chosen = json.loads((work / "stage-fit.json").read_text())["chosen"]
+        rankings = {
+            "learned": _top(
+                targets,
+                pool,
+                np.load(work / "fits" / f"{chosen}-held.npy")[at],
+                1000,
+                {"method": "learned", "candidate": chosen},
+            ),
+            "trak": _top(
+                targets,
+                pool,
+                np.load(work / "trak-held.npz")[f"n{TRAK_MODELS}"][at],
+                1000,
+                {"method": "trak", "models": TRAK_MODELS},
+            ),
         }
     settings = MarginSettings(
         DATA, RECIPE, fractions=(0.05, 0.1), multiplex=False, seed=0, threads=1
@@ -338,7 +352,7 @@ def stage_m1(work: Path, with_random: bool) -> None:
         targets,
         work / "m1" / "margins.jsonl",
         executor="process",
-        workers=2,
+        workers=workers,
         progress=True,
         log=lambda line: print(line, flush=True),
     )
@@ -637,7 +651,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("stage", choices=("lds", "trak", "ssl", "fit", "m1", "table"))
     ap.add_argument("--work", type=Path, required=True, help="large intermediate arrays")
     ap.add_argument("--out", type=Path, default=OUT)
-    ap.add_argument("--random", action="store_true", help="m1: the random arm too")
+    ap.add_argument("--random", action="store_true", help="m1: the random arm (and baselines)")
+    ap.add_argument("--workers", type=int, default=2, help="m1: training processes")
     return parse_args(ap, argv)
 
 
@@ -645,7 +660,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     if args.stage == "m1":
-        stage_m1(args.work, args.random)
+        stage_m1(args.work, args.random, args.workers)
         return
     if args.stage == "table":
         stage_table(args.work, args.out)
