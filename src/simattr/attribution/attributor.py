@@ -232,6 +232,11 @@ class Attributor(BaseEstimator):
             )
         return settings
 
+    def score_meaning(self) -> dict[str, Any]:
+        """What the method's scores mean (:meth:`Scorer.score_meaning`): recorded beside a
+        ranking, not in :meth:`describe`, so resume manifests keep their settings only."""
+        return self._make_scorer().score_meaning()
+
     def fit(self, train_features: object, train_labels: object = None) -> Attributor:
         """Store the (normalised) training features and, per class, the candidate pools."""
         self._scorer = self._make_scorer()

@@ -199,6 +199,7 @@ def explain(
         scores,
         metadata=dict(
             attributor.describe(),
+            **({"score_meaning": meaning} if (meaning := attributor.score_meaning()) else {}),
             targets="files",
             images=[str(f) for f in files],
             labels=label_source,

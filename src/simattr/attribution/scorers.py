@@ -107,6 +107,12 @@ class Scorer(BaseEstimator):
         scorer needs a file its defaults cannot name (``learned``)."""
         return cls()
 
+    def score_meaning(self) -> dict[str, Any]:
+        """What a score means, for rankings and the pages that show them: empty for a score
+        with no unit (only the order within a target counts); ``learned`` says its unit and
+        whether its scores are calibrated margin changes."""
+        return {}
+
     def settings(self) -> dict[str, Any]:
         """JSON-serialisable parameters that determine the scores (for manifests, sidecars)."""
         params = self.get_params(deep=False)
@@ -433,6 +439,22 @@ class LearnedScorer(Scorer):
 
     def score(self, prepared: Any, targets: np.ndarray) -> np.ndarray:
         raise InvalidInputError("method 'learned' needs labels: use it through an Attributor")
+
+    def score_meaning(self) -> dict[str, Any]:
+        """Scores in logits; ``calibrated`` when the file's model was fitted with
+        :meth:`~simattr.attribution.learned.LearnedAttribution.calibrate`: each score is then
+        minus the expected margin change if the image is removed (and a set's sum, the set's),
+        which the pages show; an uncalibrated model's scores overstate it, and say so."""
+        from simattr.attribution.learned import LearnedAttribution
+
+        if self.model_path is None:
+            return {}
+        model = LearnedAttribution.load(self.model_path)
+        meaning: dict[str, Any] = {"unit": "logits", "calibrated": model.calibrated}
+        if model.calibrated:
+            meaning["calibration"] = model.calibration
+            meaning["calibration_info"] = model.calibration_info
+        return meaning
 
     def score_labelled(
         self, prepared: Any, targets: np.ndarray, target_labels: np.ndarray, labels: np.ndarray

@@ -499,8 +499,10 @@ def _ranking_metadata(
     explained = None
     if class_conditional:
         explained = "true labels" if predictions is None else "predicted classes"
+    meaning = attributor.score_meaning()  # learned: units and calibration, for the pages
     return dict(
         attributor.describe(),
+        **({"score_meaning": meaning} if meaning else {}),
         labels=labels.source,
         train_features=str(train_features),
         test_features=str(test_features),

@@ -259,6 +259,7 @@ def _print_attribution(run, out: Path, written, *, topk: int, data, predictions)
         f"wrote {out}: top-{topk} of {len(run.ranking.targets)} target(s) by "
         f"{run.attributor.method} ({pools}{explained})"
     )
+    _print_meaning(run.ranking)
     if written.table is not None:
         paths = ", with file paths" if data is not None else " (no --data: no file paths)"
         console.print(f"wrote {written.table}: one row per ranked training image{paths}")
@@ -323,8 +324,36 @@ def explain(
         console.print(f"wrote {written.page}: open it in a browser")
 
 
+def _print_meaning(ranking) -> None:
+    """What ``attribute``'s scores mean, for a learned model: calibrated, the expected margin
+    change for removing each target's top-k (the first targets; the page has each image's);
+    uncalibrated, a note that its scores overstate changes."""
+    from simattr.report import score_meaning as meaning
+
+    if meaning.is_uncalibrated(ranking.metadata):
+        err_console.print(f"[yellow]note:[/] {meaning.legend(ranking.metadata)}", highlight=False)
+    if not meaning.shows_margin_change(ranking.metadata):
+        return
+    changes = [
+        meaning.set_change(ranking.metadata, s, i)
+        for s, i in zip(ranking.scores, ranking.indices, strict=True)
+    ]
+    first = ", ".join(f"{t}: {c:+.3f}" for t, c in zip(ranking.targets[:5], changes, strict=False))
+    more = ", ..." if len(changes) > 5 else ""
+    console.print(
+        f"calibrated learned scores: {meaning.MARGIN_HEADING} = minus the score, in logits; "
+        f"removing each target's top-{ranking.k} together, expected margin change "
+        f"(test row: logits) {first}{more}; mean {sum(changes) / len(changes):+.3f}",
+        highlight=False,
+    )
+
+
 def _print_explanation(result, *, topk: int, method: str) -> None:
-    """One table per explained image: its top training images, their scores, labels, files."""
+    """One table per explained image: its top training images, their scores (a calibrated
+    learned model's as expected margin changes if removed, with the list's sum), labels, files.
+    """
+    from simattr.report import score_meaning as meaning
+
     names = result.class_names
     for t, image in enumerate(result.images):
         # file and class names are the user's: printed as text, never read as rich markup
@@ -335,17 +364,21 @@ def _print_explanation(result, *, topk: int, method: str) -> None:
         )
         table = Table()
         table.add_column("rank", justify="right")
-        table.add_column("score", justify="right")
+        table.add_column(meaning.score_heading(result.ranking.metadata), justify="right")
         table.add_column("label")
         table.add_column("training file", overflow="fold")
         for row in (r for r in result.rows() if r["image"] == t):
             table.add_row(
                 str(row["rank"]),
-                f"{row['score']:+.3f}",
+                f"{meaning.shown_value(result.ranking.metadata, row['score']):+.3f}",
                 escape(row["train_label"]),
                 escape(row["train_path"]),
             )
         console.print(table)
+        ranking = result.ranking
+        note = meaning.set_note(ranking.metadata, ranking.scores[t], ranking.indices[t])
+        if note:
+            console.print(note, highlight=False)
     ranked = (result.ranking.indices >= 0).sum(axis=1)
     if len(ranked) and int(ranked.min()) < topk:
         err_console.print(

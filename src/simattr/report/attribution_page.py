@@ -15,7 +15,7 @@ over an input.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from simattr._io import atomic_write, check_not_input, check_writable
+from simattr.report import score_meaning
 from simattr.report.html import Row, Section, Tile, gallery_html
 
 if TYPE_CHECKING:
@@ -53,6 +54,10 @@ _SCORES = {
     "cosine": "Score: cosine similarity of the features, in [-1, 1]; 1 is an exact copy.",
     "class-prior": "Score: the same 1 for every image of the class (a control, not a method).",
     "random": "Score: a random order of the class (a control, not a method).",
+    "learned": (
+        "Score: the learned model's prediction, in logits, of what the image adds to the "
+        "target's margin (signed: a negative score marks an image that works against it)."
+    ),
 }
 
 
@@ -121,14 +126,28 @@ def check_page_dir(folder: PathLike, inputs: dict[str, PathLike | None] | None =
 
 
 def attribution_page_html(
-    targets: Sequence[PageTarget], *, title: str, method: str, explained: str, note: str = ""
+    targets: Sequence[PageTarget],
+    *,
+    title: str,
+    method: str,
+    explained: str,
+    note: str = "",
+    meaning: Mapping[str, Any] | None = None,
 ) -> str:
-    """The page as a string (see the module docstring)."""
+    """The page as a string (see the module docstring). ``meaning``: the ranking's metadata
+    (its ``score_meaning``): a calibrated ``learned`` ranking shows each score as the expected
+    margin change if the image is removed, and each list's sum as the change for removing it
+    all; an uncalibrated one marks its scores "uncalibrated" (:mod:`.score_meaning`)."""
+    heading = score_meaning.score_heading(meaning)
+    legend_text = score_meaning.legend(meaning)
+    reading = legend_text if score_meaning.shows_margin_change(meaning) else score_legend(method)
+    if legend_text and reading != legend_text:
+        reading += " " + legend_text
     intro = (
         f"Each section is one image explained (red frame), then the training images ranked "
         f"for it ({explained}) by {method}: rank 1 is the most responsible. Every thumbnail "
-        f"shows its rank, score, label and file (hover for the full path). "
-        f"{score_legend(method)} The ranking never looks at a model: a class only chooses "
+        f"shows its rank, {heading}, label and file (hover for the full path). "
+        f"{reading} The ranking never looks at a model: a class only chooses "
         "which training images are ranked."
     )
     if note:
@@ -137,25 +156,30 @@ def attribution_page_html(
     for i, target in enumerate(targets, start=1):
         caption = f"target · {target.label} · {Path(target.path).name}"
         tiles = [Tile(target.image, caption, "target", title=target.path)]
+        shown = [score_meaning.shown_value(meaning, e.score) for e in target.entries]
         tiles += [
             Tile(
                 e.image,
-                f"#{e.rank} · {e.score:+.3f} · {e.label} · {e.path}",
+                f"#{e.rank} · {v:+.3f} · {e.label} · {e.path}",
                 "train",
-                title=f"rank {e.rank}, score {e.score:+.4f}, {e.label}: {e.path}",
+                title=f"rank {e.rank}, {heading} {v:+.4f}, {e.label}: {e.path}",
             )
-            for e in target.entries
+            for e, v in zip(target.entries, shown, strict=True)
         ]
+        set_note = score_meaning.set_note(
+            meaning, np.array([e.score for e in target.entries]), np.arange(len(target.entries))
+        )
         sections.append(
             Section(
                 f"{i}. {target.path}",
                 [Row(tiles)],
-                note=f"explained as {target.label}; {len(target.entries)} training image(s)",
+                note=f"explained as {target.label}; {len(target.entries)} training image(s)"
+                + (f"; {set_note}" if set_note else ""),
             )
         )
     legend = (
         ("target", "the image explained", "#d62728"),
-        ("train", "a training image: #rank · score · label · file", "#1f77b4"),
+        ("train", f"a training image: #rank · {heading} · label · file", "#1f77b4"),
     )
     return gallery_html(title, sections, intro=intro, legend=legend, scale=1)
 
@@ -169,12 +193,13 @@ def write_attribution_page(
     explained: str,
     note: str = "",
     inputs: dict[str, PathLike | None] | None = None,
+    meaning: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write :func:`attribution_page_html` to ``folder/index.html`` atomically, never over one
     of ``inputs``. Returns the page's path."""
     page = check_page_dir(folder, inputs)
     text = attribution_page_html(
-        targets, title=title, method=method, explained=explained, note=note
+        targets, title=title, method=method, explained=explained, note=note, meaning=meaning
     )
     return atomic_write(page, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
@@ -205,6 +230,7 @@ def explanation_page(
         method=method,
         explained=f"the pool of the class explained: {explanation.label_source}",
         inputs=inputs,
+        meaning=ranking.metadata,
     )
 
 
@@ -260,6 +286,7 @@ def ranking_page(
         else "the whole training set",
         note=note,
         inputs=inputs,
+        meaning=ranking.metadata,
     )
 
 
