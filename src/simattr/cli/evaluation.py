@@ -1,5 +1,5 @@
 """CLI commands of the evaluation: ``support``, ``support-report``, ``margins``,
-``margins-report``, ``lds``, ``lds-score``, ``bench``, ``recipes``.
+``margins-report``, ``lds``, ``lds-score``, ``learn``, ``bench``, ``recipes``.
 
 Registered on the shared app (:mod:`simattr.cli._common`) when :mod:`simattr.cli` is imported;
 like the rest of the CLI they only parse options and call the Python API
@@ -34,7 +34,9 @@ from simattr.cli._common import (
     RequiredReferenceOption,
     SeedOption,
     TargetsOption,
+    TestFeaturesOption,
     ThreadsOption,
+    TrainFeaturesOption,
     WorkersOption,
     app,
     check_not_input,
@@ -317,6 +319,36 @@ def lds_score_command(
 
 @app.command()
 @friendly_errors
+@requires_files("train_features", "test_features")
+def learn(
+    lds_dir: Annotated[Path, typer.Argument(help="LDS folder written by `simattr lds`.")],
+    train_features: TrainFeaturesOption,
+    test_features: TestFeaturesOption,
+    out: OutOption,
+    data: OptionalDataOption = None,
+    ridge: Annotated[float, typer.Option(help="Ridge penalty of the fit (relative).")] = 10.0,
+    folds: Annotated[int, typer.Option(help="K: calibration folds over the subset models.")] = 4,
+    seed: SeedOption = 0,
+) -> None:
+    """Fit a calibrated `learned` attribution on the trained models of an LDS folder.
+
+    --out: the model (.safetensors, with a .json sidecar) for `simattr attribute --method
+    learned --learned-model`. Its scores are in logits, scaled on subset models held out by
+    K-fold cross-validation. Labels come from --data, else from the features' recorded dataset.
+    """
+    from simattr.evaluation.learn import fit_learned
+
+    model = fit_learned(lds_dir, train_features, test_features, out, ridge=ridge, folds=folds,
+                        seed=seed, data=data)  # fmt: skip
+    cal = model.calibration_info
+    console.print(
+        f"{cal['subsets']} subset models, {cal['targets']} targets, {cal['folds']} folds: "
+        f"calibration slope {cal['slope']:.3f}, out-of-fold R^2 {cal['r2']:.3f}; wrote {out}"
+    )
+
+
+@app.command()
+@friendly_errors
 def bench(
     data: DataOption,
     profile: Annotated[str, typer.Option(help="cpu, gpu or tiny (sizes of the run).")] = "cpu",
@@ -375,4 +407,12 @@ def recipes() -> None:
     console.print(table)
 
 
-__all__ = ["bench", "lds", "lds_score_command", "recipes", "support", "support_report_command"]
+__all__ = [
+    "bench",
+    "lds",
+    "lds_score_command",
+    "learn",
+    "recipes",
+    "support",
+    "support_report_command",
+]
