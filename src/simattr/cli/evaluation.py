@@ -343,7 +343,8 @@ def learn(
     cal = model.calibration_info
     console.print(
         f"{cal['subsets']} subset models, {cal['targets']} targets, {cal['folds']} folds: "
-        f"calibration slope {cal['slope']:.3f}, out-of-fold R^2 {cal['r2']:.3f}; wrote {out}"
+        f"calibration slope {cal['slope']:.3f}, out-of-fold R^2 {cal['r2']:.3f}; wrote {out}",
+        soft_wrap=True,
     )
 
 

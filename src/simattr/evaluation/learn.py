@@ -83,8 +83,8 @@ def fit_learned(
     rows = _subset_rows(lds, subsets, lds_path)
     if len(rows) < 2 * folds:
         raise InvalidInputError(
-            f"{len(rows)} trained subset models in {lds_path} cannot give each of `folds={folds}` "
-            "2 models; pass fewer `folds` or train more subset models (`simattr lds`)"
+            f"`folds={folds}` needs {2 * folds} subset models (2 per fold); {lds_path} has "
+            f"{len(rows)} trained to fit on: pass fewer `folds` or train more (`simattr lds`)"
         )
     cols = _target_columns(lds, targets, lds_path)
     x_train, y_train = _split_inputs(lds, "train", train_features, data, lds_path)
