@@ -257,6 +257,33 @@ def test_calibration_is_the_k_fold_slope_of_fits_on_the_other_models():
     np.testing.assert_allclose(model.scores(pool, pl, tg, tl), full.scores(pool, pl, tg, tl))
 
 
+def test_calibrate_chooses_the_ridge_with_the_best_held_out_fit():
+    """With ``ridges``, each penalty's folds are judged on their held-out models; the one with
+    the highest pooled R^2 is kept, and the model is then exactly what calibrating at that
+    ridge alone gives. An overfit problem needs a far larger penalty than 1e-3."""
+    pool, tg, labels, draw = _overfit_problem(3)
+    masks, margins = draw(48, 30)
+    grid = [1e-3, 1.0, 1e2, 1e4]
+    model = LearnedAttribution(form="bilinear", dim=16, ridge=1e-3)
+    model.calibrate(pool, labels[0], masks, margins, tg, labels[1], folds=4, seed=1, ridges=grid)
+    search = model.calibration_info["ridge_search"]
+    assert sorted(float(k) for k in search) == grid
+    usable = {float(k): v["r2"] for k, v in search.items() if v["slope"] > 0}
+    assert model.ridge == max(usable, key=usable.get) and model.ridge > 1e-3
+    alone = LearnedAttribution(form="bilinear", dim=16, ridge=model.ridge)
+    alone.calibrate(pool, labels[0], masks, margins, tg, labels[1], folds=4, seed=1)
+    assert model.calibration == pytest.approx(alone.calibration, rel=1e-6)
+    assert model.calibration_info["r2"] == pytest.approx(search[str(model.ridge)]["r2"], rel=1e-9)
+    np.testing.assert_allclose(
+        model.scores(pool, labels[0], tg, labels[1]),
+        alone.scores(pool, labels[0], tg, labels[1]),
+        rtol=1e-6,
+        atol=1e-12,
+    )
+    with pytest.raises(InvalidInputError, match="ridges"):
+        model.calibrate(pool, labels[0], masks, margins, tg, labels[1], ridges=[-1.0])
+
+
 def test_calibrate_refuses_fewer_than_two_models_per_fold_in_one_line():
     pool, pl, tg, tl, masks, margins, _ = _planted(seed=8, n_subsets=7)
     model = LearnedAttribution(form="kernel")
