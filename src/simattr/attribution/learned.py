@@ -94,6 +94,29 @@ class _Problem(NamedTuple):
     rows: dict[str, np.ndarray]
 
 
+def _slope_r2(sxy: np.ndarray, sxx: np.ndarray, syy: np.ndarray) -> dict[str, float]:
+    """Pooled slope through the origin and its R^2 from per-fold sums (0 where undefined)."""
+    xy, xx, yy = float(np.sum(sxy)), float(np.sum(sxx)), float(np.sum(syy))
+    if xx <= 0 or yy <= 0:
+        return {"slope": 0.0, "r2": 0.0}
+    return {"slope": xy / xx, "r2": xy * xy / (xx * yy)}
+
+
+def _calibration_grid(n: int, folds: int, ridges: float | Sequence[float]) -> list[float]:
+    """Check :meth:`LearnedAttribution.calibrate`'s folds against ``n`` models; the ridges."""
+    if isinstance(folds, bool) or not isinstance(folds, int | np.integer) or folds < 2:
+        raise InvalidInputError(f"folds must be an integer >= 2, got {folds!r}")
+    if n < 2 * folds:
+        raise InvalidInputError(
+            f"calibrate needs at least 2 subset models per fold: {n} models cannot fill "
+            f"folds={folds}; pass fewer folds or more models"
+        )
+    grid = [float(ridges)] if np.isscalar(ridges) else [float(r) for r in ridges]
+    if not grid or not all(np.isfinite(r) and r >= 0 for r in grid):
+        raise InvalidInputError(f"ridges must be finite values >= 0, got {ridges!r}")
+    return grid
+
+
 @dataclass
 class LearnedAttribution:
     """A fitted ``learned`` model; :meth:`fit` learns it, :meth:`scores` applies it."""
@@ -368,44 +391,15 @@ class LearnedAttribution:
         3,000 targets and a 10,000-image pool (``bilinear``, dim 16, ``cosine``): 21 s of CPU.
         """
         n = len(np.asarray(masks))
-        if isinstance(folds, bool) or not isinstance(folds, int | np.integer) or folds < 2:
-            raise InvalidInputError(f"folds must be an integer >= 2, got {folds!r}")
-        if n < 2 * folds:
-            raise InvalidInputError(
-                f"calibrate needs at least 2 subset models per fold: {n} models cannot fill "
-                f"folds={folds}; pass fewer folds or more models"
-            )
-        grid = [float(self.ridge)] if ridges is None else [float(r) for r in ridges]
-        if not grid or not all(np.isfinite(r) and r >= 0 for r in grid):
-            raise InvalidInputError(f"ridges must be finite values >= 0, got {ridges!r}")
+        grid = _calibration_grid(n, folds, self.ridge if ridges is None else ridges)
         with self._unchanged_on_error():
             pr = self._prepare(pool, pool_labels, masks, margins, targets, target_labels, signals)
             held = np.array_split(np.random.default_rng(seed).permutation(n), folds)
             train = [np.setdiff1d(np.arange(n), h) for h in held]
             systems = self._normal_equations(pr, [*train, np.arange(n)])
             thetas = [[self._solve(g, r, ridge) for g, r in systems[:-1]] for ridge in grid]
-            # held-out predictions: a design row times theta is the sum of the scores over the
-            # subset (each score is linear in theta), so no (T, n_pool) score matrix is built
-            sxy, sxx = np.zeros((len(grid), folds)), np.zeros((len(grid), folds))
-            syy = np.zeros(folds)
-            for d, y in self._designs(pr):
-                for k, h in enumerate(held):
-                    obs = y[h] - y[h].mean()
-                    syy[k] += obs @ obs
-                    for i in range(len(grid)):
-                        pred = d[h] @ thetas[i][k]
-                        pred = pred - pred.mean()
-                        sxy[i, k] += pred @ obs
-                        sxx[i, k] += pred @ pred
-            search = {
-                grid[i]: {
-                    "slope": float(sxy[i].sum() / sxx[i].sum()) if sxx[i].sum() > 0 else 0.0,
-                    "r2": float(sxy[i].sum() ** 2 / (sxx[i].sum() * syy.sum()))
-                    if sxx[i].sum() > 0 and syy.sum() > 0
-                    else 0.0,
-                }
-                for i in range(len(grid))
-            }
+            sxy, sxx, syy = self._held_out_sums(pr, held, thetas)
+            search = {grid[i]: _slope_r2(sxy[i], sxx[i], syy) for i in range(len(grid))}
             usable = [i for i in range(len(grid)) if search[grid[i]]["slope"] > 0]
             best = max(usable, key=lambda i: search[grid[i]]["r2"]) if usable else 0
             chosen = grid[best]
@@ -438,6 +432,27 @@ class LearnedAttribution:
         }
         self.info = {"fit_subsets": n, "fit_targets": len(pr.targets), "calibrated": True}
         return self
+
+    def _held_out_sums(
+        self, pr: _Problem, held: list[np.ndarray], thetas: list[list[np.ndarray]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per ridge and fold, the sums of predicted x observed and predicted^2 over the fold's
+        held-out cells (each centred per target), and per fold observed^2. A design row times
+        theta is the sum of the scores over the subset (each score is linear in theta), so no
+        ``(T, n_pool)`` score matrix is built."""
+        sxy = np.zeros((len(thetas), len(held)))
+        sxx = np.zeros((len(thetas), len(held)))
+        syy = np.zeros(len(held))
+        for d, y in self._designs(pr):
+            for k, h in enumerate(held):
+                obs = y[h] - y[h].mean()
+                syy[k] += obs @ obs
+                for i, per_fold in enumerate(thetas):
+                    pred = d[h] @ per_fold[k]
+                    pred = pred - pred.mean()
+                    sxy[i, k] += pred @ obs
+                    sxx[i, k] += pred @ pred
+        return sxy, sxx, syy
 
     def _unpack(self, theta: np.ndarray) -> None:
         c2 = self.n_classes * self.n_classes
