@@ -122,13 +122,18 @@ def test_cli_learn_writes_a_calibrated_model_that_attribute_applies(
 def test_fit_learned_holds_out_subsets_and_targets_and_skips_untrained_models(
     lds_dir, features, tmp_path
 ):
-    from simattr.attribution.learned import LearnedAttribution
+    from simattr.attribution.learned import RIDGE_GRID, LearnedAttribution
     from simattr.evaluation.learn import fit_learned
 
     args = (features["train"], features["test"])
     part = fit_learned(lds_dir, *args, tmp_path / "part.safetensors", folds=3,
                        subsets=[5, 0, 1, 2, 3, 4], targets=TARGETS[4:16])  # fmt: skip
     assert part.calibration_info["subsets"] == 6 and part.calibration_info["targets"] == 12
+    # no ridge given: the folds chose it from the grid, by the best held-out R^2
+    search = part.calibration_info["ridge_search"]
+    assert sorted(float(r) for r in search) == sorted(RIDGE_GRID)
+    positive = {float(r): v["r2"] for r, v in search.items() if v["slope"] > 0}
+    assert part.ridge == max(positive, key=positive.get)
     assert part.info["lds"]["subsets"] == [0, 1, 2, 3, 4, 5]
     assert part.info["lds"]["targets"] == list(TARGETS[4:16])
     saved = LearnedAttribution.load(tmp_path / "part.safetensors")

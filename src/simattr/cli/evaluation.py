@@ -326,7 +326,10 @@ def learn(
     test_features: TestFeaturesOption,
     out: OutOption,
     data: OptionalDataOption = None,
-    ridge: Annotated[float, typer.Option(help="Ridge penalty of the fit (relative).")] = 10.0,
+    ridge: Annotated[
+        float | None,
+        typer.Option(help="Ridge penalty (relative); default: chosen by the folds from 1 to 1e6."),
+    ] = None,
     folds: Annotated[int, typer.Option(help="K: calibration folds over the subset models.")] = 4,
     seed: SeedOption = 0,
 ) -> None:
@@ -342,8 +345,9 @@ def learn(
                         seed=seed, data=data)  # fmt: skip
     cal = model.calibration_info
     console.print(
-        f"{cal['subsets']} subset models, {cal['targets']} targets, {cal['folds']} folds: "
-        f"calibration slope {cal['slope']:.3f}, out-of-fold R^2 {cal['r2']:.3f}; wrote {out}",
+        f"{cal['subsets']} subset models, {cal['targets']} targets, {cal['folds']} folds, "
+        f"ridge {model.ridge:g}: calibration slope {cal['slope']:.3f}, out-of-fold R^2 "
+        f"{cal['r2']:.3f}; wrote {out}",
         soft_wrap=True,
     )
 

@@ -38,7 +38,7 @@ def fit_learned(
     *,
     form: str = "bilinear",
     dim: int = 16,
-    ridge: float = 10.0,
+    ridge: float | None = None,
     signals: Sequence[str] = ("cosine",),
     folds: int = 4,
     seed: int = 0,
@@ -59,7 +59,10 @@ def fit_learned(
     its subset models) restrict the fit, so that the rest can judge it later; by default every
     target and every trained model. Models not trained yet are never used.
 
-    ``form``, ``dim``, ``ridge``, ``signals``, ``folds`` and ``seed`` are those of
+    ``ridge=None`` (the default) lets the calibration folds choose the penalty from
+    :data:`~simattr.attribution.learned.RIDGE_GRID` (the best held-out R^2): the right one
+    depends on how many subset models there are, by orders of magnitude.
+    ``form``, ``dim``, ``signals``, ``folds`` and ``seed`` are those of
     :class:`~simattr.attribution.learned.LearnedAttribution` and its ``calibrate`` (only the
     signals computed from features, ``cosine``, can be used here). The saved model's ``info``
     records the LDS folder, its manifest's digest, recipe, seed and fingerprints, the subsets
@@ -92,14 +95,15 @@ def fit_learned(
     _check_rows(lds.pool, len(x_train), "`train_features`", "pool row", lds_path)
     _check_rows(lds.targets[cols], len(x_test), "`test_features`", "target", lds_path)
 
-    from simattr.attribution.learned import LearnedAttribution
+    from simattr.attribution.learned import RIDGE_GRID, LearnedAttribution
 
     tgt = lds.targets[cols]
     masks, margins = lds.masks[rows], lds.margins[np.ix_(rows, cols)]
-    model = LearnedAttribution(form=form, dim=dim, ridge=ridge, signals=tuple(signals))
+    grid = RIDGE_GRID if ridge is None else (ridge,)
+    model = LearnedAttribution(form=form, dim=dim, ridge=grid[0], signals=tuple(signals))
     model.calibrate(
         x_train[lds.pool], y_train[lds.pool], masks, margins, x_test[tgt], y_test[tgt],
-        folds=folds, seed=seed,
+        folds=folds, seed=seed, ridges=grid,
     )  # fmt: skip
     model.info.update(_provenance(lds, lds_path, rows, tgt, margins, train_features, test_features))
     model.save(out)
