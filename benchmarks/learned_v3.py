@@ -594,7 +594,9 @@ def render(payload: dict, table) -> str:
         "# `learned` v3 against TRAK at an equal number of trained models (plan "
         "2026-12-07-learned-v3)",
         "",
-        f"**C1** (`learned` = {payload['chosen']}, 32 trained models, vs TRAK-32, held-out LDS "
+        f"**C1** (`learned` = {payload['chosen']}, "
+        f"{payload['candidates'][payload['chosen']]['trained_models']} trained models, vs "
+        f"TRAK-{TRAK_MODELS}, held-out LDS "
         f"beyond the class-count prior): difference {c1['mean']:+.3f} (95 % CI {c1['low']:+.3f}, "
         f"{c1['high']:+.3f}), one-sided p {c1['p_one_sided']:.2g}, Holm {c1['p_holm']:.2g}: "
         f"**{verdict}**.",
@@ -610,7 +612,21 @@ def render(payload: dict, table) -> str:
             )
         else:
             lines.append(f"**{cell}**: {x.get('status')}.")
-    lines += ["", table.markdown(), "## Calibration (held-out block, centred per target)", ""]
+    models = ", ".join(
+        f"{n} {v['trained_models']}"
+        for n, v in payload["candidates"].items()
+        if "trained_models" in v
+    )
+    lines += [
+        "",
+        f"Trained models behind each ranking: `learned` (= {payload['chosen']}) and the other "
+        f"learned variants: {models}; TRAK-n: n full-pool checkpoints; the baselines: none "
+        "(the shipped SSL backbone's features).",
+        "",
+        table.markdown(),
+        "## Calibration (held-out block, centred per target)",
+        "",
+    ]
     lines += ["| learned variant | slope | R^2 |", "| --- | ---: | ---: |"]
     for name, cal in payload["calibration_held_out"].items():
         if cal["slope"] is not None:
