@@ -420,6 +420,8 @@ def m1_results(work: Path, d: dict, learned_held: np.ndarray) -> dict:
     }
     eff = effects(recs)
     out: dict = {"targets": targets.tolist(), "effects": {}, "claims": {}}
+    secs = [float(r["seconds"]) for r in recs]
+    out["model_seconds"] = {"median": float(np.median(secs)), "n": len(secs)}
     for (name, frac), per in sorted(eff.items()):
         out["effects"][f"{name} m={round(frac * 1000)}"] = mean_ci(list(per.values()))
     for frac, cell in ((0.05, "C2"), (0.1, "C3")):
@@ -662,6 +664,13 @@ def render(payload: dict, table) -> str:
             f"checkpoints; form {spec['form']}, ridge {spec['ridge']:g} (out-of-fold R^2 "
             f"{spec['r2']:.4f}, factor {r['slope']:.3f}); calibrate {r['cpu_s']:.0f} CPU-s; "
             f"scoring {spec['score_cpu_s_per_target_given_inputs'] * 1000:.1f} CPU-ms per target"
+        )
+    seconds = payload["m1"].get("model_seconds")
+    if seconds:
+        lines.append(
+            f"- one full-pool `cpu-mini` model (M1, one thread, two workers on two cores): median "
+            f"{seconds['median']:.0f} s over {seconds['n']} models; a subset model trains on half "
+            "the pool"
         )
     tc = payload["trak_cost"]
     lines.append(
