@@ -451,7 +451,12 @@ def m1_results(work: Path, d: dict, learned_held: np.ndarray) -> dict:
     row = {int(t): i for i, t in enumerate(targets)}
     pos = np.full(int(pool.max()) + 1, -1)
     pos[pool] = np.arange(len(pool))
-    base = {int(r["targets"][0]): r["margins"][0] for r in recs if r["kind"] == "baseline"}
+    base = {  # one full-pool model predicts every target (same seed as each removal model)
+        int(t): m
+        for r in recs
+        if r["kind"] == "baseline"
+        for t, m in zip(r["targets"], r["margins"], strict=True)
+    }
     pred, obs, by = [], [], {}
     for r in recs:
         if r["kind"] != "removal" or int(r["targets"][0]) not in base:
